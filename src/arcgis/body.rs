@@ -1,0 +1,216 @@
+//! Delivery bodies: JSON (compact or pretty) or a form with a `payload` field.
+
+use std::borrow::Cow;
+
+use super::ParseError;
+use crate::verify::SIGNATURE_HEADER;
+
+/// How the body is encoded, from its Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoding {
+    /// `application/json` (json and pjson alike).
+    Json,
+    /// `application/x-www-form-urlencoded` with `payload=<json>`.
+    Form,
+}
+
+/// Why a Content-Type was refused (answered with 415).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ContentTypeError {
+    /// No Content-Type header.
+    #[error("missing Content-Type: expected application/json or application/x-www-form-urlencoded")]
+    Missing,
+    /// Some other media type.
+    #[error(
+        "unsupported Content-Type {0:?}: expected application/json or application/x-www-form-urlencoded"
+    )]
+    Unsupported(String),
+    /// A charset other than UTF-8.
+    #[error("unsupported charset {0:?}: expected utf-8")]
+    Charset(String),
+}
+
+impl BodyEncoding {
+    /// Picks the encoding from a Content-Type header value.
+    pub fn from_content_type(value: Option<&str>) -> Result<Self, ContentTypeError> {
+        let value = value.ok_or(ContentTypeError::Missing)?;
+        let mut parts = value.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        for param in parts {
+            if let Some((k, v)) = param.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("charset") {
+                    let cs = v.trim().trim_matches('"').to_ascii_lowercase();
+                    if cs != "utf-8" && cs != "utf8" && cs != "us-ascii" {
+                        return Err(ContentTypeError::Charset(cs));
+                    }
+                }
+            }
+        }
+        let short: String = value.chars().take(80).collect();
+        match media.as_str() {
+            "application/json" | "text/json" => Ok(BodyEncoding::Json),
+            "application/x-www-form-urlencoded" => Ok(BodyEncoding::Form),
+            "" => Err(ContentTypeError::Missing),
+            _ => Err(ContentTypeError::Unsupported(short)),
+        }
+    }
+}
+
+/// A body reduced to the JSON text of its payload.
+#[derive(Debug)]
+pub struct DecodedBody<'a> {
+    /// The payload's JSON text.
+    pub json: Cow<'a, [u8]>,
+    /// A signature sent as a form field instead of a header.
+    pub form_signature: Option<String>,
+    /// Texts the signature may have been computed over, most likely first.
+    pub signed_candidates: Vec<Cow<'a, [u8]>>,
+}
+
+/// Extracts the payload JSON from a body.
+pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedBody<'_>, ParseError> {
+    match encoding {
+        BodyEncoding::Json => Ok(DecodedBody {
+            json: Cow::Borrowed(body),
+            form_signature: None,
+            signed_candidates: vec![Cow::Borrowed(body)],
+        }),
+        BodyEncoding::Form => decode_form(body),
+    }
+}
+
+fn decode_form(body: &[u8]) -> Result<DecodedBody<'_>, ParseError> {
+    let mut payload: Option<Cow<'_, str>> = None;
+    let mut signature = None;
+    let mut payloads = 0;
+    for (k, v) in form_urlencoded::parse(body) {
+        if k == "payload" {
+            payloads += 1;
+            payload = Some(v);
+        } else if k.eq_ignore_ascii_case(SIGNATURE_HEADER) {
+            if signature.is_some() {
+                return Err(ParseError::Form(format!(
+                    "the form has more than one {SIGNATURE_HEADER} field"
+                )));
+            }
+            signature = Some(v.into_owned());
+        }
+    }
+    if payloads > 1 {
+        return Err(ParseError::Form(format!(
+            "the form has {payloads} payload fields; expected exactly one"
+        )));
+    }
+    let Some(decoded) = payload else {
+        return Err(ParseError::Form(
+            "the form has no payload field; expected payload=<json>".into(),
+        ));
+    };
+    // Without the signature field: what a sender that appends its signature would have signed.
+    let unsigned = strip_signature_field(body);
+    let mut candidates = vec![Cow::Borrowed(body)];
+    if let Some(u) = unsigned {
+        candidates.push(Cow::Owned(u));
+    }
+    // Esri's own samples read the raw text after `payload=`; a sender that did not escape `&`
+    // inside the JSON breaks the form split, so fall back to that raw text when it parses.
+    let decoded_bytes = decoded.as_bytes().to_vec();
+    let json = if serde_json::from_slice::<serde::de::IgnoredAny>(&decoded_bytes).is_ok() {
+        decoded_bytes
+    } else {
+        raw_payload_text(body).unwrap_or(decoded_bytes)
+    };
+    candidates.push(Cow::Owned(json.clone()));
+    Ok(DecodedBody {
+        json: Cow::Owned(json),
+        form_signature: signature,
+        signed_candidates: candidates,
+    })
+}
+
+/// The raw text between `payload=` and a trailing signature field, if it parses as JSON.
+fn raw_payload_text(body: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("payload=")? + "payload=".len();
+    let rest = &text[start..];
+    let lower = rest.to_ascii_lowercase();
+    let end = lower
+        .find(&format!("&{}=", SIGNATURE_HEADER.to_ascii_lowercase()))
+        .unwrap_or(rest.len());
+    let candidate = rest[..end].as_bytes();
+    serde_json::from_slice::<serde::de::IgnoredAny>(candidate)
+        .ok()
+        .map(|_| candidate.to_vec())
+}
+
+/// The body with its `x-esriHook-Signature=` field removed, if it had one.
+fn strip_signature_field(body: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let prefix = format!("{}=", SIGNATURE_HEADER.to_ascii_lowercase());
+    let kept: Vec<&str> = text
+        .split('&')
+        .filter(|p| !p.to_ascii_lowercase().starts_with(&prefix))
+        .collect();
+    let joined = kept.join("&");
+    (joined.len() != text.len()).then(|| joined.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        use BodyEncoding::*;
+        assert_eq!(
+            BodyEncoding::from_content_type(Some("application/json")),
+            Ok(Json)
+        );
+        assert_eq!(
+            BodyEncoding::from_content_type(Some("Application/JSON; charset=UTF-8")),
+            Ok(Json)
+        );
+        assert_eq!(
+            BodyEncoding::from_content_type(Some("application/x-www-form-urlencoded")),
+            Ok(Form)
+        );
+        assert_eq!(
+            BodyEncoding::from_content_type(None),
+            Err(ContentTypeError::Missing)
+        );
+        assert!(matches!(
+            BodyEncoding::from_content_type(Some("text/xml")),
+            Err(ContentTypeError::Unsupported(_))
+        ));
+        assert!(matches!(
+            BodyEncoding::from_content_type(Some("application/json; charset=iso-8859-1")),
+            Err(ContentTypeError::Charset(_))
+        ));
+    }
+
+    #[test]
+    fn form_payload_and_signature_field() {
+        let body = b"payload=%5B%5D&x-esriHook-Signature=sha256%3Dabc";
+        let d = decode(BodyEncoding::Form, body).unwrap();
+        assert_eq!(&*d.json, b"[]");
+        assert_eq!(d.form_signature.as_deref(), Some("sha256=abc"));
+        assert!(
+            d.signed_candidates
+                .iter()
+                .any(|c| &**c == b"payload=%5B%5D")
+        );
+    }
+
+    #[test]
+    fn unescaped_json_in_a_form() {
+        let body = br#"payload=[{"changesUrl":"https://x/y?a=1&b=2","events":[]}]"#;
+        let d = decode(BodyEncoding::Form, body).unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(&d.json).is_ok());
+    }
+
+    #[test]
+    fn form_refusals() {
+        assert!(decode(BodyEncoding::Form, b"a=1").is_err());
+        assert!(decode(BodyEncoding::Form, b"payload=1&payload=2").is_err());
+    }
+}

@@ -1,0 +1,529 @@
+//! `routes.toml`: the schema, loading and whole-file validation with errors that name the key.
+
+mod secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use secret::Secret;
+
+use crate::render::Renderer;
+use crate::route::{RouteConfig, RouteTable};
+use crate::sinks::SinkConfig;
+
+/// One thing wrong with a config file, located by its key path and, where known, its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `sinks.bus.topic` or `routes[2].to`.
+    pub key: String,
+    /// 1-based line in the file, when the TOML parser knows it.
+    pub line: Option<usize>,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `key` with no known line.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{} (line {}): {}", self.key, line, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Why a config could not be loaded: every problem found, in file order where possible.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is invalid.
+    #[error("{} problem(s) in {}:\n{}", problems.len(), path.display(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The config path.
+        path: PathBuf,
+        /// Each problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// What a hook expects to receive, which picks the payload parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookKind {
+    /// Organization webhooks: `{info, events}`.
+    Portal,
+    /// Feature-service webhooks: an array of layer change batches.
+    FeatureService,
+    /// Geoprocessing job webhooks.
+    Geoprocessing,
+    /// Detect the kind from the payload's shape.
+    Auto,
+}
+
+/// `[hooks.NAME]`: one payload URL, `POST /hooks/NAME`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The payload kind this hook accepts.
+    #[serde(default = "default_kind")]
+    pub kind: HookKind,
+    /// Signature keys; any one may match (rotation). The first answers CRC challenges.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// Refuse unsigned deliveries; defaults to true when secrets are set.
+    pub require_signature: Option<bool>,
+}
+
+impl HookConfig {
+    /// Whether an unsigned delivery is refused.
+    pub fn signature_required(&self) -> bool {
+        self.require_signature.unwrap_or(!self.secrets.is_empty())
+    }
+}
+
+fn default_kind() -> HookKind {
+    HookKind::Auto
+}
+
+/// `[server.tls]`: native TLS termination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to bind.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Native TLS; plain HTTP when absent (put a reverse proxy in front).
+    pub tls: Option<TlsConfig>,
+    /// Largest body accepted; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body: bytesize::ByteSize,
+    /// Bearer token for `/admin`; the admin API is off without one.
+    pub admin_token: Option<Secret>,
+    /// How long a graceful stop may take before in-flight work is abandoned (it stays queued).
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            tls: None,
+            max_body: default_max_body(),
+            admin_token: None,
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_max_body() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(1)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[storage]`: where the durable queue lives and how long it remembers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Data directory (relative paths are relative to the config file).
+    #[serde(default = "default_data")]
+    pub path: PathBuf,
+    /// How long an accepted event id is remembered to refuse retried deliveries.
+    #[serde(default = "days7", with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// How long delivered events are kept (for status queries).
+    #[serde(default = "day1", with = "humantime_serde")]
+    pub keep_delivered: Duration,
+    /// How long dead letters are kept before they are purged.
+    #[serde(default = "days7", with = "humantime_serde")]
+    pub keep_dead: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: default_data(),
+            dedup_window: days7(),
+            keep_delivered: day1(),
+            keep_dead: days7(),
+        }
+    }
+}
+
+fn default_data() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn day1() -> Duration {
+    Duration::from_secs(86_400)
+}
+fn days7() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+
+/// Exponential backoff bounds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    #[serde(with = "humantime_serde")]
+    pub first: Duration,
+    /// Cap on any one delay.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+/// `[defaults.retry]` or `[sinks.NAME.retry]`: how often a delivery is tried before it is dead.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts before a delivery becomes a dead letter.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Delay between attempts.
+    #[serde(default = "default_backoff")]
+    pub backoff: Backoff,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: default_attempts(),
+            backoff: default_backoff(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    12
+}
+fn default_backoff() -> Backoff {
+    Backoff {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    #[serde(default)]
+    retry: RetryConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    storage: StorageConfig,
+    templates: Option<PathBuf>,
+    #[serde(default)]
+    hooks: BTreeMap<String, HookConfig>,
+    #[serde(default)]
+    sinks: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
+}
+
+/// A configured sink: its settings and its retry policy.
+#[derive(Debug, Clone)]
+pub struct SinkEntry {
+    /// Type-specific settings.
+    pub config: SinkConfig,
+    /// Retry policy (the sink's own or the defaults).
+    pub retry: RetryConfig,
+}
+
+/// A loaded, validated configuration: nothing starts until this exists.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// The parsed listen address.
+    pub listen: SocketAddr,
+    /// `[storage]`, with `path` made absolute against the config directory.
+    pub storage: StorageConfig,
+    /// `[hooks.*]`.
+    pub hooks: BTreeMap<String, HookConfig>,
+    /// `[sinks.*]`.
+    pub sinks: BTreeMap<String, SinkEntry>,
+    /// `[[routes]]`, compiled.
+    pub routes: RouteTable,
+    /// Every template (sink fields and email templates), compiled.
+    pub renderer: Renderer,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`, collecting every problem found.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text).map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses and validates config text; `path` anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let raw: RawConfig = deserialize_with_path(text)?;
+        let mut problems = Vec::new();
+
+        let listen = match raw.server.listen.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                problems.push(Problem::new(
+                    "server.listen",
+                    format!(
+                        "expected an address like 0.0.0.0:8080, found {:?}",
+                        raw.server.listen
+                    ),
+                ));
+                SocketAddr::from(([0, 0, 0, 0], 8080))
+            }
+        };
+        if raw.server.max_body.as_u64() == 0 {
+            problems.push(Problem::new("server.max_body", "must be larger than 0"));
+        }
+        let mut storage = raw.storage;
+        storage.path = base.join(&storage.path);
+
+        for (name, hook) in &raw.hooks {
+            if !valid_name(name) {
+                problems.push(Problem::new(
+                    format!("hooks.{name}"),
+                    "a hook name may use only letters, digits, '-' and '_'",
+                ));
+            }
+            if hook.require_signature == Some(true) && hook.secrets.is_empty() {
+                problems.push(Problem::new(
+                    format!("hooks.{name}.secrets"),
+                    "require_signature is true but no secret is configured",
+                ));
+            }
+        }
+
+        let templates_dir = base.join(raw.templates.unwrap_or_else(|| PathBuf::from("templates")));
+        let mut renderer = Renderer::new(templates_dir);
+        let mut sinks = BTreeMap::new();
+        for (name, table) in raw.sinks {
+            let key = format!("sinks.{name}");
+            if !valid_name(&name) {
+                problems.push(Problem::new(
+                    &key,
+                    "a sink name may use only letters, digits, '-' and '_'",
+                ));
+            }
+            match SinkConfig::from_table(&name, table, base, &raw.defaults.retry) {
+                Ok((config, retry)) => {
+                    config.register_templates(&name, &mut renderer, &mut problems);
+                    if retry.attempts == 0 {
+                        problems.push(Problem::new(
+                            format!("{key}.retry.attempts"),
+                            "must be at least 1",
+                        ));
+                    }
+                    sinks.insert(name, SinkEntry { config, retry });
+                }
+                Err(p) => problems.extend(p),
+            }
+        }
+        if raw.defaults.retry.attempts == 0 {
+            problems.push(Problem::new(
+                "defaults.retry.attempts",
+                "must be at least 1",
+            ));
+        }
+
+        let routes = match RouteTable::build(&raw.routes, &sinks) {
+            Ok(t) => t,
+            Err(p) => {
+                problems.extend(p);
+                RouteTable::default()
+            }
+        };
+
+        if problems.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                server: raw.server,
+                listen,
+                storage,
+                hooks: raw.hooks,
+                sinks,
+                routes,
+                renderer,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Whether `name` is a safe hook or sink name (it appears in URLs, keys and metric labels).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Deserializes TOML, reporting the failing key path and line on error.
+pub fn deserialize_with_path<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, Vec<Problem>> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let message = inner.message().trim().to_string();
+        vec![Problem {
+            key: if path == "." { "(file)".into() } else { path },
+            line,
+            message,
+        }]
+    })
+}
+
+/// Deserializes a sub-table, prefixing the failing key path with `prefix`.
+pub fn table_into<T: serde::de::DeserializeOwned>(
+    table: toml::Table,
+    prefix: &str,
+) -> Result<T, Vec<Problem>> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let key = if path == "." {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        vec![Problem::new(key, e.into_inner().to_string().trim())]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("routes.toml"), text) {
+            Ok(_) => vec![],
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_default_routes_toml_is_valid() {
+        let text = include_str!("../../routes.toml");
+        let cfg = Config::parse(Path::new("routes.toml"), text).unwrap();
+        assert!(cfg.sinks.contains_key("log"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let p = problems("[server]\nlisten = \"127.0.0.1:1\"\nlissten = 3\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("server"), "{p:?}");
+        assert!(p[0].contains("lissten"), "{p:?}");
+        assert!(p[0].contains("line 3"), "{p:?}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let p = problems("[storage]\ndedup_window = \"seven days\"\n");
+        assert!(p[0].starts_with("storage.dedup_window"), "{p:?}");
+    }
+
+    #[test]
+    fn missing_env_secret_names_the_key() {
+        let p = problems(
+            "[hooks.portal]\nkind = \"portal\"\nsecrets = [\"env:HOOKBRIDGE_TEST_UNSET\"]\n",
+        );
+        assert!(p[0].starts_with("hooks.portal.secrets[0]"), "{p:?}");
+        assert!(p[0].contains("HOOKBRIDGE_TEST_UNSET is not set"), "{p:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_listed() {
+        let p = problems(
+            r#"
+[server]
+listen = "nowhere"
+[hooks."bad/name"]
+kind = "portal"
+[hooks.p]
+require_signature = true
+[sinks.log]
+type = "file"
+path = "x.jsonl"
+[[routes]]
+match = { colour = "red" }
+to = ["nope"]
+"#,
+        );
+        let all = p.join("\n");
+        assert!(all.contains("server.listen"), "{all}");
+        assert!(all.contains("hooks.bad/name"), "{all}");
+        assert!(all.contains("hooks.p.secrets"), "{all}");
+        assert!(all.contains("routes[0].to"), "{all}");
+        assert!(all.contains("routes[0].match.colour"), "{all}");
+    }
+
+    #[test]
+    fn unknown_sink_type_is_named() {
+        let p = problems("[sinks.x]\ntype = \"carrier-pigeon\"\n");
+        assert!(p[0].starts_with("sinks.x.type"), "{p:?}");
+    }
+}

@@ -1,0 +1,96 @@
+//! `hookbridge explain`: a dry run of a payload through parse, dedup key, routing and rendering.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::arcgis::{self, ParseError, body::BodyEncoding};
+use crate::config::Config;
+use crate::event::Event;
+use crate::render::RenderError;
+
+/// Why a dry run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// No such hook.
+    #[error("no hook named {0:?} in the config")]
+    UnknownHook(String),
+    /// The payload does not parse for the hook.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// A template failed.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+/// The whole dry run.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// One entry per event the payload holds.
+    pub events: Vec<ExplainedEvent>,
+}
+
+/// One event: its fields, the routes it matched, and what each sink would send.
+#[derive(Debug, Serialize)]
+pub struct ExplainedEvent {
+    /// The normalized event (its `event_id` is the dedup key).
+    pub event: Event,
+    /// Names of the routes it matched.
+    pub routes: Vec<String>,
+    /// What each destination sink would send.
+    pub deliveries: Vec<Preview>,
+}
+
+/// What one sink would send for one event.
+#[derive(Debug, Serialize)]
+pub struct Preview {
+    /// Sink name.
+    pub sink: String,
+    /// Sink type.
+    pub r#type: &'static str,
+    /// Topic, key, routing key, headers, body or rendered mail, per sink type.
+    pub message: Value,
+}
+
+/// Parses `body` as `hook` would receive it and shows what would happen, sending nothing.
+pub fn explain(
+    config: &Config,
+    hook: &str,
+    encoding: BodyEncoding,
+    body: &[u8],
+) -> Result<Explanation, ExplainError> {
+    let h = config
+        .hooks
+        .get(hook)
+        .ok_or_else(|| ExplainError::UnknownHook(hook.to_string()))?;
+    let decoded = arcgis::body::decode(encoding, body)?;
+    let payload = String::from_utf8_lossy(&decoded.json).into_owned();
+    let events = arcgis::parse(h.kind, hook, &decoded.json)?;
+    let mut out = Vec::new();
+    for event in events {
+        let routes = config
+            .routes
+            .matching(&event)
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let mut deliveries = Vec::new();
+        for sink in config.routes.sinks_for(&event) {
+            let Some(entry) = config.sinks.get(&sink) else {
+                continue;
+            };
+            deliveries.push(Preview {
+                r#type: entry.config.type_name(),
+                message: entry
+                    .config
+                    .preview(&sink, &config.renderer, &event, &payload)?,
+                sink,
+            });
+        }
+        out.push(ExplainedEvent {
+            event,
+            routes,
+            deliveries,
+        });
+    }
+    Ok(Explanation { events: out })
+}

@@ -1,0 +1,20 @@
+//! hookbridge: ArcGIS webhooks in — verified, deduplicated, durable — and out to Kafka,
+//! RabbitMQ, email and files, at least once.
+//!
+//! The modules follow the data: ingress → verify → arcgis (parse) → event (dedup key) →
+//! route → queue → dispatch → sinks.
+
+pub mod arcgis;
+pub mod config;
+pub mod dispatch;
+pub mod event;
+pub mod explain;
+pub mod ingress;
+pub mod metrics;
+pub mod queue;
+pub mod render;
+pub mod route;
+pub mod serve;
+pub mod shutdown;
+pub mod sinks;
+pub mod verify;

@@ -1,0 +1,241 @@
+//! The `hookbridge` command line: parse arguments, call the library, report errors.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hookbridge::arcgis::body::BodyEncoding;
+use hookbridge::config::{Config, ConfigError, Secret};
+use hookbridge::queue::Queue;
+
+/// ArcGIS webhooks in — verified, deduplicated, durable — out to Kafka, RabbitMQ, email and files.
+#[derive(Parser)]
+#[command(name = "hookbridge", version)]
+struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "routes.toml",
+        env = "HOOKBRIDGE_CONFIG"
+    )]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Validate the config; print each problem with its key path and exit 1 if any.
+    Check,
+    /// Dry-run a payload: events, dedup keys, matching routes and what each sink would send.
+    Explain {
+        /// The hook the payload would arrive on.
+        #[arg(long)]
+        hook: String,
+        /// Treat the file as this content type (default: form for *.form files, else JSON).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// The payload file.
+        file: PathBuf,
+    },
+    /// Print the x-esriHook-Signature value for a body.
+    Sign {
+        /// The signature key (inline, env:NAME or file:/path).
+        #[arg(long)]
+        key: String,
+        /// The body file.
+        file: PathBuf,
+    },
+    /// Inspect the queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Inspect and act on dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Events, pending deliveries per sink, dead letters, disk used.
+    Stats,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters.
+    List(Filter),
+    /// Put dead letters back in their sinks' queues.
+    Replay(Filter),
+    /// Delete dead letters.
+    Purge(Filter),
+}
+
+#[derive(Args)]
+struct Filter {
+    /// Only this sink's.
+    #[arg(long)]
+    sink: Option<String>,
+    /// Only this event's.
+    #[arg(long)]
+    id: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKBRIDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check => Ok(check(&cli.config)),
+        Command::Sign { key, file } => {
+            let key = Secret::resolve(&key)
+                .map_err(anyhow::Error::msg)
+                .context("--key")?;
+            let body =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            println!(
+                "{}",
+                hookbridge::verify::sign(key.expose().as_bytes(), &body)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            hook,
+            content_type,
+            file,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let body =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let encoding = match content_type {
+                Some(ct) => BodyEncoding::from_content_type(Some(&ct))?,
+                None if file.extension().is_some_and(|e| e == "form")
+                    || body.starts_with(b"payload=") =>
+                {
+                    BodyEncoding::Form
+                }
+                None => BodyEncoding::Json,
+            };
+            let explanation = hookbridge::explain::explain(&config, &hook, encoding, &body)?;
+            println!("{}", serde_json::to_string_pretty(&explanation)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => {
+            let config = Config::load(&cli.config)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(hookbridge::serve::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue {
+            command: QueueCommand::Stats,
+        } => {
+            let queue = open_queue(&cli.config)?;
+            let stats = queue.stats()?;
+            queue.close()?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { command } => dlq(&cli.config, command),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} hooks, {} sinks, routes valid)",
+                path.display(),
+                c.hooks.len(),
+                c.sinks.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            for p in &problems {
+                println!("{}: {p}", path.display());
+            }
+            println!("{} problem(s) found", problems.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the queue of a stopped daemon for the offline subcommands.
+fn open_queue(config: &Path) -> anyhow::Result<std::sync::Arc<Queue>> {
+    let config = Config::load(config)?;
+    match Queue::open(&config.storage.path, hookbridge::serve::retention(&config)) {
+        Ok(q) => Ok(q),
+        Err(e) if e.to_string().contains("lock") => bail!(
+            "the data directory {} is in use: is `hookbridge serve` running? Stop it first ({e})",
+            config.storage.path.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let queue = open_queue(config)?;
+    let result = match &command {
+        DlqCommand::List(f) => {
+            let letters = queue.dead_letters(f.sink.as_deref(), f.id.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&letters)?);
+            Ok(())
+        }
+        DlqCommand::Replay(f) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let n = runtime.block_on(queue.replay(f.sink.clone(), f.id.clone()))?;
+            println!("replayed {n} dead letter(s)");
+            Ok(())
+        }
+        DlqCommand::Purge(f) => {
+            let n = queue.purge(f.sink.as_deref(), f.id.as_deref())?;
+            println!("purged {n} dead letter(s)");
+            Ok(())
+        }
+    };
+    queue.close()?;
+    result.map(|_| ExitCode::SUCCESS)
+}

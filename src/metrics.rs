@@ -1,0 +1,178 @@
+//! Every metric, registered in one place; names start with `hookbridge_` and carry their unit.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder, exponential_buckets,
+};
+
+/// The process-wide metrics (the one global: Prometheus registries are meant to be shared).
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// All of hookbridge's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Deliveries from ArcGIS by hook and outcome (accepted, duplicate, or a rejection reason).
+    pub requests: IntCounterVec,
+    /// Time from request start to answer, by hook.
+    pub request_seconds: HistogramVec,
+    /// Events stored, by hook and kind.
+    pub events_accepted: IntCounterVec,
+    /// Events refused as retries of accepted ones, by hook.
+    pub events_duplicate: IntCounterVec,
+    /// Events no route matched, by hook.
+    pub events_unrouted: IntCounterVec,
+    /// Delivery attempts by sink and outcome (delivered, retry, dead, unavailable).
+    pub deliveries: IntCounterVec,
+    /// Time a sink took to send a batch, by sink.
+    pub send_seconds: HistogramVec,
+    /// Deliveries waiting to be sent, by sink.
+    pub queue_pending: IntGaugeVec,
+    /// Dead letters held, by sink.
+    pub dead_letters: IntGaugeVec,
+    /// Requests written per group commit.
+    pub commit_batch_requests: Histogram,
+    /// Time of one group commit's write and fsync.
+    pub commit_fsync_seconds: Histogram,
+    /// Whether each sink has connected (1) or not (0).
+    pub sink_up: IntGaugeVec,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let latency = exponential_buckets(0.0001, 2.0, 18).unwrap_or_default();
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_requests_total",
+                    "Deliveries received from ArcGIS, by hook and outcome",
+                ),
+                &["hook", "outcome"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            request_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "hookbridge_request_duration_seconds",
+                    "Time to answer a delivery",
+                )
+                .buckets(latency.clone()),
+                &["hook"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            events_accepted: IntCounterVec::new(
+                Opts::new("hookbridge_events_accepted_total", "Events stored durably"),
+                &["hook", "kind"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            events_duplicate: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_events_duplicate_total",
+                    "Events refused as retries of accepted ones",
+                ),
+                &["hook"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            events_unrouted: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_events_unrouted_total",
+                    "Events that matched no route",
+                ),
+                &["hook"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            deliveries: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_deliveries_total",
+                    "Delivery attempts by sink and outcome",
+                ),
+                &["sink", "outcome"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            send_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "hookbridge_sink_send_duration_seconds",
+                    "Time a sink took to send one batch",
+                )
+                .buckets(latency.clone()),
+                &["sink"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            queue_pending: IntGaugeVec::new(
+                Opts::new(
+                    "hookbridge_queue_pending_deliveries",
+                    "Deliveries waiting to be sent",
+                ),
+                &["sink"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            dead_letters: IntGaugeVec::new(
+                Opts::new("hookbridge_dead_letters", "Dead letters held"),
+                &["sink"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            commit_batch_requests: Histogram::with_opts(
+                HistogramOpts::new(
+                    "hookbridge_commit_batch_requests",
+                    "Requests written per group commit",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 11).unwrap_or_default()),
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            commit_fsync_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "hookbridge_commit_fsync_duration_seconds",
+                    "Time of one group commit's write and fsync",
+                )
+                .buckets(latency),
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            sink_up: IntGaugeVec::new(
+                Opts::new(
+                    "hookbridge_sink_connected",
+                    "Whether the sink has connected (1) or not (0)",
+                ),
+                &["sink"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.request_seconds.clone()),
+            Box::new(m.events_accepted.clone()),
+            Box::new(m.events_duplicate.clone()),
+            Box::new(m.events_unrouted.clone()),
+            Box::new(m.deliveries.clone()),
+            Box::new(m.send_seconds.clone()),
+            Box::new(m.queue_pending.clone()),
+            Box::new(m.dead_letters.clone()),
+            Box::new(m.commit_batch_requests.clone()),
+            Box::new(m.commit_fsync_seconds.clone()),
+            Box::new(m.sink_up.clone()),
+        ];
+        for c in collectors {
+            if let Err(e) = m.registry.register(c) {
+                tracing::error!(error = %e, "metric registration failed");
+            }
+        }
+        #[cfg(target_os = "linux")]
+        if let Err(e) = m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::error!(error = %e, "process metrics registration failed");
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,140 @@
+//! Dead letters: deliveries that ran out of attempts or were refused, kept whole for replay.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::*;
+use super::{DeliveryRow, EventRow, Queue, QueueError, decode, encode};
+use crate::event::Event;
+use crate::metrics::METRICS;
+use crate::sinks::Delivery;
+
+/// A delivery given up on, with everything needed to send it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The sink it was for.
+    pub sink: String,
+    /// The event's sequence number.
+    pub seq: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last failure, as the destination reported it.
+    pub error: String,
+    /// When it died, epoch ms.
+    pub died_at: u64,
+    /// The event.
+    pub event: Event,
+    /// Its body row's sequence number.
+    pub body: u64,
+    /// The ArcGIS payload's JSON text.
+    pub payload: String,
+}
+
+impl Queue {
+    pub(super) fn dead_letter(
+        &self,
+        sink: &str,
+        d: &Delivery,
+        error: &str,
+        now: u64,
+    ) -> Result<DeadLetter, QueueError> {
+        let body = match self.tree.get(seq_key(EVENT, d.seq))? {
+            Some(v) => decode::<EventRow>(&seq_key(EVENT, d.seq), &v)?.body,
+            None => 0,
+        };
+        Ok(DeadLetter {
+            sink: sink.to_string(),
+            seq: d.seq,
+            attempts: d.attempts + 1,
+            error: error.to_string(),
+            died_at: now,
+            event: d.event.clone(),
+            body,
+            payload: d.payload.to_string(),
+        })
+    }
+
+    /// Dead letters, optionally only one sink's or one event's.
+    pub fn dead_letters(
+        &self,
+        sink: Option<&str>,
+        event_id: Option<&str>,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let prefix = match sink {
+            Some(s) => sink_prefix(DEAD, s),
+            None => vec![DEAD],
+        };
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (k, v) = item?;
+            let letter: DeadLetter = decode(&k, &v)?;
+            if event_id.is_none_or(|id| id == letter.event.event_id) {
+                out.push(letter);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes dead letters (all, one sink's, or one event's); returns how many.
+    pub fn purge(&self, sink: Option<&str>, event_id: Option<&str>) -> Result<usize, QueueError> {
+        let letters = self.dead_letters(sink, event_id)?;
+        let mut batch = sled::Batch::default();
+        let mut per_sink: BTreeMap<&str, i64> = BTreeMap::new();
+        for l in &letters {
+            batch.remove(sink_seq_key(DEAD, &l.sink, l.seq));
+            *per_sink.entry(&l.sink).or_default() += 1;
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        for (sink, n) in per_sink {
+            METRICS.dead_letters.with_label_values(&[sink]).sub(n);
+        }
+        Ok(letters.len())
+    }
+}
+
+/// Stages the replay of matching dead letters into `batch`: each goes back to its sink's ready
+/// rows with a fresh attempt count, and its event and body rows are restored if retention took them.
+pub(super) fn stage_replay(
+    tree: &sled::Tree,
+    batch: &mut sled::Batch,
+    sink: Option<&str>,
+    event_id: Option<&str>,
+    revived: &mut BTreeMap<String, i64>,
+) -> Result<usize, QueueError> {
+    let prefix = match sink {
+        Some(s) => sink_prefix(DEAD, s),
+        None => vec![DEAD],
+    };
+    let mut n = 0;
+    for item in tree.scan_prefix(prefix) {
+        let (k, v) = item?;
+        let letter: DeadLetter = decode(&k, &v)?;
+        if event_id.is_some_and(|id| id != letter.event.event_id) {
+            continue;
+        }
+        batch.remove(k);
+        let ekey = seq_key(EVENT, letter.seq);
+        if !tree.contains_key(&ekey)? {
+            batch.insert(
+                ekey,
+                encode(&EventRow {
+                    event: letter.event.clone(),
+                    body: letter.body,
+                }),
+            );
+        }
+        let bkey = seq_key(BODY, letter.body);
+        if !tree.contains_key(&bkey)? {
+            batch.insert(bkey, letter.payload.as_bytes());
+        }
+        batch.insert(
+            sink_seq_key(READY, &letter.sink, letter.seq),
+            encode(&DeliveryRow::default()),
+        );
+        *revived.entry(letter.sink).or_default() += 1;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -1,0 +1,454 @@
+//! The durable queue (sled): accepted events and their deliveries, written ahead of any sending.
+//!
+//! Writes that must be durable before the 2xx (accepts, replays) go through one committer thread
+//! that batches concurrent requests into one sled batch and one fsync (group commit). The
+//! dispatchers read and complete deliveries directly; a completion lost in a crash only means a
+//! delivery is sent again, which at-least-once allows.
+
+mod commit;
+mod dead;
+pub mod keys;
+mod retention;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+pub use commit::{AcceptOutcome, RoutedEvent};
+pub use dead::DeadLetter;
+pub use retention::Retention;
+
+use crate::event::Event;
+use crate::metrics::METRICS;
+use crate::sinks::Delivery;
+use keys::*;
+
+/// Why the queue could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// sled failed (disk full, I/O error, corruption).
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// The committer has stopped (shutting down).
+    #[error("the queue is shutting down")]
+    Closed,
+    /// A row could not be decoded.
+    #[error("corrupt queue row {key}: {reason}")]
+    Corrupt {
+        /// Which row.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A stored event and the body it came in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRow {
+    /// The event.
+    pub event: Event,
+    /// Sequence number of its body row.
+    pub body: u64,
+}
+
+/// A pending delivery's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last failure, for `queue stats` and dead letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What the dispatcher decided for one delivery after a send.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Confirmed by the sink.
+    Delivered,
+    /// Try again at `due_ms`.
+    Retry {
+        /// Epoch ms when it is due again.
+        due_ms: u64,
+        /// Why it failed.
+        error: String,
+    },
+    /// Give up: move to the dead letters.
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Per-sink counts for `queue stats` and the admin API.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Deliveries ready to send.
+    pub ready: u64,
+    /// Deliveries waiting for a retry.
+    pub waiting: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+/// Whole-queue counts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Stored events (pending or kept for status).
+    pub events: u64,
+    /// Stored payload bodies.
+    pub bodies: u64,
+    /// Remembered dedup keys.
+    pub dedup_keys: u64,
+    /// Per sink.
+    pub sinks: BTreeMap<String, SinkStats>,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// The queue: one sled tree and the committer thread in front of it.
+pub struct Queue {
+    db: sled::Db,
+    tree: sled::Tree,
+    tx: std::sync::Mutex<Option<mpsc::Sender<commit::Command>>>,
+    committer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    wake: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// Now, in epoch milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Queue {
+    /// Opens (or creates) the queue in `dir` and starts its committer.
+    pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Queue>, QueueError> {
+        std::fs::create_dir_all(dir).map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
+        let db = sled::Config::new()
+            .path(dir.join("queue"))
+            .cache_capacity(16 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let tree = db.open_tree("q")?;
+        let (tx, rx) = mpsc::channel(4096);
+        let queue = Arc::new(Queue {
+            db: db.clone(),
+            tree: tree.clone(),
+            tx: std::sync::Mutex::new(Some(tx)),
+            committer: std::sync::Mutex::new(None),
+            wake: std::sync::Mutex::new(HashMap::new()),
+        });
+        queue.count_into_metrics();
+        let weak = Arc::downgrade(&queue);
+        if let Some(tx) = queue.sender().ok().map(|t| t.downgrade()) {
+            std::thread::Builder::new()
+                .name("hookbridge-tick".into())
+                .spawn(move || commit::tick(tx))
+                .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
+        }
+        let handle = std::thread::Builder::new()
+            .name("hookbridge-commit".into())
+            .spawn(move || commit::run(db, tree, rx, weak, retention))
+            .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
+        if let Ok(mut slot) = queue.committer.lock() {
+            *slot = Some(handle);
+        }
+        Ok(queue)
+    }
+
+    /// The notifier a sink's dispatcher sleeps on; woken when deliveries are added for it.
+    pub fn waker(&self, sink: &str) -> Arc<Notify> {
+        let mut map = match self.wake.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(sink.to_string()).or_default().clone()
+    }
+
+    fn wake(&self, sink: &str) {
+        self.waker(sink).notify_one();
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<commit::Command>, QueueError> {
+        match self.tx.lock() {
+            Ok(g) => g.clone().ok_or(QueueError::Closed),
+            Err(_) => Err(QueueError::Closed),
+        }
+    }
+
+    /// Stores a request's new events and their deliveries durably; duplicates are only reported.
+    ///
+    /// Returns once the batch holding them has been fsync'd.
+    pub async fn accept(
+        &self,
+        payload: Arc<str>,
+        events: Vec<RoutedEvent>,
+    ) -> Result<AcceptOutcome, QueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(commit::Command::Accept {
+                payload,
+                events,
+                reply,
+            })
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Puts dead letters (all, one sink's, or one event's) back into the ready queue.
+    pub async fn replay(
+        &self,
+        sink: Option<String>,
+        event_id: Option<String>,
+    ) -> Result<usize, QueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(commit::Command::Replay {
+                sink,
+                event_id,
+                reply,
+            })
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Stops the committer after it has written what it was given, and flushes.
+    pub fn close(&self) -> Result<(), QueueError> {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let handle = self.committer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Up to `max` deliveries for `sink`, oldest first, after promoting retries that are due.
+    pub fn take(&self, sink: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        self.promote_due(sink, now_ms())?;
+        let mut out = Vec::new();
+        let mut bodies: HashMap<u64, Arc<str>> = HashMap::new();
+        let mut orphans = sled::Batch::default();
+        let mut orphan_count = 0;
+        for item in self.tree.scan_prefix(sink_prefix(READY, sink)) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = item?;
+            let (_, rest) = split_sink(&key).ok_or_else(|| corrupt(&key, "bad key"))?;
+            let seq = u64_at(rest, 0).ok_or_else(|| corrupt(&key, "bad key"))?;
+            let row: DeliveryRow = decode(&key, &value)?;
+            let Some(ev) = self.tree.get(seq_key(EVENT, seq))? else {
+                tracing::error!(sink, seq, "delivery refers to a missing event; dropping it");
+                orphans.remove(key);
+                orphan_count += 1;
+                continue;
+            };
+            let ev: EventRow = decode(&seq_key(EVENT, seq), &ev)?;
+            let payload = match bodies.get(&ev.body) {
+                Some(p) => p.clone(),
+                None => {
+                    let text: Arc<str> = match self.tree.get(seq_key(BODY, ev.body))? {
+                        Some(b) => Arc::from(String::from_utf8_lossy(&b).as_ref()),
+                        None => Arc::from("null"),
+                    };
+                    bodies.insert(ev.body, text.clone());
+                    text
+                }
+            };
+            out.push(Delivery {
+                seq,
+                attempts: row.attempts,
+                event: ev.event,
+                payload,
+            });
+        }
+        if orphan_count > 0 {
+            self.tree.apply_batch(orphans)?;
+            METRICS
+                .queue_pending
+                .with_label_values(&[sink])
+                .sub(orphan_count);
+        }
+        Ok(out)
+    }
+
+    /// Moves `sink`'s waiting deliveries whose time has come to the ready rows.
+    fn promote_due(&self, sink: &str, now: u64) -> Result<(), QueueError> {
+        let prefix = sink_prefix(WAITING, sink);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&(now + 1).to_be_bytes());
+        let mut batch = sled::Batch::default();
+        let mut moved = 0;
+        for item in self.tree.range(prefix.clone()..end).take(10_000) {
+            let (key, value) = item?;
+            let seq = split_sink(&key)
+                .and_then(|(_, rest)| u64_at(rest, 8))
+                .ok_or_else(|| corrupt(&key, "bad waiting key"))?;
+            batch.remove(key);
+            batch.insert(sink_seq_key(READY, sink, seq), value);
+            moved += 1;
+        }
+        if moved > 0 {
+            self.tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// When `sink`'s earliest waiting delivery is due, if it has any.
+    pub fn next_due(&self, sink: &str) -> Result<Option<u64>, QueueError> {
+        match self.tree.scan_prefix(sink_prefix(WAITING, sink)).next() {
+            Some(item) => {
+                let (key, _) = item?;
+                Ok(split_sink(&key).and_then(|(_, rest)| u64_at(rest, 0)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records what became of a batch of `sink`'s deliveries.
+    pub fn complete(
+        &self,
+        sink: &str,
+        results: &[(&Delivery, Decision)],
+    ) -> Result<(), QueueError> {
+        let now = now_ms();
+        let mut batch = sled::Batch::default();
+        let (mut done, mut dead) = (0i64, 0i64);
+        for (d, decision) in results {
+            let ready = sink_seq_key(READY, sink, d.seq);
+            batch.remove(ready);
+            match decision {
+                Decision::Delivered => {
+                    batch.insert(done_key(d.seq, sink), &now.to_be_bytes());
+                    done += 1;
+                }
+                Decision::Retry { due_ms, error } => {
+                    let row = DeliveryRow {
+                        attempts: d.attempts + 1,
+                        last_error: Some(error.clone()),
+                    };
+                    batch.insert(waiting_key(sink, *due_ms, d.seq), encode(&row));
+                }
+                Decision::Dead { error } => {
+                    let letter = self.dead_letter(sink, d, error, now)?;
+                    batch.insert(sink_seq_key(DEAD, sink, d.seq), encode(&letter));
+                    dead += 1;
+                }
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        METRICS
+            .queue_pending
+            .with_label_values(&[sink])
+            .sub(done + dead);
+        METRICS.dead_letters.with_label_values(&[sink]).add(dead);
+        Ok(())
+    }
+
+    /// Counts pending deliveries and dead letters per sink into the gauges.
+    fn count_into_metrics(&self) {
+        if let Ok(stats) = self.sink_stats() {
+            for (sink, s) in stats {
+                METRICS
+                    .queue_pending
+                    .with_label_values(&[&sink])
+                    .set((s.ready + s.waiting) as i64);
+                METRICS
+                    .dead_letters
+                    .with_label_values(&[&sink])
+                    .set(s.dead as i64);
+            }
+        }
+    }
+
+    fn sink_stats(&self) -> Result<BTreeMap<String, SinkStats>, QueueError> {
+        let mut sinks: BTreeMap<String, SinkStats> = BTreeMap::new();
+        for prefix in [READY, WAITING, DEAD] {
+            for item in self.tree.scan_prefix([prefix]) {
+                let (key, _) = item?;
+                let Some((sink, _)) = split_sink(&key) else {
+                    continue;
+                };
+                let s = sinks.entry(sink.to_string()).or_default();
+                match prefix {
+                    READY => s.ready += 1,
+                    WAITING => s.waiting += 1,
+                    _ => s.dead += 1,
+                }
+            }
+        }
+        Ok(sinks)
+    }
+
+    /// Counts everything in the queue (a full scan: for the CLI and the admin API).
+    pub fn stats(&self) -> Result<Stats, QueueError> {
+        let count = |p: u8| self.tree.scan_prefix([p]).count() as u64;
+        Ok(Stats {
+            events: count(EVENT),
+            bodies: count(BODY),
+            dedup_keys: count(DEDUP),
+            sinks: self.sink_stats()?,
+            disk_bytes: self.db.size_on_disk()?,
+        })
+    }
+
+    /// Flushes everything written so far to disk.
+    pub fn flush(&self) -> Result<(), QueueError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether an event id has been accepted within the dedup window.
+    pub fn seen(&self, event_id: &str) -> Result<bool, QueueError> {
+        let Some(key) = crate::event::DedupKey::parse_hex(event_id) else {
+            return Ok(false);
+        };
+        Ok(self.tree.contains_key(dedup_key(&key.0))?)
+    }
+
+    /// Waits up to `timeout` for a condition on the queue; used by tests and shutdown.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&Queue) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if check(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        check(self)
+    }
+}
+
+fn corrupt(key: &[u8], reason: &str) -> QueueError {
+    QueueError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// JSON-encodes a row.
+fn encode<T: Serialize>(row: &T) -> Vec<u8> {
+    serde_json::to_vec(row).unwrap_or_default()
+}
+
+/// JSON-decodes a row, naming it on failure.
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, QueueError> {
+    serde_json::from_slice(value).map_err(|e| corrupt(key, &e.to_string()))
+}

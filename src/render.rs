@@ -1,0 +1,214 @@
+//! Tera templates shared by the sinks: topics, keys, routing keys, message bodies and mail.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Problem;
+use crate::event::Event;
+
+/// Why a template could not be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("template {name}: {message}")]
+pub struct RenderError {
+    /// The template's name (`sinks.bus.topic`, `item-deleted.subject`).
+    pub name: String,
+    /// Tera's explanation, with its causes.
+    pub message: String,
+}
+
+/// What a sink sends as the message body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// The normalized event as JSON.
+    #[default]
+    Event,
+    /// The ArcGIS payload the event came in, as received.
+    Raw,
+    /// The sink's `payload_template`, rendered.
+    Template,
+}
+
+/// All compiled templates, by name; built at config load so that mistakes surface there.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    tera: Arc<tera::Tera>,
+    dir: PathBuf,
+}
+
+impl Renderer {
+    /// An empty renderer whose file templates live in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![".html", ".html.tera"]);
+        Renderer {
+            tera: Arc::new(tera),
+            dir,
+        }
+    }
+
+    /// The directory file templates are read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Compiles an inline template under `name`, recording a problem at `key` if it is invalid.
+    pub fn add_inline(&mut self, name: &str, text: &str, key: &str, problems: &mut Vec<Problem>) {
+        let tera = Arc::make_mut(&mut self.tera);
+        if let Err(e) = tera.add_raw_template(name, text) {
+            problems.push(Problem::new(key, error_chain(&e)));
+        }
+    }
+
+    /// Compiles `dir/<file>` under `name`; a missing file is a problem at `key` when `required`.
+    pub fn add_file(
+        &mut self,
+        name: &str,
+        file: &str,
+        required: bool,
+        key: &str,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        let path = self.dir.join(file);
+        if !path.exists() {
+            if required {
+                problems.push(Problem::new(
+                    key,
+                    format!("template file {} does not exist", path.display()),
+                ));
+            }
+            return false;
+        }
+        let tera = Arc::make_mut(&mut self.tera);
+        match tera.add_template_file(&path, Some(name)) {
+            Ok(()) => true,
+            Err(e) => {
+                problems.push(Problem::new(key, error_chain(&e)));
+                false
+            }
+        }
+    }
+
+    /// Whether a template of that name exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.tera.get_template_names().any(|n| n == name)
+    }
+
+    /// Renders `name` with the given context.
+    pub fn render(&self, name: &str, context: &tera::Context) -> Result<String, RenderError> {
+        self.tera.render(name, context).map_err(|e| RenderError {
+            name: name.to_string(),
+            message: error_chain(&e),
+        })
+    }
+
+    /// Renders `name` for one event.
+    pub fn render_event(
+        &self,
+        name: &str,
+        event: &Event,
+        payload: &str,
+    ) -> Result<String, RenderError> {
+        self.render(name, &context(event, payload))
+    }
+
+    /// The message body for `event` in `format`; `template` names the sink's payload template.
+    pub fn encode(
+        &self,
+        format: PayloadFormat,
+        template: &str,
+        event: &Event,
+        payload: &str,
+    ) -> Result<Vec<u8>, RenderError> {
+        match format {
+            PayloadFormat::Event => serde_json::to_vec(event).map_err(|e| RenderError {
+                name: "event".into(),
+                message: e.to_string(),
+            }),
+            PayloadFormat::Raw => Ok(payload.as_bytes().to_vec()),
+            PayloadFormat::Template => self
+                .render_event(template, event, payload)
+                .map(String::into_bytes),
+        }
+    }
+}
+
+/// The template context for one event: its fields, plus `payload` (the parsed ArcGIS payload).
+pub fn context(event: &Event, payload: &str) -> tera::Context {
+    let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        let parsed = serde_json::from_str(payload).unwrap_or(Value::Null);
+        map.insert("payload".into(), parsed);
+    }
+    tera::Context::from_value(value).unwrap_or_default()
+}
+
+/// Tera's error with its causes, which hold the useful part (line, variable name).
+fn error_chain(e: &tera::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn event() -> Event {
+        Event {
+            event_id: "ab".repeat(16),
+            kind: EventKind::Portal,
+            source: "item".into(),
+            operation: "delete".into(),
+            id: "i1".into(),
+            webhook: None,
+            user: Some("<script>".into()),
+            when: None,
+            portal: None,
+            properties: Default::default(),
+            hook: "portal".into(),
+            accepted_at: 0,
+        }
+    }
+
+    #[test]
+    fn inline_templates_render_and_errors_are_named() {
+        let mut r = Renderer::new(PathBuf::from("templates"));
+        let mut p = vec![];
+        r.add_inline(
+            "t",
+            "arcgis.{{ kind }}.{{ operation }}",
+            "sinks.x.topic",
+            &mut p,
+        );
+        r.add_inline("bad", "{{ kind ", "sinks.x.key", &mut p);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "sinks.x.key");
+        assert_eq!(
+            r.render_event("t", &event(), "{}").unwrap(),
+            "arcgis.portal.delete"
+        );
+    }
+
+    #[test]
+    fn formats() {
+        let r = Renderer::new(PathBuf::from("templates"));
+        let raw = r
+            .encode(PayloadFormat::Raw, "", &event(), "{\"a\":1}")
+            .unwrap();
+        assert_eq!(raw, b"{\"a\":1}");
+        let ev: Event =
+            serde_json::from_slice(&r.encode(PayloadFormat::Event, "", &event(), "{}").unwrap())
+                .unwrap();
+        assert_eq!(ev, event());
+    }
+}
