@@ -67,6 +67,16 @@ impl Dispatcher {
                 }
                 continue;
             }
+            if let Some(until) = self.sink.hold_until(&batch) {
+                let now = now_ms();
+                if until > now {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(until - now)) => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+            }
             let started = Instant::now();
             let result = self.sink.send(&batch).await;
             METRICS

@@ -58,6 +58,12 @@ pub trait Sink: Send + Sync {
     /// Sends a batch; returns one outcome per delivery, in order.
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError>;
 
+    /// When set, the dispatcher leaves the batch queued until this epoch-ms time, then takes
+    /// it again (with whatever joined it): how a digest collects a window's events.
+    fn hold_until(&self, _batch: &[Delivery]) -> Option<u64> {
+        None
+    }
+
     /// Largest batch the dispatcher should hand over at once.
     fn max_batch(&self) -> usize {
         128
