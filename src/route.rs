@@ -96,9 +96,7 @@ impl RouteTable {
             for (field, value) in &r.matches {
                 let fkey = format!("{key}.match.{field}");
                 if !FIELDS.contains(&field.as_str())
-                    && !field
-                        .strip_prefix("properties.")
-                        .is_some_and(|p| !p.is_empty())
+                    && field.strip_prefix("properties.").is_none_or(str::is_empty)
                 {
                     problems.push(Problem::new(
                         &fkey,

@@ -1,4 +1,5 @@
 //! End to end through the real binary: every sample in every encoding, every refusal, dedup, CRC.
+#![allow(clippy::type_complexity)]
 
 mod common;
 

@@ -137,7 +137,7 @@ fn raw_payload_text(body: &[u8]) -> Option<Vec<u8>> {
     let end = lower
         .find(&format!("&{}=", SIGNATURE_HEADER.to_ascii_lowercase()))
         .unwrap_or(rest.len());
-    let candidate = rest[..end].as_bytes();
+    let candidate = &rest.as_bytes()[..end];
     serde_json::from_slice::<serde::de::IgnoredAny>(candidate)
         .ok()
         .map(|_| candidate.to_vec())
