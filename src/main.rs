@@ -166,8 +166,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queue {
             command: QueueCommand::Stats,
         } => {
-            let queue = open_queue(&cli.config)?;
-            let stats = queue.stats()?;
+            let config = Config::load(&cli.config)?;
+            let queue = open_queue(&config)?;
+            let stats = queue.stats(config.sinks.keys())?;
             queue.close()?;
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(ExitCode::SUCCESS)
@@ -202,9 +203,8 @@ fn check(path: &Path) -> ExitCode {
 }
 
 /// Opens the queue of a stopped daemon for the offline subcommands.
-fn open_queue(config: &Path) -> anyhow::Result<std::sync::Arc<Queue>> {
-    let config = Config::load(config)?;
-    match Queue::open(&config.storage.path, hookbridge::serve::retention(&config)) {
+fn open_queue(config: &Config) -> anyhow::Result<std::sync::Arc<Queue>> {
+    match Queue::open(&config.storage.path, hookbridge::serve::retention(config)) {
         Ok(q) => Ok(q),
         Err(e) if e.to_string().contains("lock") => bail!(
             "the data directory {} is in use: is `hookbridge serve` running? Stop it first ({e})",
@@ -215,7 +215,8 @@ fn open_queue(config: &Path) -> anyhow::Result<std::sync::Arc<Queue>> {
 }
 
 fn dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let queue = open_queue(config)?;
+    let config = Config::load(config)?;
+    let queue = open_queue(&config)?;
     let result = match &command {
         DlqCommand::List(f) => {
             let letters = queue.dead_letters(f.sink.as_deref(), f.id.as_deref())?;

@@ -393,14 +393,22 @@ impl Queue {
         Ok(sinks)
     }
 
-    /// Counts everything in the queue (a full scan: for the CLI and the admin API).
-    pub fn stats(&self) -> Result<Stats, QueueError> {
+    /// Counts everything in the queue (a full scan: for the CLI and the admin API); the
+    /// `configured` sinks are listed even when they hold nothing.
+    pub fn stats<'a>(
+        &self,
+        configured: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Stats, QueueError> {
         let count = |p: u8| self.tree.scan_prefix([p]).count() as u64;
+        let mut sinks = self.sink_stats()?;
+        for name in configured {
+            sinks.entry(name.clone()).or_default();
+        }
         Ok(Stats {
             events: count(EVENT),
             bodies: count(BODY),
             dedup_keys: count(DEDUP),
-            sinks: self.sink_stats()?,
+            sinks,
             disk_bytes: self.db.size_on_disk()?,
         })
     }
