@@ -9,6 +9,8 @@ mod commit;
 mod dead;
 pub mod keys;
 mod retention;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
