@@ -37,6 +37,8 @@ pub struct Metrics {
     pub commit_fsync_seconds: Histogram,
     /// Whether each sink has connected (1) or not (0).
     pub sink_up: IntGaugeVec,
+    /// SIGHUP reloads by result (ok, invalid).
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -136,6 +138,14 @@ impl Metrics {
                 &["sink"],
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_config_reloads_total",
+                    "Config reloads by result",
+                ),
+                &["result"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -151,6 +161,7 @@ impl Metrics {
             Box::new(m.commit_batch_requests.clone()),
             Box::new(m.commit_fsync_seconds.clone()),
             Box::new(m.sink_up.clone()),
+            Box::new(m.config_reloads.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

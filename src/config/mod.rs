@@ -333,6 +333,19 @@ impl Config {
         if raw.server.max_body.as_u64() == 0 {
             problems.push(Problem::new("server.max_body", "must be larger than 0"));
         }
+        let mut server = raw.server;
+        if let Some(tls) = &mut server.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+            if let Err(e) = crate::tls::load(tls) {
+                let (key, msg) = match &e {
+                    crate::tls::TlsError::Cert(m) => ("server.tls.cert", m.clone()),
+                    crate::tls::TlsError::Key(m) => ("server.tls.key", m.clone()),
+                    crate::tls::TlsError::Config(m) => ("server.tls", m.clone()),
+                };
+                problems.push(Problem::new(key, msg));
+            }
+        }
         let mut storage = raw.storage;
         storage.path = base.join(&storage.path);
 
@@ -394,7 +407,7 @@ impl Config {
         if problems.is_empty() {
             Ok(Config {
                 path: path.to_path_buf(),
-                server: raw.server,
+                server,
                 listen,
                 storage,
                 hooks: raw.hooks,

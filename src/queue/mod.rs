@@ -9,6 +9,7 @@ mod commit;
 mod dead;
 pub mod keys;
 mod retention;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 pub use commit::{AcceptOutcome, RoutedEvent};
 pub use dead::DeadLetter;
 pub use retention::Retention;
+pub use status::{DeliveryStatus, EventStatus};
 
 use crate::event::Event;
 use crate::metrics::METRICS;
@@ -222,6 +224,15 @@ impl Queue {
             .await
             .map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Whether the committer thread is still running.
+    pub fn is_alive(&self) -> bool {
+        self.committer
+            .lock()
+            .ok()
+            .and_then(|h| h.as_ref().map(|h| !h.is_finished()))
+            .unwrap_or(false)
     }
 
     /// Stops the committer after it has written what it was given, and flushes.
