@@ -111,6 +111,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .configure(ingress::routes)
     })
     .disable_signals()
+    .client_request_timeout(config.server.read_timeout)
     .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1));
     let certs = match &config.server.tls {
         Some(tls) => Some(CertStore::new(tls)?),
@@ -227,7 +228,10 @@ fn watchdog_usec() -> u64 {
     if sd_notify::watchdog_enabled(false, &mut usec) {
         return usec;
     }
-    match (std::env::var("WATCHDOG_USEC"), std::env::var_os("WATCHDOG_PID")) {
+    match (
+        std::env::var("WATCHDOG_USEC"),
+        std::env::var_os("WATCHDOG_PID"),
+    ) {
         (Ok(v), None) => v.parse().unwrap_or(0),
         _ => 0,
     }

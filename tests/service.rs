@@ -388,8 +388,15 @@ fn the_unit_file_passes_systemd_analyze_security() {
 #[tokio::test]
 async fn metrics_pass_promtool_check() {
     let d = Daemon::start(FILE_CONFIG);
-    d.post_signed("portal", &sample("portal-item-share-multi.json")).await;
-    d.post("portal", Some("application/json"), None, sample("portal-user-role.json")).await;
+    d.post_signed("portal", &sample("portal-item-share-multi.json"))
+        .await;
+    d.post(
+        "portal",
+        Some("application/json"),
+        None,
+        sample("portal-user-role.json"),
+    )
+    .await;
     d.wait_lines("events.jsonl", 2).await;
     let text = d.get("/metrics").await.text;
     let mut child = std::process::Command::new("promtool")
@@ -398,10 +405,21 @@ async fn metrics_pass_promtool_check() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("promtool is needed for this test ({e}); .ci/setup/promtool.sh installs it"));
+        .unwrap_or_else(|e| {
+            panic!("promtool is needed for this test ({e}); .ci/setup/promtool.sh installs it")
+        });
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
 }

@@ -134,6 +134,9 @@ pub struct ServerConfig {
     /// How long a graceful stop may take before in-flight work is abandoned (it stays queued).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send its headers, and then its body (slow clients get 408).
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +147,7 @@ impl Default for ServerConfig {
             max_body: default_max_body(),
             admin_token: None,
             shutdown_timeout: default_shutdown_timeout(),
+            read_timeout: default_read_timeout(),
         }
     }
 }
@@ -153,6 +157,9 @@ fn default_listen() -> String {
 }
 fn default_max_body() -> bytesize::ByteSize {
     bytesize::ByteSize::mib(1)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
