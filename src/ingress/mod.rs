@@ -129,6 +129,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "ready": false, "reason": "shutting down" }));
     }
+    if !state.queue.is_alive() {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "ready": false,
+            "reason": "the queue cannot write (disk full or I/O error); restart once fixed",
+        }));
+    }
     let waiting = state.health.waiting_for();
     if waiting.is_empty() {
         HttpResponse::Ok().json(json!({ "ready": true }))

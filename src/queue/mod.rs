@@ -38,6 +38,9 @@ pub enum QueueError {
     /// sled failed (disk full, I/O error, corruption).
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// A group commit failed; nothing of that batch was acknowledged.
+    #[error("the write failed: {0}")]
+    Commit(String),
     /// The committer has stopped (shutting down).
     #[error("the queue is shutting down")]
     Closed,
@@ -122,6 +125,8 @@ pub struct Queue {
     tx: std::sync::Mutex<Option<mpsc::Sender<commit::Command>>>,
     committer: std::sync::Mutex<Option<JoinHandle<()>>>,
     wake: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+    /// Set when a commit failed: sled does not recover from that in-process.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 /// Now, in epoch milliseconds.
@@ -149,6 +154,7 @@ impl Queue {
             tx: std::sync::Mutex::new(Some(tx)),
             committer: std::sync::Mutex::new(None),
             wake: std::sync::Mutex::new(HashMap::new()),
+            failed: std::sync::atomic::AtomicBool::new(false),
         });
         queue.count_into_metrics();
         let weak = Arc::downgrade(&queue);
@@ -226,13 +232,18 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Whether the committer thread is still running.
+    /// Whether the queue can still take writes: the committer runs and no commit has failed.
+    ///
+    /// After a failed commit (disk full, I/O error) sled refuses further writes until reopened,
+    /// so `/readyz` turns 503 and the systemd watchdog is withheld: systemd restarts the daemon.
     pub fn is_alive(&self) -> bool {
-        self.committer
-            .lock()
-            .ok()
-            .and_then(|h| h.as_ref().map(|h| !h.is_finished()))
-            .unwrap_or(false)
+        !self.failed.load(std::sync::atomic::Ordering::SeqCst)
+            && self
+                .committer
+                .lock()
+                .ok()
+                .and_then(|h| h.as_ref().map(|h| !h.is_finished()))
+                .unwrap_or(false)
     }
 
     /// Stops the committer after it has written what it was given, and flushes.

@@ -102,7 +102,11 @@ impl Daemon {
 
     /// Like `start`, with extra environment variables (values may use `{dir}`).
     pub fn start_env(config: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Daemon::start_in(config, tempfile::tempdir().expect("tempdir"), env)
+    }
+
+    /// Like `start_env`, in a directory the test prepared (e.g. with a mount inside).
+    pub fn start_in(config: &str, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let text = config
             .replace("{port}", &port.to_string())
