@@ -53,7 +53,7 @@ pub struct EmailConfig {
     /// Collect a window's events into one mail.
     #[serde(default, with = "humantime_serde")]
     pub digest: Option<Duration>,
-    /// SMTP command timeout.
+    /// SMTP timeout for connecting and each command; a whole mail may take twice this.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -269,11 +269,18 @@ impl EmailSink {
         mail.message(message_id)
     }
 
-    /// Sends one message and maps the server's answer.
+    /// Sends one message and maps the server's answer. The whole exchange is bounded too
+    /// (twice `timeout`): a server that stops answering must not stall the dispatcher.
     async fn deliver(&self, message: lettre::Message) -> Result<Outcome, SinkError> {
-        match self.transport.send(message).await {
-            Ok(_) => Ok(Outcome::Delivered),
-            Err(e) => classify(&e, &self.server),
+        let bound = self.config.timeout.saturating_mul(2);
+        match tokio::time::timeout(bound, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(Outcome::Delivered),
+            Ok(Err(e)) => classify(&e, &self.server),
+            Err(_) => Err(SinkError::Unavailable(format!(
+                "SMTP server {} did not finish a mail within {}",
+                self.server,
+                humantime::format_duration(bound)
+            ))),
         }
     }
 
@@ -304,13 +311,14 @@ impl EmailSink {
 #[async_trait]
 impl Sink for EmailSink {
     async fn connect(&self) -> Result<(), SinkError> {
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SinkError::Unavailable(format!(
+        let bound = self.config.timeout.saturating_mul(2);
+        match tokio::time::timeout(bound, self.transport.test_connection()).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) | Err(_) => Err(SinkError::Unavailable(format!(
                 "SMTP server {} did not answer NOOP",
                 self.server
             ))),
-            Err(e) => Err(SinkError::Unavailable(format!(
+            Ok(Err(e)) => Err(SinkError::Unavailable(format!(
                 "SMTP server {}: {e}",
                 self.server
             ))),
@@ -418,6 +426,75 @@ mod tests {
         assert!(all.contains("sinks.mail.to[1]:"), "{all}");
         assert!(!all.contains("sinks.mail.to[0]"), "{all}");
         assert!(!all.contains("sinks.mail.cc[0]"), "{all}");
+    }
+
+    fn delivery() -> Delivery {
+        let json = SAMPLES[0].1;
+        let mut events = crate::arcgis::parse(HookKind::Portal, "portal", json.as_bytes()).unwrap();
+        Delivery {
+            seq: 1,
+            attempts: 0,
+            event: events.remove(0),
+            payload: Arc::from(json),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stops_answering_does_not_stall_the_sink() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = s.write_all(b"220 mute.test ESMTP\r\n").await;
+                    let mut buf = [0u8; 512];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let cfg = config(&format!(
+            "smtp = \"smtp://127.0.0.1:{port}\"\nfrom = \"hb@example.org\"\nto = [\"a@example.org\"]\ntemplate = \"portal\"\ntimeout = \"200ms\""
+        ))
+        .unwrap();
+        let sink = cfg.sinks["mail"]
+            .config
+            .build("mail", &cfg.renderer)
+            .unwrap()
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            sink.connect().await,
+            Err(SinkError::Unavailable(_))
+        ));
+        let e = sink.send(&[delivery()]).await.unwrap_err();
+        assert!(e.to_string().contains("did not finish a mail"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    /// A tokio test: lettre's connection pool spawns its housekeeping on the runtime.
+    #[tokio::test]
+    async fn digests_hold_until_the_oldest_event_is_a_window_old() {
+        let cfg = config(
+            "from = \"hb@example.org\"\nto = [\"a@example.org\"]\ntemplate = \"digest\"\ndigest = \"1m\"",
+        )
+        .unwrap();
+        let sink = cfg.sinks["mail"]
+            .config
+            .build("mail", &cfg.renderer)
+            .unwrap()
+            .unwrap();
+        let now = now_ms();
+        let (mut a, mut b) = (delivery(), delivery());
+        a.event.accepted_at = now as i64 - 10_000;
+        b.event.accepted_at = now as i64;
+        assert_eq!(
+            sink.hold_until(&[b.clone(), a.clone()]),
+            Some(now - 10_000 + 60_000)
+        );
+        a.event.accepted_at = now as i64 - 61_000;
+        assert_eq!(sink.hold_until(&[b, a]), None);
+        assert_eq!(sink.max_batch(), DIGEST_BATCH);
     }
 
     #[test]
