@@ -65,6 +65,8 @@ struct Capture {
     answers: Arc<Mutex<VecDeque<(u16, String)>>>,
     /// Every end of DATA, accepted or not.
     attempts: Arc<AtomicUsize>,
+    /// AUTH PLAIN user names and passwords received.
+    logins: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 /// One SMTP session's handler.
@@ -86,6 +88,19 @@ impl Handler for Session {
         Ok(())
     }
 
+    fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> Response {
+        self.capture
+            .logins
+            .lock()
+            .unwrap()
+            .push((user.to_string(), password.to_string()));
+        if password == PASSWORD {
+            mailin::response::AUTH_OK
+        } else {
+            mailin::response::INVALID_CREDENTIALS
+        }
+    }
+
     fn data_end(&mut self) -> Response {
         self.capture.attempts.fetch_add(1, Ordering::SeqCst);
         if let Some((code, text)) = self.capture.answers.lock().unwrap().pop_front() {
@@ -99,6 +114,9 @@ impl Handler for Session {
     }
 }
 
+/// The password the server's AUTH PLAIN accepts.
+const PASSWORD: &str = "s3cret pass";
+
 /// A capturing SMTP server on loopback.
 struct SmtpServer {
     port: u16,
@@ -108,6 +126,11 @@ struct SmtpServer {
 impl SmtpServer {
     /// Listens on `port` (0: any free port) and serves each connection on its own thread.
     fn start(port: u16) -> SmtpServer {
+        SmtpServer::start_with(port, false)
+    }
+
+    /// Like `start`; with `auth`, AUTH PLAIN is offered (over plain text: a test server).
+    fn start_with(port: u16, auth: bool) -> SmtpServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind SMTP port");
         let port = listener.local_addr().unwrap().port();
         let capture = Capture::default();
@@ -115,7 +138,7 @@ impl SmtpServer {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let capture = shared.clone();
-                std::thread::spawn(move || serve(stream, capture));
+                std::thread::spawn(move || serve(stream, capture, auth));
             }
         });
         SmtpServer { port, capture }
@@ -151,7 +174,7 @@ impl SmtpServer {
 }
 
 /// Runs one SMTP session: greeting, then line by line through mailin's state machine.
-fn serve(stream: TcpStream, capture: Capture) {
+fn serve(stream: TcpStream, capture: Capture, auth: bool) {
     let ip: IpAddr = stream
         .peer_addr()
         .map(|a| a.ip())
@@ -161,7 +184,13 @@ fn serve(stream: TcpStream, capture: Capture) {
         rcpt: vec![],
         data: vec![],
     };
-    let mut session = SessionBuilder::new("capture.test").build(ip, handler);
+    let mut builder = SessionBuilder::new("capture.test");
+    if auth {
+        builder
+            .enable_auth(mailin::AuthMechanism::Plain)
+            .insecure_enable_plaintext_auth();
+    }
+    let mut session = builder.build(ip, handler);
     let Ok(read) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read);
     let mut writer = stream;
@@ -231,11 +260,16 @@ backoff = {{ first = "100ms", max = "300ms" }}
 "#
     );
     let sink = |name: &str, extra: &str| {
+        let smtp = if extra.contains("smtp =") {
+            String::new()
+        } else {
+            format!("smtp = \"smtp://127.0.0.1:{smtp_port}\"")
+        };
         format!(
             r#"
 [sinks.{name}]
 type = "email"
-smtp = "smtp://127.0.0.1:{smtp_port}"
+{smtp}
 from = "hookbridge@example.org"
 to = ["gis-admins@example.org"]
 timeout = "5s"
@@ -562,4 +596,54 @@ async fn a_server_that_is_down_then_up_gets_the_mail() {
         mails[0].subject(),
         "User u1TestUser's role became Publisher (changed by admin)"
     );
+}
+
+#[tokio::test]
+async fn credentials_from_the_config_reach_the_server() {
+    let smtp = SmtpServer::start_with(0, true);
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("smtp-password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let d = Daemon::start(&config(
+        smtp.port,
+        &templates_dir(),
+        Some(&format!(
+            "template = \"portal\"\nuser = \"hookbridge\"\npassword = \"file:{}\"",
+            file.display()
+        )),
+    ));
+    post(&d, "portal", &sample("portal-group-update.json")).await;
+    let mails = smtp.wait_mails(1).await;
+    assert_eq!(mails.len(), 1, "{}", d.log_text());
+    let logins = smtp.capture.logins.lock().unwrap().clone();
+    assert_eq!(logins[0], ("hookbridge".to_string(), PASSWORD.to_string()));
+    assert!(
+        !d.log_text().contains(PASSWORD),
+        "the password is never logged"
+    );
+}
+
+#[tokio::test]
+async fn required_starttls_that_the_server_lacks_sends_nothing() {
+    let smtp = SmtpServer::start_with(0, true);
+    let d = Daemon::start(&config(
+        smtp.port,
+        &templates_dir(),
+        Some(&format!(
+            "template = \"portal\"\nsmtp = \"smtp://hookbridge:{}@127.0.0.1:{}?tls=starttls\"",
+            PASSWORD.replace(' ', "%20"),
+            smtp.port
+        )),
+    ));
+    post(&d, "portal", &sample("portal-group-update.json")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(smtp.mails().is_empty());
+    assert!(
+        smtp.capture.logins.lock().unwrap().is_empty(),
+        "no credentials in clear"
+    );
+    let log = d.log_text();
+    assert!(log.contains("sink cannot connect yet"), "{log}");
+    assert!(log.to_lowercase().contains("starttls"), "{log}");
+    assert!(!log.contains(PASSWORD) && !log.contains("s3cret"), "{log}");
 }
