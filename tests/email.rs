@@ -647,3 +647,46 @@ async fn required_starttls_that_the_server_lacks_sends_nothing() {
     assert!(log.to_lowercase().contains("starttls"), "{log}");
     assert!(!log.contains(PASSWORD) && !log.contains("s3cret"), "{log}");
 }
+
+#[tokio::test]
+async fn a_digest_survives_a_restart() {
+    let smtp = SmtpServer::start(0);
+    let mut d = Daemon::start(&config(
+        smtp.port,
+        &templates_dir(),
+        Some("template = \"digest\"\ndigest = \"2s\""),
+    ));
+    post(&d, "portal", &sample("portal-item-share-multi.json")).await;
+    post(&d, "portal", &sample("portal-group-update.json")).await;
+    assert!(d.stop().success());
+    assert!(smtp.mails().is_empty(), "the window was not over yet");
+    d.spawn();
+    let mails = smtp.wait_mails(1).await;
+    assert_eq!(mails.len(), 1, "{}", d.log_text());
+    assert!(
+        mails[0].subject().starts_with("3 ArcGIS events"),
+        "{}",
+        mails[0].subject()
+    );
+}
+
+#[tokio::test]
+async fn explain_prints_the_rendered_mail() {
+    let d = Daemon::start(&config(free_port(), &templates_dir(), None));
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples/portal-user-role.json");
+    let out = d.cli(&["explain", "--hook", "portal", &file.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mail = &v["events"][0]["deliveries"][0]["message"];
+    assert_eq!(
+        mail["subject"],
+        "User u1TestUser's role became Publisher (changed by admin)"
+    );
+    assert_eq!(mail["to"][0], "gis-admins@example.org");
+    assert!(mail["text"].as_str().unwrap().contains("Who:     admin"));
+    assert!(mail["html"].as_str().unwrap().contains("<table"));
+}
