@@ -173,20 +173,14 @@ impl EmailConfig {
         let key = format!("sinks.{name}.template");
         if self.digest.is_some() {
             let ctx = digest_context(samples.iter().map(|(e, j)| (e, j.as_str())));
-            if let Err(e) = render_mail(name, &self.template, self.addresses(), r, &ctx) {
+            if let Err(e) = render_mail(name, self, r, &ctx) {
                 p.push(Problem::new(key, format!("with sample events: {e}")));
             }
             return;
         }
         let mut errors = Vec::new();
         for (event, json) in &samples {
-            match render_mail(
-                name,
-                &self.template,
-                self.addresses(),
-                r,
-                &single_context(event, json),
-            ) {
+            match render_mail(name, self, r, &single_context(event, json)) {
                 Ok(_) => return,
                 Err(e) => errors.push(format!("{} sample: {e}", event.kind.as_str())),
             }
@@ -208,7 +202,7 @@ impl EmailConfig {
             Some(_) => digest_context(std::iter::once((event, payload))),
             None => single_context(event, payload),
         };
-        let mail = render_mail(name, &self.template, self.addresses(), r, &ctx)?;
+        let mail = render_mail(name, self, r, &ctx)?;
         let mut v = json!(mail);
         if let (Some(window), Value::Object(m)) = (self.digest, &mut v) {
             m.insert(
@@ -258,14 +252,8 @@ pub struct EmailSink {
 impl EmailSink {
     /// Renders a mail; a failure is the payload's fault and is not going to change on retry.
     fn compose(&self, ctx: &tera::Context, message_id: String) -> Result<lettre::Message, String> {
-        let mail: RenderedMail = render_mail(
-            &self.name,
-            &self.config.template,
-            self.config.addresses(),
-            &self.renderer,
-            ctx,
-        )
-        .map_err(|e| e.to_string())?;
+        let mail: RenderedMail = render_mail(&self.name, &self.config, &self.renderer, ctx)
+            .map_err(|e| e.to_string())?;
         mail.message(message_id)
     }
 

@@ -11,6 +11,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::EmailConfig;
 use crate::event::Event;
 use crate::render::{RenderError, Renderer};
 
@@ -145,13 +146,12 @@ pub(crate) fn digest_context<'a>(
 /// Renders every part of a mail: addresses (literal or templated), subject, text and HTML.
 pub(crate) fn render_mail(
     sink: &str,
-    template: &str,
-    addresses: [&[String]; 4],
+    c: &EmailConfig,
     r: &Renderer,
     ctx: &tera::Context,
 ) -> Result<RenderedMail, RenderError> {
-    let mut rendered: Vec<Vec<String>> = Vec::with_capacity(4);
-    for (field, values) in ADDRESS_FIELDS.iter().zip(addresses) {
+    // A templated address that renders empty is left out (an optional cc, say).
+    let list = |field: &str, values: &[String]| -> Result<Vec<String>, RenderError> {
         let mut out = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
             let line = if is_template(v) {
@@ -163,27 +163,24 @@ pub(crate) fn render_mail(
                 out.push(line);
             }
         }
-        rendered.push(out);
-    }
-    let subject = subject_line(&r.render(&format!("{template}.subject"), ctx)?);
-    let text = r.render(&format!("{template}.txt"), ctx)?;
-    let html_name = format!("{template}.html");
-    let html = if r.has(&html_name) {
-        Some(r.render(&html_name, ctx)?)
-    } else {
-        None
+        Ok(out)
     };
-    let mut it = rendered.into_iter();
-    let mut next = || it.next().unwrap_or_default();
-    let from = next().into_iter().next().unwrap_or_default();
+    let t = &c.template;
+    let html_name = format!("{t}.html");
     Ok(RenderedMail {
-        from,
-        to: next(),
-        cc: next(),
-        bcc: next(),
-        subject,
-        text,
-        html,
+        from: list("from", std::slice::from_ref(&c.from))?
+            .pop()
+            .unwrap_or_default(),
+        to: list("to", &c.to)?,
+        cc: list("cc", &c.cc)?,
+        bcc: list("bcc", &c.bcc)?,
+        subject: subject_line(&r.render(&format!("{t}.subject"), ctx)?),
+        text: r.render(&format!("{t}.txt"), ctx)?,
+        html: if r.has(&html_name) {
+            Some(r.render(&html_name, ctx)?)
+        } else {
+            None
+        },
     })
 }
 
