@@ -228,10 +228,9 @@ impl EmailConfig {
             server: target.display(),
             domain: self
                 .from
-                .rsplit_once('@')
-                .map(|(_, d)| d.trim_end_matches('>').to_string())
-                .filter(|d| !d.is_empty() && !is_template(d))
-                .unwrap_or_else(|| "hookbridge.invalid".into()),
+                .parse::<lettre::message::Mailbox>()
+                .map(|m| m.email.domain().to_string())
+                .unwrap_or_else(|_| "hookbridge.invalid".into()),
             transport,
         })))
     }
