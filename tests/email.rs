@@ -504,7 +504,7 @@ async fn a_digest_sends_the_window_as_one_mail() {
     let d = Daemon::start(&config(
         smtp.port,
         &templates_dir(),
-        Some("template = \"digest\"\ndigest = \"1s\""),
+        Some("template = \"digest\"\ndigest = \"2s\""),
     ));
     post(&d, "portal", &sample("portal-item-share-multi.json")).await;
     post(&d, "portal", &sample("portal-group-update.json")).await;
@@ -654,7 +654,7 @@ async fn a_digest_survives_a_restart() {
     let mut d = Daemon::start(&config(
         smtp.port,
         &templates_dir(),
-        Some("template = \"digest\"\ndigest = \"2s\""),
+        Some("template = \"digest\"\ndigest = \"4s\""),
     ));
     post(&d, "portal", &sample("portal-item-share-multi.json")).await;
     post(&d, "portal", &sample("portal-group-update.json")).await;
