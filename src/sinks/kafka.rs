@@ -1,18 +1,23 @@
 //! Kafka sink (rdkafka): topic and key from templates, acknowledged by the brokers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 
 use serde_json::{Value, json};
 
 use super::{
-    Sink, SinkError, body_for_display, event_headers, payload_template_name,
+    Delivery, Outcome, Sink, SinkError, body_for_display, event_headers, payload_template_name,
     register_payload_template,
 };
-use crate::config::Problem;
+use crate::config::{Problem, Secret};
 use crate::event::Event;
 use crate::render::{PayloadFormat, RenderError, Renderer};
 
@@ -26,7 +31,8 @@ pub struct KafkaConfig {
     pub topic: String,
     /// Message key template; no key when absent.
     pub key: Option<String>,
-    /// Any librdkafka producer property (SASL, TLS, compression).
+    /// Any librdkafka producer property (SASL, TLS, compression); a value may be `env:NAME` or
+    /// `file:/path` to keep a secret out of the file.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     /// What the message value holds.
@@ -87,12 +93,312 @@ impl KafkaConfig {
         )
     }
 
-    /// Sending to Kafka is not in this build yet: deliveries wait in the queue.
+    /// Builds the producer; only a setting librdkafka refuses fails here (nothing connects yet).
     pub(super) fn build(
         &self,
-        _name: &str,
-        _r: &Renderer,
+        name: &str,
+        r: &Renderer,
     ) -> Result<Option<Arc<dyn Sink>>, SinkError> {
-        Ok(None)
+        Ok(Some(Arc::new(KafkaSink::new(
+            name,
+            self.clone(),
+            r.clone(),
+        )?)))
+    }
+
+    /// The producer settings: safe defaults first, then every `options` entry, which wins.
+    fn client_config(&self) -> Result<ClientConfig, SinkError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.trim())
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set(
+                "message.timeout.ms",
+                self.send_timeout
+                    .as_millis()
+                    .clamp(1, i32::MAX as u128)
+                    .to_string(),
+            );
+        for (key, spec) in &self.options {
+            // `env:NAME` and `file:/path` keep SASL passwords and keys out of the config file.
+            let value = if spec.starts_with("env:") || spec.starts_with("file:") {
+                Secret::resolve(spec)
+                    .map_err(|e| SinkError::Config(format!("options.{key}: {e}")))?
+                    .expose()
+                    .to_string()
+            } else {
+                spec.clone()
+            };
+            c.set(key, value);
+        }
+        Ok(c)
+    }
+}
+
+/// Produces each delivery to its rendered topic and waits for the brokers' acknowledgement.
+pub struct KafkaSink {
+    name: String,
+    config: KafkaConfig,
+    renderer: Renderer,
+    client_config: ClientConfig,
+    /// Replaced when librdkafka reports a fatal (idempotence) error: such a producer never
+    /// recovers, and a new one starts a new idempotent session.
+    producer: Mutex<FutureProducer>,
+}
+
+impl KafkaSink {
+    /// A sink for `config`; fails only when librdkafka refuses a setting.
+    pub fn new(name: &str, config: KafkaConfig, renderer: Renderer) -> Result<Self, SinkError> {
+        let client_config = config.client_config()?;
+        let producer = create_producer(&client_config)?;
+        Ok(KafkaSink {
+            name: name.to_string(),
+            config,
+            renderer,
+            client_config,
+            producer: Mutex::new(producer),
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        match self.producer.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Starts a fresh producer after a fatal error; the old one is dropped once its sends finish.
+    fn replace_producer(&self) {
+        match create_producer(&self.client_config) {
+            Ok(p) => {
+                let mut guard = match self.producer.lock() {
+                    Ok(g) => g,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *guard = p;
+                tracing::warn!(sink = %self.name, "kafka producer hit a fatal error; started a new one");
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "cannot restart the kafka producer")
+            }
+        }
+    }
+
+    /// The topic, key and value for one delivery.
+    fn render(&self, d: &Delivery) -> Result<Rendered, RenderError> {
+        let topic = self.renderer.render_event(
+            &format!("sinks.{}.topic", self.name),
+            &d.event,
+            &d.payload,
+        )?;
+        let key = match &self.config.key {
+            Some(_) => Some(self.renderer.render_event(
+                &format!("sinks.{}.key", self.name),
+                &d.event,
+                &d.payload,
+            )?),
+            None => None,
+        };
+        let value = self.renderer.encode(
+            self.config.payload,
+            &payload_template_name(&self.name),
+            &d.event,
+            &d.payload,
+        )?;
+        Ok(Rendered { topic, key, value })
+    }
+}
+
+/// One delivery, ready to produce.
+struct Rendered {
+    topic: String,
+    key: Option<String>,
+    value: Vec<u8>,
+}
+
+fn create_producer(c: &ClientConfig) -> Result<FutureProducer, SinkError> {
+    c.create::<FutureProducer>()
+        .map_err(|e| SinkError::Config(config_error(&e)))
+}
+
+/// librdkafka's complaint about a setting, without the value (it may be a password).
+fn config_error(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, desc, key, _) if is_secret_key(key) => {
+            format!("options.{key}: librdkafka refused the value")
+        }
+        KafkaError::ClientConfig(_, desc, key, _) => format!("options.{key}: {desc}"),
+        other => format!("cannot create the kafka producer: {other}"),
+    }
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "key", "token", "jaas"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+/// How a failed send should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The brokers refused this message for good: dead-letter it.
+    Permanent,
+    /// Worth another attempt later.
+    Transient,
+    /// The cluster did not answer in time: when a whole batch fails so, the sink is down.
+    Outage,
+    /// The producer cannot go on; it is replaced and the message retried.
+    Fatal,
+}
+
+fn classify(e: &KafkaError) -> Failure {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(
+            C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::MessageBatchTooLarge
+            | C::UnknownTopicOrPartition
+            | C::UnknownTopic
+            | C::UnknownPartition
+            | C::InvalidTopic
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::InvalidRecord
+            | C::PolicyViolation
+            | C::InvalidTimestamp
+            | C::UnsupportedForMessageFormat
+            | C::InvalidRequiredAcks
+            | C::BadMessage
+            | C::InvalidArgument
+            | C::KeySerialization
+            | C::ValueSerialization,
+        ) => Failure::Permanent,
+        Some(
+            C::MessageTimedOut
+            | C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::Resolve
+            | C::NetworkException
+            | C::SSL
+            | C::Authentication
+            | C::SaslAuthenticationFailed,
+        ) => Failure::Outage,
+        Some(C::Fatal | C::Fenced | C::OutOfOrderSequenceNumber | C::InvalidProducerEpoch) => {
+            Failure::Fatal
+        }
+        _ => Failure::Transient,
+    }
+}
+
+fn headers(event: &Event) -> OwnedHeaders {
+    event_headers(event)
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        })
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn connect(&self) -> Result<(), SinkError> {
+        let producer = self.producer();
+        let timeout = self.config.send_timeout.min(Duration::from_secs(10));
+        let brokers = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| SinkError::Unavailable(e.to_string()))?
+        .map_err(|e| {
+            SinkError::Unavailable(format!(
+                "kafka brokers {} did not answer: {e}",
+                self.config.brokers
+            ))
+        })?;
+        tracing::debug!(sink = %self.name, brokers, "kafka cluster answered");
+        Ok(())
+    }
+
+    async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
+        let producer = self.producer();
+        // Enqueue everything first so the batch pipelines, then collect the acknowledgements.
+        let mut pending = Vec::with_capacity(batch.len());
+        for d in batch {
+            let r = match self.render(d) {
+                Ok(r) => r,
+                Err(e) => {
+                    pending.push(Err((Failure::Permanent, e.to_string())));
+                    continue;
+                }
+            };
+            let mut record = FutureRecord::to(&r.topic)
+                .payload(&r.value)
+                .headers(headers(&d.event));
+            if let Some(key) = &r.key {
+                record = record.key(key);
+            }
+            pending.push(match producer.send_result(record) {
+                Ok(ack) => Ok((r.topic.clone(), ack)),
+                Err((e, _)) => Err((classify(&e), format!("topic {}: {e}", r.topic))),
+            });
+        }
+        let mut failures = Vec::with_capacity(batch.len());
+        for p in pending {
+            failures.push(match p {
+                Ok((topic, ack)) => match ack.await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err((e, _))) => Some((classify(&e), format!("topic {topic}: {e}"))),
+                    Err(_) => Some((
+                        Failure::Transient,
+                        "the kafka producer dropped the message".to_string(),
+                    )),
+                },
+                Err(f) => Some(f),
+            });
+        }
+        if failures
+            .iter()
+            .any(|f| matches!(f, Some((Failure::Fatal, _))))
+        {
+            self.replace_producer();
+        }
+        if !failures.is_empty()
+            && failures
+                .iter()
+                .all(|f| matches!(f, Some((Failure::Outage, _))))
+        {
+            let reason = failures
+                .iter()
+                .flatten()
+                .map(|(_, r)| r.as_str())
+                .next()
+                .unwrap_or_default();
+            return Err(SinkError::Unavailable(format!(
+                "kafka brokers {} unavailable: {reason}",
+                self.config.brokers
+            )));
+        }
+        Ok(failures
+            .into_iter()
+            .map(|f| match f {
+                None => Outcome::Delivered,
+                Some((Failure::Permanent, reason)) => Outcome::Reject(reason),
+                Some((_, reason)) => Outcome::Retry(reason),
+            })
+            .collect())
+    }
+
+    fn max_batch(&self) -> usize {
+        256
     }
 }
