@@ -118,6 +118,15 @@ impl KafkaConfig {
                     .as_millis()
                     .clamp(1, i32::MAX as u128)
                     .to_string(),
+            )
+            // A topic missing from the metadata must fail as unknown (a dead letter) before the
+            // message times out, or it would pass for an outage and block the sink forever.
+            .set(
+                "topic.metadata.propagation.max.ms",
+                (self.send_timeout / 2)
+                    .as_millis()
+                    .clamp(1, 30_000)
+                    .to_string(),
             );
         for (key, spec) in &self.options {
             // `env:NAME` and `file:/path` keep SASL passwords and keys out of the config file.
