@@ -227,25 +227,39 @@ struct Rendered {
 
 fn create_producer(c: &ClientConfig) -> Result<FutureProducer, SinkError> {
     c.create::<FutureProducer>()
-        .map_err(|e| SinkError::Config(config_error(&e)))
+        .map_err(|e| SinkError::Config(redact(&config_error(&e), c)))
 }
 
-/// librdkafka's complaint about a setting, without the value (it may be a password).
+/// librdkafka's complaint about a setting, named by its key under `options`.
 fn config_error(e: &KafkaError) -> String {
     match e {
-        KafkaError::ClientConfig(_, desc, key, _) if is_secret_key(key) => {
-            format!("options.{key}: librdkafka refused the value")
-        }
         KafkaError::ClientConfig(_, desc, key, _) => format!("options.{key}: {desc}"),
         other => format!("cannot create the kafka producer: {other}"),
     }
 }
 
+/// `text` with the value of every secret-looking setting blanked out, since librdkafka's
+/// messages may quote the value they refused.
+fn redact(text: &str, c: &ClientConfig) -> String {
+    c.config_map()
+        .into_keys()
+        .filter(|key| is_secret_key(key))
+        .filter_map(|key| c.get(key).filter(|v| !v.is_empty()))
+        .fold(text.to_string(), |t, value| t.replace(value, "***"))
+}
+
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "key", "token", "jaas"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "secret",
+        "key",
+        "token",
+        "jaas",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 /// How a failed send should be treated.
@@ -409,5 +423,107 @@ impl Sink for KafkaSink {
 
     fn max_batch(&self) -> usize {
         256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(options: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            topic: "t".into(),
+            key: None,
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            payload: PayloadFormat::Event,
+            payload_template: None,
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn safe_defaults_and_options_override_them() {
+        let c = config(&[]).client_config().unwrap();
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("message.timeout.ms"), Some("10000"));
+        assert_eq!(c.get("topic.metadata.propagation.max.ms"), Some("5000"));
+        let c = config(&[("acks", "1"), ("compression.type", "zstd")])
+            .client_config()
+            .unwrap();
+        assert_eq!(c.get("acks"), Some("1"));
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+    }
+
+    #[test]
+    fn option_values_can_be_secrets_from_the_environment() {
+        let c = config(&[("sasl.password", "env:PATH")])
+            .client_config()
+            .unwrap();
+        assert_eq!(
+            c.get("sasl.password"),
+            std::env::var("PATH").ok().as_deref()
+        );
+        let e = config(&[("sasl.password", "env:HOOKBRIDGE_TEST_UNSET_VARIABLE")])
+            .client_config()
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("options.sasl.password"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_setting_is_a_config_error_without_secret_values() {
+        let r = Renderer::new(".".into());
+        let err = |options: &[(&str, &str)]| match KafkaSink::new("bus", config(options), r.clone())
+        {
+            Ok(_) => format!("accepted {options:?}"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(&[("no.such.property", "1")]);
+        assert!(e.contains("options.no.such.property"), "{e}");
+        let e = err(&[("acks", "most")]);
+        assert!(e.contains("options.acks"), "{e}");
+        let e = err(&[
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "hunter2"),
+            ("ssl.key.pem", "hunter2"),
+        ]);
+        assert!(e.starts_with("invalid sink configuration"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_blanked_out_of_messages() {
+        let mut c = ClientConfig::new();
+        c.set("sasl.password", "hunter2").set("acks", "all");
+        assert_eq!(
+            redact("bad sasl.password hunter2 with acks all", &c),
+            "bad sasl.password *** with acks all"
+        );
+    }
+
+    #[test]
+    fn broker_errors_are_classified() {
+        let p = |c| classify(&KafkaError::MessageProduction(c));
+        assert_eq!(p(RDKafkaErrorCode::MessageSizeTooLarge), Failure::Permanent);
+        assert_eq!(
+            p(RDKafkaErrorCode::UnknownTopicOrPartition),
+            Failure::Permanent
+        );
+        assert_eq!(
+            p(RDKafkaErrorCode::TopicAuthorizationFailed),
+            Failure::Permanent
+        );
+        assert_eq!(p(RDKafkaErrorCode::MessageTimedOut), Failure::Outage);
+        assert_eq!(p(RDKafkaErrorCode::AllBrokersDown), Failure::Outage);
+        assert_eq!(p(RDKafkaErrorCode::NotEnoughReplicas), Failure::Transient);
+        assert_eq!(p(RDKafkaErrorCode::QueueFull), Failure::Transient);
+        assert_eq!(p(RDKafkaErrorCode::Fatal), Failure::Fatal);
     }
 }
