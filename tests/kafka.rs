@@ -6,8 +6,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, sample};
+use common::{Daemon, free_port, sample};
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
@@ -350,4 +352,127 @@ payload_template = "{% for i in range(end=1200) %}x{% endfor %}""#,
     let error = dead[0]["error"].as_str().unwrap();
     assert!(error.contains("MessageSizeTooLarge"), "reason: {error}");
     assert_eq!(dead[0]["attempts"], 1, "a permanent error is not retried");
+}
+
+/// A `tansu broker` child process with in-memory storage, killed on drop.
+struct Tansu {
+    child: std::process::Child,
+    brokers: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl Tansu {
+    /// Starts tansu on a free port; fails the test with how to install it when it is missing.
+    fn start() -> Tansu {
+        let found = std::process::Command::new("tansu")
+            .arg("--help")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        assert!(
+            found,
+            "tansu (a Kafka-compatible broker) is not on PATH: run .ci/setup/kafka.sh \
+             (cargo install --locked tansu --version 0.6.0 --features dynostore)"
+        );
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = std::process::Command::new("tansu")
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let mut t = Tansu {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&t.brokers).is_err() {
+            if let Ok(Some(status)) = t.child.try_wait() {
+                panic!("tansu exited at start ({status}):\n{}", t.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen:\n{}",
+                t.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Creates single-partition topics through the Kafka admin API.
+    async fn create_topics(&self, topics: &[&str]) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .unwrap();
+        let new: Vec<_> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for r in admin.create_topics(&new, &opts).await.unwrap() {
+            if let Err((topic, e)) = r {
+                panic!("create topic {topic}: {e}\n{}", self.log_text());
+            }
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn tansu_end_to_end() {
+    let tansu = Tansu::start();
+    let topics = ["arcgis.portal.share", "arcgis.portal.delete"];
+    tansu.create_topics(&topics).await;
+    let mut d = Daemon::start(&config(
+        &tansu.brokers,
+        "arcgis.{{ kind }}.{{ operation }}",
+        "",
+        5,
+    ));
+    ready(&d).await;
+    let a = d
+        .post_signed("portal", &sample("portal-item-share-multi.json"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let ids: BTreeSet<_> = a.accepted().into_iter().collect();
+    assert_eq!(ids.len(), 2);
+    let got = consume(&tansu.brokers, &topics, ids.len(), Duration::from_secs(30)).await;
+    assert_eq!(
+        got.len(),
+        ids.len(),
+        "{got:#?}\ndaemon:\n{}\ntansu:\n{}",
+        d.log_text(),
+        tansu.log_text()
+    );
+    for m in &got {
+        let v = &m.value;
+        assert_eq!(
+            m.topic,
+            format!("arcgis.portal.{}", v["operation"].as_str().unwrap())
+        );
+        assert_eq!(m.key.as_deref(), v["id"].as_str());
+        assert_eq!(m.headers["event_id"], v["event_id"].as_str().unwrap());
+        assert_eq!(m.headers["hook"], "portal");
+    }
+    let seen: BTreeSet<_> = got.iter().map(|m| m.headers["event_id"].clone()).collect();
+    assert_eq!(seen, ids);
+    assert!(d.stop().success());
+    assert!(dead_letters(&d).is_empty());
 }
