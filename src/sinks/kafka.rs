@@ -429,6 +429,86 @@ impl Sink for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventKind;
+    use rdkafka::mocking::MockCluster;
+
+    fn delivery(seq: u64, operation: &str) -> Delivery {
+        Delivery {
+            seq,
+            attempts: 0,
+            event: Event {
+                event_id: format!("{seq:032x}"),
+                kind: EventKind::Portal,
+                source: "item".into(),
+                operation: operation.into(),
+                id: format!("item{seq}"),
+                webhook: None,
+                user: None,
+                when: None,
+                portal: None,
+                properties: Default::default(),
+                hook: "h".into(),
+                accepted_at: 1,
+            },
+            payload: Arc::from("{}"),
+        }
+    }
+
+    /// A sink on `brokers` with topic `t.{{ operation }}`, its templates compiled.
+    fn sink(brokers: &str, topic: &str) -> KafkaSink {
+        let c = KafkaConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            key: Some("{{ id }}".into()),
+            send_timeout: Duration::from_millis(1500),
+            ..config(&[])
+        };
+        let mut r = Renderer::new(".".into());
+        let mut problems = Vec::new();
+        c.register_templates("bus", &mut r, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        KafkaSink::new("bus", c, r).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_delivered_and_bad_templates_are_rejected() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t.add", 1, 1).unwrap();
+        let s = sink(
+            &mock.bootstrap_servers(),
+            "t.{{ operation }}{{ properties.nope.deeper }}",
+        );
+        s.connect().await.unwrap();
+        let out = s.send(&[delivery(1, "add")]).await.unwrap();
+        assert!(
+            matches!(&out[0], Outcome::Reject(r) if r.contains("sinks.bus.topic")),
+            "{out:?}"
+        );
+
+        let s = sink(&mock.bootstrap_servers(), "t.{{ operation }}");
+        let out = s
+            .send(&[delivery(1, "add"), delivery(2, "add"), delivery(3, "add")])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::Delivered; 3]);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_that_does_not_answer_is_unavailable_not_a_failed_attempt() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t.add", 1, 1).unwrap();
+        let s = sink(&mock.bootstrap_servers(), "t.{{ operation }}");
+        s.connect().await.unwrap();
+        mock.broker_down(1).unwrap();
+        let r = s.send(&[delivery(1, "add"), delivery(2, "add")]).await;
+        assert!(matches!(r, Err(SinkError::Unavailable(_))), "{r:?}");
+        mock.broker_up(1).unwrap();
+        let out = s
+            .send(&[delivery(1, "add"), delivery(2, "add")])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::Delivered; 2]);
+    }
 
     fn config(options: &[(&str, &str)]) -> KafkaConfig {
         KafkaConfig {
