@@ -1,148 +1,18 @@
-//! Kafka sink (rdkafka): topic and key from templates, acknowledged by the brokers.
+//! The running Kafka sink: one `FutureProducer`, a batch enqueued at once, then acknowledged.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use serde::Deserialize;
 
-use serde_json::{Value, json};
-
-use super::{
-    Delivery, Outcome, Sink, SinkError, body_for_display, event_headers, payload_template_name,
-    register_payload_template,
-};
-use crate::config::{Problem, Secret};
+use super::KafkaConfig;
+use super::errors::{Failure, classify, config_error, redact};
 use crate::event::Event;
-use crate::render::{PayloadFormat, RenderError, Renderer};
-
-/// `[sinks.NAME]` with `type = "kafka"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap servers, `host:port,host:port`.
-    pub brokers: String,
-    /// Topic template, e.g. `arcgis.{{ kind }}.{{ operation }}`.
-    pub topic: String,
-    /// Message key template; no key when absent.
-    pub key: Option<String>,
-    /// Any librdkafka producer property (SASL, TLS, compression); a value may be `env:NAME` or
-    /// `file:/path` to keep a secret out of the file.
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
-    /// What the message value holds.
-    #[serde(default)]
-    pub payload: PayloadFormat,
-    /// Tera template for the value when `payload = "template"`.
-    pub payload_template: Option<String>,
-    /// How long a send may wait for the brokers' acknowledgement.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub send_timeout: Duration,
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl KafkaConfig {
-    pub(super) fn register_templates(&self, name: &str, r: &mut Renderer, p: &mut Vec<Problem>) {
-        if self.brokers.trim().is_empty() {
-            p.push(Problem::new(
-                format!("sinks.{name}.brokers"),
-                "is empty; expected host:port[,host:port]",
-            ));
-        }
-        r.add_inline(
-            &format!("sinks.{name}.topic"),
-            &self.topic,
-            &format!("sinks.{name}.topic"),
-            p,
-        );
-        if let Some(k) = &self.key {
-            r.add_inline(
-                &format!("sinks.{name}.key"),
-                k,
-                &format!("sinks.{name}.key"),
-                p,
-            );
-        }
-        register_payload_template(name, self.payload, self.payload_template.as_deref(), r, p);
-    }
-
-    pub(super) fn preview(
-        &self,
-        name: &str,
-        r: &Renderer,
-        event: &Event,
-        payload: &str,
-    ) -> Result<Value, RenderError> {
-        let topic = r.render_event(&format!("sinks.{name}.topic"), event, payload)?;
-        let key = match &self.key {
-            Some(_) => Some(r.render_event(&format!("sinks.{name}.key"), event, payload)?),
-            None => None,
-        };
-        let value = r.encode(self.payload, &payload_template_name(name), event, payload)?;
-        let headers: BTreeMap<_, _> = event_headers(event).into_iter().collect();
-        Ok(
-            json!({ "topic": topic, "key": key, "headers": headers, "value": body_for_display(&value) }),
-        )
-    }
-
-    /// Builds the producer; only a setting librdkafka refuses fails here (nothing connects yet).
-    pub(super) fn build(
-        &self,
-        name: &str,
-        r: &Renderer,
-    ) -> Result<Option<Arc<dyn Sink>>, SinkError> {
-        Ok(Some(Arc::new(KafkaSink::new(
-            name,
-            self.clone(),
-            r.clone(),
-        )?)))
-    }
-
-    /// The producer settings: safe defaults first, then every `options` entry, which wins.
-    fn client_config(&self) -> Result<ClientConfig, SinkError> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.brokers.trim())
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set(
-                "message.timeout.ms",
-                self.send_timeout
-                    .as_millis()
-                    .clamp(1, i32::MAX as u128)
-                    .to_string(),
-            )
-            // A topic missing from the metadata must fail as unknown (a dead letter) before the
-            // message times out, or it would pass for an outage and block the sink forever.
-            .set(
-                "topic.metadata.propagation.max.ms",
-                (self.send_timeout / 2)
-                    .as_millis()
-                    .clamp(1, 30_000)
-                    .to_string(),
-            );
-        for (key, spec) in &self.options {
-            // `env:NAME` and `file:/path` keep SASL passwords and keys out of the config file.
-            let value = if spec.starts_with("env:") || spec.starts_with("file:") {
-                Secret::resolve(spec)
-                    .map_err(|e| SinkError::Config(format!("options.{key}: {e}")))?
-                    .expose()
-                    .to_string()
-            } else {
-                spec.clone()
-            };
-            c.set(key, value);
-        }
-        Ok(c)
-    }
-}
+use crate::render::{RenderError, Renderer};
+use crate::sinks::{Delivery, Outcome, Sink, SinkError, event_headers, payload_template_name};
 
 /// Produces each delivery to its rendered topic and waits for the brokers' acknowledgement.
 pub struct KafkaSink {
@@ -228,94 +98,6 @@ struct Rendered {
 fn create_producer(c: &ClientConfig) -> Result<FutureProducer, SinkError> {
     c.create::<FutureProducer>()
         .map_err(|e| SinkError::Config(redact(&config_error(&e), c)))
-}
-
-/// librdkafka's complaint about a setting, named by its key under `options`.
-fn config_error(e: &KafkaError) -> String {
-    match e {
-        KafkaError::ClientConfig(_, desc, key, _) => format!("options.{key}: {desc}"),
-        other => format!("cannot create the kafka producer: {other}"),
-    }
-}
-
-/// `text` with the value of every secret-looking setting blanked out, since librdkafka's
-/// messages may quote the value they refused.
-fn redact(text: &str, c: &ClientConfig) -> String {
-    c.config_map()
-        .into_keys()
-        .filter(|key| is_secret_key(key))
-        .filter_map(|key| c.get(key).filter(|v| !v.is_empty()))
-        .fold(text.to_string(), |t, value| t.replace(value, "***"))
-}
-
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "key",
-        "token",
-        "jaas",
-        "oauthbearer.config",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-}
-
-/// How a failed send should be treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// The brokers refused this message for good: dead-letter it.
-    Permanent,
-    /// Worth another attempt later.
-    Transient,
-    /// The cluster did not answer in time: when a whole batch fails so, the sink is down.
-    Outage,
-    /// The producer cannot go on; it is replaced and the message retried.
-    Fatal,
-}
-
-fn classify(e: &KafkaError) -> Failure {
-    use RDKafkaErrorCode as C;
-    match e.rdkafka_error_code() {
-        Some(
-            C::MessageSizeTooLarge
-            | C::InvalidMessageSize
-            | C::MessageBatchTooLarge
-            | C::UnknownTopicOrPartition
-            | C::UnknownTopic
-            | C::UnknownPartition
-            | C::InvalidTopic
-            | C::TopicAuthorizationFailed
-            | C::ClusterAuthorizationFailed
-            | C::TransactionalIdAuthorizationFailed
-            | C::InvalidRecord
-            | C::PolicyViolation
-            | C::InvalidTimestamp
-            | C::UnsupportedForMessageFormat
-            | C::InvalidRequiredAcks
-            | C::BadMessage
-            | C::InvalidArgument
-            | C::KeySerialization
-            | C::ValueSerialization,
-        ) => Failure::Permanent,
-        Some(
-            C::MessageTimedOut
-            | C::RequestTimedOut
-            | C::OperationTimedOut
-            | C::AllBrokersDown
-            | C::BrokerTransportFailure
-            | C::Resolve
-            | C::NetworkException
-            | C::SSL
-            | C::Authentication
-            | C::SaslAuthenticationFailed,
-        ) => Failure::Outage,
-        Some(C::Fatal | C::Fenced | C::OutOfOrderSequenceNumber | C::InvalidProducerEpoch) => {
-            Failure::Fatal
-        }
-        _ => Failure::Transient,
-    }
 }
 
 fn headers(event: &Event) -> OwnedHeaders {
@@ -430,7 +212,9 @@ impl Sink for KafkaSink {
 mod tests {
     use super::*;
     use crate::event::EventKind;
+    use crate::sinks::kafka::tests::config;
     use rdkafka::mocking::MockCluster;
+    use std::sync::Arc;
 
     fn delivery(seq: u64, operation: &str) -> Delivery {
         Delivery {
@@ -510,51 +294,6 @@ mod tests {
         assert_eq!(out, vec![Outcome::Delivered; 2]);
     }
 
-    fn config(options: &[(&str, &str)]) -> KafkaConfig {
-        KafkaConfig {
-            brokers: "127.0.0.1:9".into(),
-            topic: "t".into(),
-            key: None,
-            options: options
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            payload: PayloadFormat::Event,
-            payload_template: None,
-            send_timeout: Duration::from_secs(10),
-        }
-    }
-
-    #[test]
-    fn safe_defaults_and_options_override_them() {
-        let c = config(&[]).client_config().unwrap();
-        assert_eq!(c.get("acks"), Some("all"));
-        assert_eq!(c.get("enable.idempotence"), Some("true"));
-        assert_eq!(c.get("message.timeout.ms"), Some("10000"));
-        assert_eq!(c.get("topic.metadata.propagation.max.ms"), Some("5000"));
-        let c = config(&[("acks", "1"), ("compression.type", "zstd")])
-            .client_config()
-            .unwrap();
-        assert_eq!(c.get("acks"), Some("1"));
-        assert_eq!(c.get("compression.type"), Some("zstd"));
-    }
-
-    #[test]
-    fn option_values_can_be_secrets_from_the_environment() {
-        let c = config(&[("sasl.password", "env:PATH")])
-            .client_config()
-            .unwrap();
-        assert_eq!(
-            c.get("sasl.password"),
-            std::env::var("PATH").ok().as_deref()
-        );
-        let e = config(&[("sasl.password", "env:HOOKBRIDGE_TEST_UNSET_VARIABLE")])
-            .client_config()
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("options.sasl.password"), "{e}");
-    }
-
     #[test]
     fn a_refused_setting_is_a_config_error_without_secret_values() {
         let r = Renderer::new(".".into());
@@ -576,34 +315,5 @@ mod tests {
         ]);
         assert!(e.starts_with("invalid sink configuration"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
-    }
-
-    #[test]
-    fn secrets_are_blanked_out_of_messages() {
-        let mut c = ClientConfig::new();
-        c.set("sasl.password", "hunter2").set("acks", "all");
-        assert_eq!(
-            redact("bad sasl.password hunter2 with acks all", &c),
-            "bad sasl.password *** with acks all"
-        );
-    }
-
-    #[test]
-    fn broker_errors_are_classified() {
-        let p = |c| classify(&KafkaError::MessageProduction(c));
-        assert_eq!(p(RDKafkaErrorCode::MessageSizeTooLarge), Failure::Permanent);
-        assert_eq!(
-            p(RDKafkaErrorCode::UnknownTopicOrPartition),
-            Failure::Permanent
-        );
-        assert_eq!(
-            p(RDKafkaErrorCode::TopicAuthorizationFailed),
-            Failure::Permanent
-        );
-        assert_eq!(p(RDKafkaErrorCode::MessageTimedOut), Failure::Outage);
-        assert_eq!(p(RDKafkaErrorCode::AllBrokersDown), Failure::Outage);
-        assert_eq!(p(RDKafkaErrorCode::NotEnoughReplicas), Failure::Transient);
-        assert_eq!(p(RDKafkaErrorCode::QueueFull), Failure::Transient);
-        assert_eq!(p(RDKafkaErrorCode::Fatal), Failure::Fatal);
     }
 }
