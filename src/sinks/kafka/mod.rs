@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
 use serde_json::{Value, json};
@@ -73,6 +74,24 @@ impl KafkaConfig {
             );
         }
         register_payload_template(name, self.payload, self.payload_template.as_deref(), r, p);
+        // librdkafka checks property names and values when a config is built: do it at load, so
+        // `hookbridge check` names a mistyped option instead of `serve` failing on it.
+        match self.client_config() {
+            Ok(c) => {
+                if let Err(e) = c.create_native_config() {
+                    let (key, message) = match &e {
+                        KafkaError::ClientConfig(_, desc, key, _) => {
+                            (format!("sinks.{name}.options.{key}"), desc.clone())
+                        }
+                        other => (format!("sinks.{name}.options"), other.to_string()),
+                    };
+                    p.push(Problem::new(key, errors::redact(&message, &c)));
+                }
+            }
+            Err(OptionError { key, message }) => {
+                p.push(Problem::new(format!("sinks.{name}.options.{key}"), message))
+            }
+        }
     }
 
     pub(super) fn preview(
@@ -108,7 +127,7 @@ impl KafkaConfig {
     }
 
     /// The producer settings: safe defaults first, then every `options` entry, which wins.
-    fn client_config(&self) -> Result<ClientConfig, SinkError> {
+    fn client_config(&self) -> Result<ClientConfig, OptionError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.trim())
             .set("acks", "all")
@@ -133,7 +152,10 @@ impl KafkaConfig {
             // `env:NAME` and `file:/path` keep SASL passwords and keys out of the config file.
             let value = if spec.starts_with("env:") || spec.starts_with("file:") {
                 Secret::resolve(spec)
-                    .map_err(|e| SinkError::Config(format!("options.{key}: {e}")))?
+                    .map_err(|message| OptionError {
+                        key: key.clone(),
+                        message,
+                    })?
                     .expose()
                     .to_string()
             } else {
@@ -142,6 +164,19 @@ impl KafkaConfig {
             c.set(key, value);
         }
         Ok(c)
+    }
+}
+
+/// An `options` value that cannot be resolved (a missing `env:` variable or `file:`).
+#[derive(Debug)]
+struct OptionError {
+    key: String,
+    message: String,
+}
+
+impl From<OptionError> for SinkError {
+    fn from(e: OptionError) -> Self {
+        SinkError::Config(format!("options.{}: {}", e.key, e.message))
     }
 }
 
@@ -191,6 +226,27 @@ pub(crate) mod tests {
             .client_config()
             .err()
             .unwrap();
-        assert!(e.to_string().contains("options.sasl.password"), "{e}");
+        assert_eq!(e.key, "sasl.password");
+        assert!(
+            e.message.contains("HOOKBRIDGE_TEST_UNSET_VARIABLE"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn check_names_a_refused_option_without_its_secret() {
+        let problems = |options: &[(&str, &str)]| {
+            let mut r = Renderer::new(".".into());
+            let mut p = Vec::new();
+            config(options).register_templates("bus", &mut r, &mut p);
+            p
+        };
+        let p = problems(&[("compression.type", "lz4")]);
+        assert!(p.is_empty(), "{p:?}");
+        let p = problems(&[("acks", "most")]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "sinks.bus.options.acks");
+        let p = problems(&[("sasl.password", "env:HOOKBRIDGE_TEST_UNSET_VARIABLE")]);
+        assert_eq!(p[0].key, "sinks.bus.options.sasl.password");
     }
 }
