@@ -39,6 +39,7 @@ impl KafkaSink {
         })
     }
 
+    /// The current producer (a cheap handle), so a batch uses one producer throughout.
     fn producer(&self) -> FutureProducer {
         match self.producer.lock() {
             Ok(p) => p.clone(),
@@ -95,11 +96,13 @@ struct Rendered {
     value: Vec<u8>,
 }
 
+/// A producer for `c`; an error names the refused option, never a secret's value.
 fn create_producer(c: &ClientConfig) -> Result<FutureProducer, SinkError> {
     c.create::<FutureProducer>()
         .map_err(|e| SinkError::Config(redact(&config_error(&e), c)))
 }
 
+/// The Kafka headers consumers deduplicate and route by.
 fn headers(event: &Event) -> OwnedHeaders {
     event_headers(event)
         .iter()
@@ -157,6 +160,7 @@ impl Sink for KafkaSink {
                 Err((e, _)) => Err((classify(&e), format!("topic {}: {e}", r.topic))),
             });
         }
+        // One entry per delivery: `None` when acknowledged, else why it failed.
         let mut failures = Vec::with_capacity(batch.len());
         for p in pending {
             failures.push(match p {
