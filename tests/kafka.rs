@@ -261,6 +261,35 @@ async fn broker_down_then_up_loses_nothing() {
 }
 
 #[tokio::test]
+async fn readyz_waits_for_the_cluster_and_events_wait_for_it() {
+    let mock = mock_cluster();
+    let brokers = mock.bootstrap_servers();
+    mock.broker_down(1).unwrap();
+    let d = Daemon::start(&config(
+        &brokers,
+        "arcgis.{{ kind }}.{{ operation }}",
+        "",
+        1,
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let a = d.get("/readyz").await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert!(a.text.contains("bus"), "{}", a.text);
+    // Accepted while the sink is not connected: durable, sent once it is.
+    let ids = post_samples(&d).await;
+    mock.broker_up(1).unwrap();
+    ready(&d).await;
+    let got = consume(&brokers, SAMPLE_TOPICS, ids.len(), Duration::from_secs(30)).await;
+    let seen: BTreeSet<_> = got.iter().map(|m| m.headers["event_id"].clone()).collect();
+    assert_eq!(
+        seen,
+        ids.into_iter().collect::<BTreeSet<_>>(),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[tokio::test]
 async fn transient_produce_errors_are_retried() {
     let mock = mock_cluster();
     let brokers = mock.bootstrap_servers();
