@@ -226,6 +226,34 @@ async fn topic_key_and_headers_from_templates() {
     assert_eq!(delete.headers["hook"], "portal");
 }
 
+#[test]
+fn explain_shows_topic_key_and_headers() {
+    let d = Daemon::start(&config(
+        "127.0.0.1:9",
+        "arcgis.{{ kind }}.{{ operation }}",
+        "",
+        3,
+    ));
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/samples/portal-item-share-multi.json");
+    let out = d.cli(&["explain", "--hook", "portal", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "arcgis.portal.delete",
+        "arcgis.portal.share",
+        "7dd95fadaec84859ab8ed1059e675e0c",
+        "event_id",
+        "operation",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn broker_down_then_up_loses_nothing() {
     let mock = mock_cluster();
