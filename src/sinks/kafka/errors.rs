@@ -22,7 +22,7 @@ pub(super) fn redact(text: &str, c: &ClientConfig) -> String {
 }
 
 /// Whether a librdkafka property may hold a credential.
-fn is_secret_key(key: &str) -> bool {
+pub(super) fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     [
         "password",

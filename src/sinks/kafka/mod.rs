@@ -4,6 +4,7 @@ mod errors;
 mod sink;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::event::Event;
 use crate::render::{PayloadFormat, RenderError, Renderer};
 
 /// `[sinks.NAME]` with `type = "kafka"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port,host:port`.
@@ -45,6 +46,33 @@ pub struct KafkaConfig {
     /// How long a send may wait for the brokers' acknowledgement.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub send_timeout: Duration,
+}
+
+/// Written by hand so that an inline SASL password or key in `options` never reaches a log.
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if errors::is_secret_key(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("options", &options)
+            .field("payload", &self.payload)
+            .field("payload_template", &self.payload_template)
+            .field("send_timeout", &self.send_timeout)
+            .finish()
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -231,6 +259,13 @@ pub(crate) mod tests {
             e.message.contains("HOOKBRIDGE_TEST_UNSET_VARIABLE"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn debug_output_hides_secret_options() {
+        let c = config(&[("sasl.password", "hunter2"), ("acks", "1")]);
+        let text = format!("{c:?}");
+        assert!(!text.contains("hunter2") && text.contains("acks"), "{text}");
     }
 
     #[test]

@@ -291,11 +291,15 @@ mod tests {
         let r = s.send(&[delivery(1, "add"), delivery(2, "add")]).await;
         assert!(matches!(r, Err(SinkError::Unavailable(_))), "{r:?}");
         mock.broker_up(1).unwrap();
-        let out = s
-            .send(&[delivery(1, "add"), delivery(2, "add")])
-            .await
-            .unwrap();
-        assert_eq!(out, vec![Outcome::Delivered; 2]);
+        // As the dispatcher does: try again while unavailable (librdkafka reconnects with backoff).
+        for _ in 0..10 {
+            match s.send(&[delivery(1, "add"), delivery(2, "add")]).await {
+                Ok(out) => return assert_eq!(out, vec![Outcome::Delivered; 2]),
+                Err(SinkError::Unavailable(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("never delivered after the broker came back");
     }
 
     #[test]
