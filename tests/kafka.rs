@@ -495,8 +495,7 @@ impl Drop for Tansu {
 #[tokio::test]
 async fn tansu_end_to_end() {
     let tansu = Tansu::start();
-    let topics = ["arcgis.portal.share", "arcgis.portal.delete"];
-    tansu.create_topics(&topics).await;
+    tansu.create_topics(SAMPLE_TOPICS).await;
     let mut d = Daemon::start(&config(
         &tansu.brokers,
         "arcgis.{{ kind }}.{{ operation }}",
@@ -504,13 +503,14 @@ async fn tansu_end_to_end() {
         5,
     ));
     ready(&d).await;
-    let a = d
-        .post_signed("portal", &sample("portal-item-share-multi.json"))
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    let ids: BTreeSet<_> = a.accepted().into_iter().collect();
-    assert_eq!(ids.len(), 2);
-    let got = consume(&tansu.brokers, &topics, ids.len(), Duration::from_secs(30)).await;
+    let ids: BTreeSet<_> = post_samples(&d).await.into_iter().collect();
+    let got = consume(
+        &tansu.brokers,
+        SAMPLE_TOPICS,
+        ids.len(),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(
         got.len(),
         ids.len(),
@@ -520,13 +520,15 @@ async fn tansu_end_to_end() {
     );
     for m in &got {
         let v = &m.value;
-        assert_eq!(
-            m.topic,
-            format!("arcgis.portal.{}", v["operation"].as_str().unwrap())
+        let (kind, operation) = (
+            v["kind"].as_str().unwrap(),
+            v["operation"].as_str().unwrap(),
         );
+        assert_eq!(m.topic, format!("arcgis.{kind}.{operation}"));
         assert_eq!(m.key.as_deref(), v["id"].as_str());
         assert_eq!(m.headers["event_id"], v["event_id"].as_str().unwrap());
-        assert_eq!(m.headers["hook"], "portal");
+        assert_eq!(m.headers["hook"], v["hook"].as_str().unwrap());
+        assert_eq!(m.headers["source"], v["source"].as_str().unwrap());
     }
     let seen: BTreeSet<_> = got.iter().map(|m| m.headers["event_id"].clone()).collect();
     assert_eq!(seen, ids);
