@@ -1,0 +1,327 @@
+//! The running Kafka sink: one `FutureProducer`, a batch enqueued at once, then acknowledged.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::KafkaConfig;
+use super::errors::{Failure, classify, config_error, redact};
+use crate::event::Event;
+use crate::render::{RenderError, Renderer};
+use crate::sinks::{Delivery, Outcome, Sink, SinkError, event_headers, payload_template_name};
+
+/// Produces each delivery to its rendered topic and waits for the brokers' acknowledgement.
+pub struct KafkaSink {
+    name: String,
+    config: KafkaConfig,
+    renderer: Renderer,
+    client_config: ClientConfig,
+    /// Replaced when librdkafka reports a fatal (idempotence) error: such a producer never
+    /// recovers, and a new one starts a new idempotent session.
+    producer: Mutex<FutureProducer>,
+}
+
+impl KafkaSink {
+    /// A sink for `config`; fails only when librdkafka refuses a setting.
+    pub fn new(name: &str, config: KafkaConfig, renderer: Renderer) -> Result<Self, SinkError> {
+        let client_config = config.client_config()?;
+        let producer = create_producer(&client_config)?;
+        Ok(KafkaSink {
+            name: name.to_string(),
+            config,
+            renderer,
+            client_config,
+            producer: Mutex::new(producer),
+        })
+    }
+
+    /// The current producer (a cheap handle), so a batch uses one producer throughout.
+    fn producer(&self) -> FutureProducer {
+        match self.producer.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Starts a fresh producer after a fatal error; the old one is dropped once its sends finish.
+    fn replace_producer(&self) {
+        match create_producer(&self.client_config) {
+            Ok(p) => {
+                let mut guard = match self.producer.lock() {
+                    Ok(g) => g,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *guard = p;
+                tracing::warn!(sink = %self.name, "kafka producer hit a fatal error; started a new one");
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "cannot restart the kafka producer")
+            }
+        }
+    }
+
+    /// The topic, key and value for one delivery.
+    fn render(&self, d: &Delivery) -> Result<Rendered, RenderError> {
+        let topic = self.renderer.render_event(
+            &format!("sinks.{}.topic", self.name),
+            &d.event,
+            &d.payload,
+        )?;
+        let key = match &self.config.key {
+            Some(_) => Some(self.renderer.render_event(
+                &format!("sinks.{}.key", self.name),
+                &d.event,
+                &d.payload,
+            )?),
+            None => None,
+        };
+        let value = self.renderer.encode(
+            self.config.payload,
+            &payload_template_name(&self.name),
+            &d.event,
+            &d.payload,
+        )?;
+        Ok(Rendered { topic, key, value })
+    }
+}
+
+/// One delivery, ready to produce.
+struct Rendered {
+    topic: String,
+    key: Option<String>,
+    value: Vec<u8>,
+}
+
+/// A producer for `c`; an error names the refused option, never a secret's value.
+fn create_producer(c: &ClientConfig) -> Result<FutureProducer, SinkError> {
+    c.create::<FutureProducer>()
+        .map_err(|e| SinkError::Config(redact(&config_error(&e), c)))
+}
+
+/// The Kafka headers consumers deduplicate and route by.
+fn headers(event: &Event) -> OwnedHeaders {
+    event_headers(event)
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        })
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn connect(&self) -> Result<(), SinkError> {
+        let producer = self.producer();
+        let timeout = self.config.send_timeout.min(Duration::from_secs(10));
+        let brokers = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| SinkError::Unavailable(e.to_string()))?
+        .map_err(|e| {
+            SinkError::Unavailable(format!(
+                "kafka brokers {} did not answer: {e}",
+                self.config.brokers
+            ))
+        })?;
+        tracing::debug!(sink = %self.name, brokers, "kafka cluster answered");
+        Ok(())
+    }
+
+    async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
+        let producer = self.producer();
+        // Enqueue everything first so the batch pipelines, then collect the acknowledgements.
+        let mut pending = Vec::with_capacity(batch.len());
+        for d in batch {
+            let r = match self.render(d) {
+                Ok(r) => r,
+                Err(e) => {
+                    pending.push(Err((Failure::Permanent, e.to_string())));
+                    continue;
+                }
+            };
+            let mut record = FutureRecord::to(&r.topic)
+                .payload(&r.value)
+                .headers(headers(&d.event));
+            if let Some(key) = &r.key {
+                record = record.key(key);
+            }
+            pending.push(match producer.send_result(record) {
+                Ok(ack) => Ok((r.topic.clone(), ack)),
+                Err((e, _)) => Err((classify(&e), format!("topic {}: {e}", r.topic))),
+            });
+        }
+        // One entry per delivery: `None` when acknowledged, else why it failed.
+        let mut failures = Vec::with_capacity(batch.len());
+        for p in pending {
+            failures.push(match p {
+                Ok((topic, ack)) => match ack.await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err((e, _))) => Some((classify(&e), format!("topic {topic}: {e}"))),
+                    Err(_) => Some((
+                        Failure::Transient,
+                        "the kafka producer dropped the message".to_string(),
+                    )),
+                },
+                Err(f) => Some(f),
+            });
+        }
+        if failures
+            .iter()
+            .any(|f| matches!(f, Some((Failure::Fatal, _))))
+        {
+            self.replace_producer();
+        }
+        if !failures.is_empty()
+            && failures
+                .iter()
+                .all(|f| matches!(f, Some((Failure::Outage, _))))
+        {
+            let reason = failures
+                .iter()
+                .flatten()
+                .map(|(_, r)| r.as_str())
+                .next()
+                .unwrap_or_default();
+            return Err(SinkError::Unavailable(format!(
+                "kafka brokers {} unavailable: {reason}",
+                self.config.brokers
+            )));
+        }
+        Ok(failures
+            .into_iter()
+            .map(|f| match f {
+                None => Outcome::Delivered,
+                Some((Failure::Permanent, reason)) => Outcome::Reject(reason),
+                Some((_, reason)) => Outcome::Retry(reason),
+            })
+            .collect())
+    }
+
+    fn max_batch(&self) -> usize {
+        256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    use crate::sinks::kafka::tests::config;
+    use rdkafka::mocking::MockCluster;
+    use std::sync::Arc;
+
+    fn delivery(seq: u64, operation: &str) -> Delivery {
+        Delivery {
+            seq,
+            attempts: 0,
+            event: Event {
+                event_id: format!("{seq:032x}"),
+                kind: EventKind::Portal,
+                source: "item".into(),
+                operation: operation.into(),
+                id: format!("item{seq}"),
+                webhook: None,
+                user: None,
+                when: None,
+                portal: None,
+                properties: Default::default(),
+                hook: "h".into(),
+                accepted_at: 1,
+            },
+            payload: Arc::from("{}"),
+        }
+    }
+
+    /// A sink on `brokers` with topic `t.{{ operation }}`, its templates compiled.
+    fn sink(brokers: &str, topic: &str) -> KafkaSink {
+        let c = KafkaConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            key: Some("{{ id }}".into()),
+            send_timeout: Duration::from_millis(1500),
+            ..config(&[])
+        };
+        let mut r = Renderer::new(".".into());
+        let mut problems = Vec::new();
+        c.register_templates("bus", &mut r, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        KafkaSink::new("bus", c, r).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_delivered_and_bad_templates_are_rejected() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t.add", 1, 1).unwrap();
+        let s = sink(
+            &mock.bootstrap_servers(),
+            "t.{{ operation }}{{ properties.nope.deeper }}",
+        );
+        s.connect().await.unwrap();
+        let out = s.send(&[delivery(1, "add")]).await.unwrap();
+        assert!(
+            matches!(&out[0], Outcome::Reject(r) if r.contains("sinks.bus.topic")),
+            "{out:?}"
+        );
+
+        let s = sink(&mock.bootstrap_servers(), "t.{{ operation }}");
+        let out = s
+            .send(&[delivery(1, "add"), delivery(2, "add"), delivery(3, "add")])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::Delivered; 3]);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_that_does_not_answer_is_unavailable_not_a_failed_attempt() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t.add", 1, 1).unwrap();
+        let s = sink(&mock.bootstrap_servers(), "t.{{ operation }}");
+        s.connect().await.unwrap();
+        mock.broker_down(1).unwrap();
+        let r = s.send(&[delivery(1, "add"), delivery(2, "add")]).await;
+        assert!(matches!(r, Err(SinkError::Unavailable(_))), "{r:?}");
+        mock.broker_up(1).unwrap();
+        // As the dispatcher does: try again while unavailable (librdkafka reconnects with backoff).
+        for _ in 0..10 {
+            match s.send(&[delivery(1, "add"), delivery(2, "add")]).await {
+                Ok(out) => return assert_eq!(out, vec![Outcome::Delivered; 2]),
+                Err(SinkError::Unavailable(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("never delivered after the broker came back");
+    }
+
+    #[test]
+    fn a_refused_setting_is_a_config_error_without_secret_values() {
+        let r = Renderer::new(".".into());
+        let err = |options: &[(&str, &str)]| match KafkaSink::new("bus", config(options), r.clone())
+        {
+            Ok(_) => format!("accepted {options:?}"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(&[("no.such.property", "1")]);
+        assert!(e.contains("options.no.such.property"), "{e}");
+        let e = err(&[("acks", "most")]);
+        assert!(e.contains("options.acks"), "{e}");
+        let e = err(&[
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "hunter2"),
+            ("ssl.key.pem", "hunter2"),
+        ]);
+        assert!(e.starts_with("invalid sink configuration"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}
