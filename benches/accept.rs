@@ -86,6 +86,7 @@ to = ["log"]
     };
     let hb = rt.block_on(closed_loop(&url, clients, seconds, 1, None));
     let half = hb.rate / 2.0;
+    let commits = rt.block_on(commit_figures(port));
     let hb_half = rt.block_on(closed_loop(&url, clients, seconds, 2, Some(half)));
     sampling.store(false, Ordering::SeqCst);
     let _ = sampler.join();
@@ -125,6 +126,10 @@ to = ["log"]
         rss_idle as f64 / 1024.0,
         peak.load(Ordering::SeqCst) as f64 / 1024.0,
         rss_after as f64 / 1024.0
+    );
+    println!(
+        "- group commit at max rate: {:.1} requests per commit, {:.2} ms per write + fsync",
+        commits.0, commits.1
     );
     println!(
         "- disk: {:.1} MiB for {accepted} accepted events ({:.0} bytes/event, sled before compaction)",
@@ -271,6 +276,26 @@ async fn closed_loop(
         ok: all.len() as u64,
         errors,
     }
+}
+
+/// Mean requests per group commit and mean commit time (ms), from the daemon's metrics.
+async fn commit_figures(port: u16) -> (f64, f64) {
+    let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return (0.0, 0.0),
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let commits = value("hookbridge_commit_batch_requests_count").max(1.0);
+    (
+        value("hookbridge_commit_batch_requests_sum") / commits,
+        value("hookbridge_commit_fsync_duration_seconds_sum") * 1000.0 / commits,
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
