@@ -358,27 +358,40 @@ async fn broker_outage_mid_stream_loses_nothing() {
         let _ = conn.close(200, "declared").await;
     }
     let d = Daemon::start(&config(&exchange, ""));
-    let mut accepted = BTreeSet::new();
-    const N: usize = 20;
-    for i in 0..N {
-        let a = d.post_signed("portal", &portal_event(i)).await;
-        assert_eq!(a.status, 200, "{}", a.text);
-        accepted.extend(a.accepted());
-    }
-
-    let stopped = BrokerStopped::stop();
-    // Ingress does not depend on the broker: it keeps accepting while the sink is down.
-    for i in N..2 * N {
-        let a = d.post_signed("portal", &portal_event(i)).await;
-        assert_eq!(a.status, 200, "{}", a.text);
-        accepted.extend(a.accepted());
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(stopped);
-    assert_eq!(accepted.len(), 2 * N);
+    const N: usize = 60;
+    // Events keep coming while the broker goes away and comes back.
+    let posting = async {
+        let mut accepted = BTreeSet::new();
+        for i in 0..N {
+            let a = d.post_signed("portal", &portal_event(i)).await;
+            // Ingress does not depend on the broker: it keeps accepting while the sink is down.
+            assert_eq!(a.status, 200, "{}", a.text);
+            accepted.extend(a.accepted());
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        accepted
+    };
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stopped = tokio::task::spawn_blocking(BrokerStopped::stop)
+            .await
+            .unwrap();
+        assert!(std::net::TcpStream::connect("127.0.0.1:5672").is_err());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::task::spawn_blocking(move || drop(stopped))
+            .await
+            .unwrap();
+    };
+    let (accepted, ()) = tokio::join!(posting, outage);
+    assert_eq!(accepted.len(), N);
+    assert!(
+        d.log_text().contains("sink unavailable"),
+        "the sink never noticed the outage:\n{}",
+        d.log_text()
+    );
 
     let (_conn, channel) = connect().await;
-    let got = collect(&channel, &queue, 2 * N, Duration::from_secs(60)).await;
+    let got = collect(&channel, &queue, N, Duration::from_secs(60)).await;
     let ids: BTreeSet<String> = got.iter().map(message_id).collect();
     assert_eq!(
         ids,
