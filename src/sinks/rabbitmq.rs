@@ -490,3 +490,146 @@ fn redacted(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+
+    fn event() -> Event {
+        Event {
+            event_id: "ab".repeat(16),
+            kind: EventKind::Portal,
+            source: "item".into(),
+            operation: "delete".into(),
+            id: "i1".into(),
+            webhook: None,
+            user: None,
+            when: None,
+            portal: None,
+            properties: Default::default(),
+            hook: "portal".into(),
+            accepted_at: 1_700_000_123_456,
+        }
+    }
+
+    fn config(url: &str, routing_key: &str) -> RabbitMqConfig {
+        toml::from_str(&format!("url = {url:?}\nrouting_key = {routing_key:?}\n")).unwrap()
+    }
+
+    fn sink(config: RabbitMqConfig) -> RabbitMqSink {
+        let mut r = Renderer::new("templates".into());
+        let mut problems = vec![];
+        config.register_templates("audit", &mut r, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        RabbitMqSink::new("audit", config, r)
+    }
+
+    fn header(p: &BasicProperties, key: &str) -> String {
+        match p.headers().as_ref().and_then(|h| h.inner().get(key)) {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn properties_are_persistent_and_carry_the_event() {
+        let p = message_properties(&event(), PayloadFormat::Event, b"{}");
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.as_str()),
+            Some("ab".repeat(16).as_str())
+        );
+        assert_eq!(*p.timestamp(), Some(1_700_000_123));
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(header(&p, "event_id"), "ab".repeat(16));
+        assert_eq!(header(&p, "hook"), "portal");
+        assert_eq!(header(&p, "kind"), "portal");
+        assert_eq!(header(&p, "source"), "item");
+        assert_eq!(header(&p, "operation"), "delete");
+
+        let text = message_properties(&event(), PayloadFormat::Template, b"item deleted");
+        assert_eq!(
+            text.content_type().as_ref().map(|s| s.as_str()),
+            Some("text/plain; charset=utf-8")
+        );
+        let json = message_properties(&event(), PayloadFormat::Template, b"{\"a\": 1}");
+        assert_eq!(
+            json.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+    }
+
+    #[test]
+    fn confirmations_map_to_outcomes() {
+        assert_eq!(
+            confirmation_outcome(Confirmation::Ack(None)),
+            Outcome::Delivered
+        );
+        assert!(matches!(
+            confirmation_outcome(Confirmation::Nack(None)),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            confirmation_outcome(Confirmation::NotRequested),
+            Outcome::Retry(_)
+        ));
+        let reason = returned_reason(312, "NO_ROUTE", "", "item.delete");
+        assert!(reason.contains("312 NO_ROUTE"), "{reason}");
+        assert!(reason.contains("(default)"), "{reason}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redacted("amqp://guest:s3cret@broker:5672/%2f"),
+            "amqp://guest:***@broker:5672/%2f"
+        );
+        assert_eq!(redacted("amqp://broker/vh"), "amqp://broker/vh");
+    }
+
+    #[test]
+    fn messages_render_or_explain_why_not() {
+        let s = sink(config(
+            "amqp://127.0.0.1:1/%2f",
+            "{{ source }}.{{ operation }}",
+        ));
+        let d = Delivery {
+            seq: 1,
+            attempts: 0,
+            event: event(),
+            payload: Arc::from("{}"),
+        };
+        let m = s.message(&d).unwrap();
+        assert_eq!(m.routing_key, "item.delete");
+        let body: Event = serde_json::from_slice(&m.body).unwrap();
+        assert_eq!(body, event());
+
+        let missing = sink(config("amqp://127.0.0.1:1/%2f", "{{ user }}"));
+        let err = missing.message(&d).err().unwrap();
+        assert!(err.contains("sinks.audit.routing_key"), "{err}");
+
+        let long = sink(config("amqp://127.0.0.1:1/%2f", &"x".repeat(300)));
+        let err = long.message(&d).err().unwrap();
+        assert!(err.contains("at most 255"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_unavailable_not_a_failed_delivery() {
+        // Port 1 on loopback refuses connections.
+        let s = sink(config("amqp://guest:s3cret@127.0.0.1:1/%2f", "k"));
+        let err = s.connect().await.err().unwrap();
+        assert!(matches!(err, SinkError::Unavailable(_)), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let d = Delivery {
+            seq: 1,
+            attempts: 0,
+            event: event(),
+            payload: Arc::from("{}"),
+        };
+        assert!(matches!(s.send(&[d]).await, Err(SinkError::Unavailable(_))));
+    }
+}
