@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, sample};
 use futures::StreamExt;
+use hookbridge::render::Renderer;
+use hookbridge::sinks::{Delivery as Job, Outcome, Sink, SinkConfig, SinkError};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
@@ -485,4 +487,90 @@ to = ["strict"]
 
     let (_conn, channel) = connect().await;
     cleanup(&channel, &exchange, &[]).await;
+}
+
+/// The sink itself, outside the daemon, built from `[sinks.lib]` TOML as the config loader does.
+fn library_sink(toml_text: &str) -> std::sync::Arc<dyn Sink> {
+    let table: toml::Table = toml::from_str(toml_text).unwrap();
+    let (config, _) =
+        SinkConfig::from_table("lib", table, std::path::Path::new("."), &Default::default())
+            .unwrap();
+    let mut renderer = Renderer::new("templates".into());
+    let mut problems = vec![];
+    config.register_templates("lib", &mut renderer, &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    config
+        .build("lib", &renderer)
+        .unwrap()
+        .expect("a rabbitmq sink")
+}
+
+fn job(seq: u64) -> Job {
+    let event = serde_json::from_value(serde_json::json!({
+        "event_id": format!("{seq:032x}"),
+        "kind": "portal",
+        "source": "item",
+        "operation": "update",
+        "id": "i1",
+        "hook": "portal",
+        "accepted_at": 1_700_000_000_000u64,
+    }))
+    .unwrap();
+    Job {
+        seq,
+        attempts: 0,
+        event,
+        payload: std::sync::Arc::from("{}"),
+    }
+}
+
+#[tokio::test]
+async fn passive_check_and_recovery_from_a_closed_channel() {
+    let _broker = BROKER.read().await;
+    let exchange = unique("ex");
+    let queue = unique("q");
+    let (_conn, channel) = connect().await;
+
+    // declare = false: a missing exchange keeps the sink from connecting, with a clear reason.
+    let passive = library_sink(&format!(
+        "type = \"rabbitmq\"\nurl = \"{URL}\"\nexchange = \"{exchange}\"\n\
+         declare = false\nrouting_key = \"{{{{ source }}}}\"\n"
+    ));
+    let err = passive.connect().await.err().expect("no exchange yet");
+    assert!(matches!(err, SinkError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("declare = false"), "{err}");
+    queue_on(&channel, &exchange, &queue).await;
+    passive.connect().await.unwrap();
+    assert_eq!(
+        passive.send(&[job(1), job(2)]).await.unwrap(),
+        vec![Outcome::Delivered, Outcome::Delivered]
+    );
+
+    // The exchange vanishes under a declaring sink: the broker closes its channel. That is an
+    // outage (nothing counted as sent), and the next send reconnects and declares it again.
+    let sink = library_sink(&format!(
+        "type = \"rabbitmq\"\nurl = \"{URL}\"\nexchange = \"{exchange}\"\n\
+         routing_key = \"{{{{ source }}}}\"\nconfirm_timeout = \"5s\"\n"
+    ));
+    sink.connect().await.unwrap();
+    channel
+        .exchange_delete(&exchange, ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    let err = sink
+        .send(&[job(3), job(4)])
+        .await
+        .err()
+        .expect("channel closed");
+    assert!(err.to_string().contains("NOT_FOUND"), "{err}");
+    queue_on(&channel, &exchange, &queue).await;
+    assert_eq!(
+        sink.send(&[job(3), job(4)]).await.unwrap(),
+        vec![Outcome::Delivered, Outcome::Delivered]
+    );
+
+    let got = collect(&channel, &queue, 4, Duration::from_secs(10)).await;
+    let ids: BTreeSet<String> = got.iter().map(message_id).collect();
+    assert_eq!(ids, (1..=4).map(|n| format!("{n:032x}")).collect());
+    cleanup(&channel, &exchange, &[&queue]).await;
 }
