@@ -37,6 +37,8 @@ pub struct Metrics {
     pub commit_fsync_seconds: Histogram,
     /// Whether each sink has connected (1) or not (0).
     pub sink_up: IntGaugeVec,
+    /// Sink failures by sink and kind (connect, connection_lost, nack, unroutable, render, ...).
+    pub sink_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -136,6 +138,14 @@ impl Metrics {
                 &["sink"],
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            sink_errors: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_sink_errors_total",
+                    "Sink failures by sink and kind",
+                ),
+                &["sink", "kind"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -151,6 +161,7 @@ impl Metrics {
             Box::new(m.commit_batch_requests.clone()),
             Box::new(m.commit_fsync_seconds.clone()),
             Box::new(m.sink_up.clone()),
+            Box::new(m.sink_errors.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

@@ -403,6 +403,19 @@ async fn broker_outage_mid_stream_loses_nothing() {
         accepted.len(),
         d.log_text()
     );
+    assert!(
+        metric(
+            &d,
+            "hookbridge_sink_errors_total",
+            &["sink=\"audit\"", "kind=\"connect\""]
+        )
+        .await
+            > 0.0
+    );
+    assert_eq!(
+        metric(&d, "hookbridge_sink_connected", &["sink=\"audit\""]).await,
+        1.0
+    );
     // Nothing was given up on: no dead letters.
     assert_eq!(
         metric(&d, "hookbridge_deliveries_total", &["outcome=\"dead\""]).await,
@@ -452,6 +465,9 @@ to = ["strict"]
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let errors = "hookbridge_sink_errors_total";
+    assert_eq!(metric(&d, errors, &["kind=\"unroutable\""]).await, 3.0);
+    assert_eq!(metric(&d, errors, &["kind=\"render\""]).await, 1.0);
     assert!(d.stop().success());
 
     let out = d.cli(&["dlq", "list"]);

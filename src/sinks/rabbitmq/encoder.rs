@@ -84,6 +84,16 @@ pub(super) fn confirmation_outcome(confirmation: Confirmation) -> Outcome {
     }
 }
 
+/// The `hookbridge_sink_errors_total` kind of a confirm that is not a plain ack.
+pub(super) fn confirmation_error_kind(confirmation: &Confirmation) -> Option<&'static str> {
+    match confirmation {
+        Confirmation::Ack(None) => None,
+        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => Some("unroutable"),
+        Confirmation::Nack(None) => Some("nack"),
+        Confirmation::NotRequested => Some("unconfirmed"),
+    }
+}
+
 /// The dead-letter reason for a message the broker returned as unroutable.
 fn returned_reason(code: u16, text: &str, exchange: &str, routing_key: &str) -> String {
     let exchange = if exchange.is_empty() {

@@ -11,7 +11,8 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::RabbitMqConfig;
-use super::encoder::{Encoder, confirmation_outcome};
+use super::encoder::{Encoder, confirmation_error_kind, confirmation_outcome};
+use crate::metrics::METRICS;
 use crate::render::Renderer;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
@@ -71,18 +72,36 @@ impl RabbitMqSink {
         redacted(self.config.url.expose())
     }
 
+    /// Counts one failure of `kind` for this sink.
+    fn count(&self, kind: &str) {
+        METRICS
+            .sink_errors
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+
+    /// Drops the link (closing it in the background) and records that the sink is down.
+    fn disconnect(&self, slot: &mut Option<Link>) {
+        if let Some(old) = slot.take() {
+            old.close_in_background();
+        }
+        METRICS.sink_up.with_label_values(&[&self.name]).set(0);
+    }
+
     /// The link in `slot`, opened again if there is none or the broker dropped it.
     async fn ensure<'a>(&self, slot: &'a mut Option<Link>) -> Result<&'a Link, SinkError> {
         if !slot.as_ref().is_some_and(Link::is_open) {
-            if let Some(old) = slot.take() {
-                old.close_in_background();
-            }
-            let link = timeout(CONNECT_TIMEOUT, self.open()).await.map_err(|_| {
-                SinkError::Unavailable(format!(
-                    "connecting to {} took longer than {CONNECT_TIMEOUT:?}",
-                    self.url_for_display()
-                ))
-            })??;
+            self.disconnect(slot);
+            let opened = timeout(CONNECT_TIMEOUT, self.open())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SinkError::Unavailable(format!(
+                        "connecting to {} took longer than {CONNECT_TIMEOUT:?}",
+                        self.url_for_display()
+                    )))
+                });
+            let link = opened.inspect_err(|_| self.count("connect"))?;
+            METRICS.sink_up.with_label_values(&[&self.name]).set(1);
             tracing::info!(sink = %self.name, url = %self.url_for_display(), exchange = %self.config.exchange, "connected to RabbitMQ");
             *slot = Some(link);
         }
@@ -179,6 +198,7 @@ impl Sink for RabbitMqSink {
             let message = match self.encoder.message(d) {
                 Ok(m) => m,
                 Err(reason) => {
+                    self.count("render");
                     steps.push(Ok(Step::Done(Outcome::Reject(reason))));
                     continue;
                 }
@@ -216,6 +236,9 @@ impl Sink for RabbitMqSink {
                 Ok(Step::Published(confirm)) => match timeout_at(deadline, *confirm).await {
                     Ok(Ok(confirmation)) => {
                         heard = true;
+                        if let Some(kind) = confirmation_error_kind(&confirmation) {
+                            self.count(kind);
+                        }
                         Ok(confirmation_outcome(confirmation))
                     }
                     Ok(Err(e)) => {
@@ -235,9 +258,8 @@ impl Sink for RabbitMqSink {
         }
         if let Some(reason) = broken {
             // Start afresh next time: the channel's confirm sequence can no longer be trusted.
-            if let Some(old) = slot.take() {
-                old.close_in_background();
-            }
+            self.disconnect(&mut slot);
+            self.count("connection_lost");
             tracing::warn!(sink = %self.name, error = %reason, "RabbitMQ connection lost; will reconnect");
             if !heard {
                 return Err(SinkError::Unavailable(reason));
