@@ -552,7 +552,7 @@ async fn passive_check_and_recovery_from_a_closed_channel() {
         "type = \"rabbitmq\"\nurl = \"{URL}\"\nexchange = \"{exchange}\"\n\
          declare = false\nrouting_key = \"{{{{ source }}}}\"\n"
     ));
-    let err = passive.connect().await.err().expect("no exchange yet");
+    let err = passive.connect().await.expect_err("no exchange yet");
     assert!(matches!(err, SinkError::Unavailable(_)), "{err}");
     assert!(err.to_string().contains("declare = false"), "{err}");
     queue_on(&channel, &exchange, &queue).await;
@@ -576,8 +576,7 @@ async fn passive_check_and_recovery_from_a_closed_channel() {
     let err = sink
         .send(&[job(3), job(4)])
         .await
-        .err()
-        .expect("channel closed");
+        .expect_err("channel closed");
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");
     queue_on(&channel, &exchange, &queue).await;
     assert_eq!(
