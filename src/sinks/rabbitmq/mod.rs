@@ -97,9 +97,13 @@ impl RabbitMqConfig {
         let routing_key = r.render_event(&format!("sinks.{name}.routing_key"), event, payload)?;
         let body = r.encode(self.payload, &payload_template_name(name), event, payload)?;
         let headers: BTreeMap<_, _> = event_headers(event).into_iter().collect();
+        let properties = message_properties(event, self.payload, &body);
         Ok(json!({
             "exchange": self.exchange,
             "routing_key": routing_key,
+            "mandatory": self.mandatory,
+            "delivery_mode": properties.delivery_mode(),
+            "content_type": properties.content_type().as_ref().map(|c| c.as_str()),
             "message_id": event.event_id,
             "headers": headers,
             "body": body_for_display(&body),
