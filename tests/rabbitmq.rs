@@ -589,3 +589,171 @@ async fn passive_check_and_recovery_from_a_closed_channel() {
     assert_eq!(ids, (1..=4).map(|n| format!("{n:032x}")).collect());
     cleanup(&channel, &exchange, &[&queue]).await;
 }
+
+/// The value at quantile `q` of sorted `v`.
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Accept-to-broker throughput and latency through the daemon, next to lapin's own confirmed
+/// publish rate on the same broker. Run with
+/// `cargo test --test rabbitmq bench -- --ignored --nocapture` (N from `HOOKBRIDGE_BENCH_N`).
+#[tokio::test]
+#[ignore = "benchmark: run explicitly"]
+async fn bench_accept_to_confirm() {
+    let _broker = BROKER.write().await;
+    let n: usize = std::env::var("HOOKBRIDGE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let exchange = unique("ex");
+    let queue = unique("q");
+    let (_conn, channel) = connect().await;
+    queue_on(&channel, &exchange, &queue).await;
+
+    // The raw client at its best: batches of 128 persistent publishes issued together, then
+    // their confirms.
+    let (_raw_conn, raw) = connect().await;
+    raw.confirm_select(Default::default()).await.unwrap();
+    let body = serde_json::to_vec(&serde_json::json!({"event_id": "x".repeat(32)})).unwrap();
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(128) {
+        let publishes = chunk.iter().map(|_| {
+            let props = lapin::BasicProperties::default().with_delivery_mode(2);
+            raw.basic_publish(&exchange, "raw", Default::default(), &body, props)
+        });
+        for c in futures::future::join_all(publishes).await {
+            assert!(c.unwrap().await.unwrap().is_ack());
+        }
+    }
+    let raw_rate = n as f64 / started.elapsed().as_secs_f64();
+    channel
+        .queue_purge(&queue, Default::default())
+        .await
+        .unwrap();
+
+    // Through hookbridge: signed posts, 32 at a time, until the consumer has every event.
+    let d = Daemon::start(&config(&exchange, ""));
+    let consumer_channel = channel.clone();
+    let consumer_queue = queue.clone();
+    let consume = tokio::spawn(async move {
+        let mut consumer = consumer_channel
+            .basic_consume(
+                &consumer_queue,
+                "bench",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut arrived = BTreeMap::new();
+        while arrived.len() < n {
+            match tokio::time::timeout(Duration::from_secs(60), consumer.next()).await {
+                Ok(Some(Ok(m))) => {
+                    arrived.entry(message_id(&m)).or_insert_with(Instant::now);
+                }
+                _ => break,
+            }
+        }
+        arrived
+    });
+    let started = Instant::now();
+    let posted: Vec<(String, Instant)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let d = &d;
+            async move {
+                let sent = Instant::now();
+                let a = d.post_signed("portal", &portal_event(i)).await;
+                assert_eq!(a.status, 200, "{}", a.text);
+                (a.accepted()[0].clone(), sent)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let accepted_in = started.elapsed();
+    let arrived = consume.await.unwrap();
+    assert_eq!(arrived.len(), n, "not every event arrived");
+    let last = arrived.values().max().copied().unwrap();
+    let rate = n as f64 / (last - started).as_secs_f64();
+    let mut latencies: Vec<Duration> = posted
+        .iter()
+        .map(|(id, sent)| arrived[id].saturating_duration_since(*sent))
+        .collect();
+    latencies.sort();
+    println!(
+        "rabbitmq bench, {n} events ({} build)\n  \
+         raw lapin confirmed publishes: {raw_rate:.0} msg/s\n  \
+         hookbridge accept-to-broker:   {rate:.0} events/s ({:.0} accepted/s)\n  \
+         ratio hookbridge/raw:          {:.2}\n  \
+         post-to-consumer latency p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        n as f64 / accepted_in.as_secs_f64(),
+        rate / raw_rate,
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.9),
+        quantile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+    );
+    drop(d);
+
+    // The sink alone: N deliveries wait in the queue while the exchange is missing (declare =
+    // false), then the exchange appears and the dispatcher drains them.
+    let backlog_exchange = unique("ex");
+    let backlog_queue = unique("q");
+    let d = Daemon::start(
+        &config(&backlog_exchange, "")
+            .replace("confirm_timeout", "declare = false\nconfirm_timeout"),
+    );
+    let posted: Vec<()> = futures::stream::iter(0..n)
+        .map(|i| {
+            let d = &d;
+            async move {
+                let a = d.post_signed("portal", &portal_event(i)).await;
+                assert_eq!(a.status, 200, "{}", a.text);
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert_eq!(posted.len(), n);
+    queue_on(&channel, &backlog_exchange, &backlog_queue).await;
+    let mut consumer = channel
+        .basic_consume(
+            &backlog_queue,
+            "bench-backlog",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut ids = BTreeSet::new();
+    let mut first = None;
+    while ids.len() < n {
+        match tokio::time::timeout(Duration::from_secs(60), consumer.next()).await {
+            Ok(Some(Ok(m))) => {
+                first.get_or_insert_with(Instant::now);
+                ids.insert(message_id(&m));
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(ids.len(), n, "not every queued event arrived");
+    let drain = (n - 1) as f64 / first.unwrap().elapsed().as_secs_f64();
+    println!(
+        "  sink draining a backlog:       {drain:.0} events/s (ratio to raw {:.2})",
+        drain / raw_rate
+    );
+    cleanup(&channel, &backlog_exchange, &[&backlog_queue]).await;
+    cleanup(&channel, &exchange, &[&queue]).await;
+}

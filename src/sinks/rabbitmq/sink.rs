@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::publisher_confirm::PublisherConfirm;
 use lapin::types::FieldTable;
@@ -11,7 +12,7 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::RabbitMqConfig;
-use super::encoder::{Encoder, confirmation_error_kind, confirmation_outcome};
+use super::encoder::{Encoder, Message, confirmation_error_kind, confirmation_outcome};
 use crate::metrics::METRICS;
 use crate::render::Renderer;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
@@ -187,45 +188,54 @@ impl Sink for RabbitMqSink {
             mandatory: self.config.mandatory,
             immediate: false,
         };
-        // Why the link failed mid-batch; from then on nothing more is published.
-        let mut broken: Option<String> = None;
-        let mut steps: Vec<Result<Step, String>> = Vec::with_capacity(batch.len());
-        for d in batch {
-            if let Some(reason) = &broken {
-                steps.push(Err(reason.clone()));
-                continue;
-            }
-            let message = match self.encoder.message(d) {
-                Ok(m) => m,
-                Err(reason) => {
-                    self.count("render");
-                    steps.push(Ok(Step::Done(Outcome::Reject(reason))));
-                    continue;
-                }
-            };
-            let publish = channel.basic_publish(
+        let messages: Vec<Result<Message, String>> = batch
+            .iter()
+            .map(|d| {
+                self.encoder
+                    .message(d)
+                    .inspect_err(|_| self.count("render"))
+            })
+            .collect();
+        // Hand every message to lapin at once and wait for the socket once, not once per
+        // message: each publish takes its confirm number and queues its frames in one step, so
+        // every confirm still belongs to its own message.
+        let publishes = messages.iter().filter_map(|m| m.as_ref().ok()).map(|m| {
+            channel.basic_publish(
                 &self.config.exchange,
-                &message.routing_key,
+                &m.routing_key,
                 options,
-                &message.body,
-                message.properties,
-            );
-            match timeout_at(deadline, publish).await {
-                Ok(Ok(confirm)) => steps.push(Ok(Step::Published(Box::new(confirm)))),
-                Ok(Err(e)) => {
-                    let reason = format!("publish: {e}");
-                    broken = Some(reason.clone());
-                    steps.push(Err(reason));
-                }
-                Err(_) => {
-                    let reason = format!(
-                        "publishing took longer than {:?}",
-                        self.config.confirm_timeout
-                    );
-                    broken = Some(reason.clone());
-                    steps.push(Err(reason));
-                }
+                &m.body,
+                m.properties.clone(),
+            )
+        });
+        // Why the link failed mid-batch: the messages without a confirm are not sent.
+        let mut broken: Option<String> = None;
+        let mut published = match timeout_at(deadline, join_all(publishes)).await {
+            Ok(published) => published,
+            Err(_) => {
+                broken = Some(format!(
+                    "publishing took longer than {:?}",
+                    self.config.confirm_timeout
+                ));
+                Vec::new()
             }
+        }
+        .into_iter();
+        let mut steps: Vec<Result<Step, String>> = Vec::with_capacity(batch.len());
+        for message in messages {
+            let step = match message {
+                Err(reason) => Ok(Step::Done(Outcome::Reject(reason))),
+                Ok(_) => match published.next() {
+                    Some(Ok(confirm)) => Ok(Step::Published(Box::new(confirm))),
+                    Some(Err(e)) => {
+                        let reason = format!("publish: {e}");
+                        broken.get_or_insert_with(|| reason.clone());
+                        Err(reason)
+                    }
+                    None => Err(broken.clone().unwrap_or_else(|| "not published".into())),
+                },
+            };
+            steps.push(step);
         }
         // Whether the broker answered for any message: if not, the batch as a whole failed.
         let mut heard = false;
