@@ -1,9 +1,11 @@
 //! One loop per sink: take deliveries, send, record the outcome, retry with backoff, dead-letter.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backoff, RetryConfig};
@@ -11,6 +13,26 @@ use crate::ingress::Health;
 use crate::metrics::METRICS;
 use crate::queue::{Decision, Queue, now_ms};
 use crate::sinks::{Outcome, Sink};
+
+/// Operator control over one sink's dispatcher: pause and resume (from the admin API).
+#[derive(Debug, Default)]
+pub struct SinkControl {
+    paused: AtomicBool,
+    changed: Notify,
+}
+
+impl SinkControl {
+    /// Whether sending is paused (deliveries keep queueing).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Pauses or resumes sending.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
 
 /// Drives one sink until shutdown.
 pub struct Dispatcher {
@@ -26,6 +48,8 @@ pub struct Dispatcher {
     pub health: Arc<Health>,
     /// Cancelled when the daemon stops; the send in hand is finished first.
     pub shutdown: CancellationToken,
+    /// Pause and resume.
+    pub control: Arc<SinkControl>,
 }
 
 /// The delay before attempt `attempt + 1`: exponential from `first`, capped at `max`, with
@@ -47,6 +71,16 @@ impl Dispatcher {
         let waker = self.queue.waker(&self.name);
         let mut outage = 0u32;
         while !self.shutdown.is_cancelled() {
+            if self.control.is_paused() {
+                let resumed = self.control.changed.notified();
+                if self.control.is_paused() {
+                    tokio::select! {
+                        _ = resumed => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
+                }
+                continue;
+            }
             let batch = match self.queue.take(&self.name, self.sink.max_batch()) {
                 Ok(b) => b,
                 Err(e) => {

@@ -4,6 +4,7 @@
 //! The modules follow the data: ingress → verify → arcgis (parse) → event (dedup key) →
 //! route → queue → dispatch → sinks.
 
+pub mod admin;
 pub mod arcgis;
 pub mod config;
 pub mod dispatch;
@@ -17,4 +18,5 @@ pub mod route;
 pub mod serve;
 pub mod shutdown;
 pub mod sinks;
+pub mod tls;
 pub mod verify;

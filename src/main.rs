@@ -166,9 +166,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queue {
             command: QueueCommand::Stats,
         } => {
-            let queue = open_queue(&cli.config)?;
-            let stats = queue.stats()?;
-            queue.close()?;
+            let config = Config::load(&cli.config)?;
+            let stats = match open_queue(&config)? {
+                Store::Offline(queue) => {
+                    let stats = serde_json::to_value(queue.stats(config.sinks.keys())?)?;
+                    queue.close()?;
+                    stats
+                }
+                Store::Running(admin) => admin.call("GET", "/admin/queue", None)?,
+            };
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -201,21 +207,119 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// Opens the queue of a stopped daemon for the offline subcommands.
-fn open_queue(config: &Path) -> anyhow::Result<std::sync::Arc<Queue>> {
-    let config = Config::load(config)?;
-    match Queue::open(&config.storage.path, hookbridge::serve::retention(&config)) {
-        Ok(q) => Ok(q),
-        Err(e) if e.to_string().contains("lock") => bail!(
-            "the data directory {} is in use: is `hookbridge serve` running? Stop it first ({e})",
-            config.storage.path.display()
-        ),
+/// The queue, opened directly (daemon stopped) or through the admin API (daemon running).
+enum Store {
+    Offline(std::sync::Arc<Queue>),
+    Running(Admin),
+}
+
+/// Opens the queue of a stopped daemon, or reaches a running one through its admin API.
+fn open_queue(config: &Config) -> anyhow::Result<Store> {
+    match Queue::open(&config.storage.path, hookbridge::serve::retention(config)) {
+        Ok(q) => Ok(Store::Offline(q)),
+        Err(e) if e.to_string().contains("lock") => match &config.server.admin_token {
+            Some(token) => Ok(Store::Running(Admin::new(config, token.expose())?)),
+            None => bail!(
+                "the data directory {} is in use: is `hookbridge serve` running? Stop it, or set server.admin_token to use the admin API ({e})",
+                config.storage.path.display()
+            ),
+        },
         Err(e) => Err(e.into()),
     }
 }
 
+/// A client of a running daemon's `/admin` API.
+struct Admin {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    fn new(config: &Config, token: &str) -> anyhow::Result<Admin> {
+        let mut addr = config.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let scheme = if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        // The daemon's own certificate may be issued for its public name, not for this address.
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(config.server.tls.is_some() && addr.ip().is_loopback())
+            .build()?;
+        Ok(Admin {
+            base: format!("{scheme}://{addr}"),
+            token: token.to_string(),
+            client,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&Filter>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "POST" => self.client.post(&url),
+            _ => self.client.get(&url),
+        }
+        .bearer_auth(&self.token);
+        if let Some(f) = query {
+            let pairs: Vec<(&str, &str)> = [("sink", f.sink.as_deref()), ("id", f.id.as_deref())]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+            req = req.query(&pairs);
+        }
+        self.runtime.block_on(async {
+            let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+            let status = resp.status();
+            let body: serde_json::Value = resp
+                .json()
+                .await
+                .context("reading the admin API's answer")?;
+            if !status.is_success() {
+                bail!(
+                    "admin API answered {status}: {}",
+                    body["message"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(body)
+        })
+    }
+}
+
 fn dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let queue = open_queue(config)?;
+    let config = Config::load(config)?;
+    let queue = match open_queue(&config)? {
+        Store::Offline(q) => q,
+        Store::Running(admin) => {
+            match &command {
+                DlqCommand::List(f) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&admin.call("GET", "/admin/dlq", Some(f))?)?
+                ),
+                DlqCommand::Replay(f) => println!(
+                    "replayed {} dead letter(s)",
+                    admin.call("POST", "/admin/dlq/replay", Some(f))?["replayed"]
+                ),
+                DlqCommand::Purge(f) => println!(
+                    "purged {} dead letter(s)",
+                    admin.call("POST", "/admin/dlq/purge", Some(f))?["purged"]
+                ),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let result = match &command {
         DlqCommand::List(f) => {
             let letters = queue.dead_letters(f.sink.as_deref(), f.id.as_deref())?;

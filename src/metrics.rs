@@ -39,6 +39,8 @@ pub struct Metrics {
     pub sink_up: IntGaugeVec,
     /// Sink failures by sink and kind (connect, connection_lost, nack, unroutable, render, ...).
     pub sink_errors: IntCounterVec,
+    /// SIGHUP reloads by result (ok, invalid).
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -146,6 +148,14 @@ impl Metrics {
                 &["sink", "kind"],
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_config_reloads_total",
+                    "Config reloads by result",
+                ),
+                &["result"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -162,6 +172,7 @@ impl Metrics {
             Box::new(m.commit_fsync_seconds.clone()),
             Box::new(m.sink_up.clone()),
             Box::new(m.sink_errors.clone()),
+            Box::new(m.config_reloads.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

@@ -3,19 +3,24 @@
 //! Shutdown order matters: stop taking deliveries (503), let in-flight requests finish and
 //! commit, let each dispatcher finish the send in hand, then flush and close the queue.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
+use sd_notify::NotifyState;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, SinkControl};
 use crate::ingress::{self, AppState, Health};
+use crate::metrics::METRICS;
 use crate::queue::{Queue, QueueError, Retention};
 use crate::shutdown::{Request, Signals};
 use crate::sinks::SinkError;
+use crate::tls::{CertStore, TlsError};
 
 /// Why the daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,9 @@ pub enum ServeError {
         /// Why.
         source: SinkError,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Binding the listener or installing signal handlers failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -53,6 +61,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();
     let mut dispatchers = JoinSet::new();
+    let mut controls = BTreeMap::new();
     for (name, entry) in &config.sinks {
         let sink = entry
             .config
@@ -64,6 +73,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         match sink {
             Some(sink) => {
                 health.expect(name);
+                let control = Arc::new(SinkControl::default());
+                controls.insert(name.clone(), control.clone());
                 dispatchers.spawn(
                     Dispatcher {
                         name: name.clone(),
@@ -72,6 +83,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                         retry: entry.retry,
                         health: health.clone(),
                         shutdown: stop.clone(),
+                        control,
                     }
                     .run(),
                 );
@@ -84,7 +96,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     }
 
-    let state = web::Data::new(AppState::new(config.clone(), queue.clone(), health));
+    let state = web::Data::new(AppState::new(
+        config.clone(),
+        queue.clone(),
+        health,
+        controls,
+    ));
     let app_state = state.clone();
     let max_body = config.server.max_body.as_u64() as usize;
     let server = HttpServer::new(move || {
@@ -94,21 +111,49 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .configure(ingress::routes)
     })
     .disable_signals()
-    .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1))
-    .bind(config.listen)?;
+    .client_request_timeout(config.server.read_timeout)
+    .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1));
+    let certs = match &config.server.tls {
+        Some(tls) => Some(CertStore::new(tls)?),
+        None => None,
+    };
+    let server = match &certs {
+        Some(store) => server.bind_rustls_0_23(config.listen, store.server_config()?)?,
+        None => server.bind(config.listen)?,
+    };
     for addr in server.addrs() {
-        tracing::info!(%addr, hooks = config.hooks.len(), sinks = config.sinks.len(), "hookbridge listening");
+        tracing::info!(%addr, tls = certs.is_some(), hooks = config.hooks.len(), sinks = config.sinks.len(), "hookbridge listening");
     }
     let server = server.run();
     let handle = server.handle();
     let mut server_task = tokio::spawn(server);
+    notify(&[NotifyState::Ready]);
 
+    // The watchdog is fed from this loop, and only while the queue's committer is alive.
+    let usec = watchdog_usec();
+    let watchdog = usec > 0;
+    let mut feed = tokio::time::interval(if watchdog {
+        Duration::from_micros(usec / 2)
+    } else {
+        Duration::from_secs(3600)
+    });
     loop {
         tokio::select! {
             req = signals.next() => match req {
                 Request::Stop => break,
-                Request::Reload => reload(&config.path, &state),
+                Request::Reload => {
+                    notify(&[NotifyState::Reloading]);
+                    reload(&config.path, &state, certs.as_deref());
+                    notify(&[NotifyState::Ready]);
+                }
             },
+            _ = feed.tick(), if watchdog => {
+                if queue.is_alive() {
+                    notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!("the queue committer has stopped; withholding the watchdog ping");
+                }
+            }
             r = &mut server_task => {
                 tracing::error!(result = ?r, "the HTTP server stopped on its own");
                 break;
@@ -116,6 +161,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     }
 
+    notify(&[NotifyState::Stopping]);
     tracing::info!("stopping: refusing new deliveries, finishing those in flight");
     state.stop_accepting();
     handle.stop(true).await;
@@ -138,21 +184,62 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Reloads the config file; an invalid one is refused and the old one keeps serving.
-fn reload(path: &Path, state: &AppState) {
-    match Config::load(path) {
+/// Reloads the config file (and TLS files); an invalid one is refused and the old one keeps serving.
+fn reload(path: &Path, state: &AppState, certs: Option<&CertStore>) {
+    let result = match Config::load(path) {
         Ok(new) => {
-            let old = state.config();
-            if old.sinks.keys().ne(new.sinks.keys()) || old.storage.path != new.storage.path {
-                tracing::warn!(
-                    "sinks or storage changed: those changes take effect after a restart"
-                );
+            let tls = match (certs, &new.server.tls) {
+                (Some(store), Some(tls)) => store.reload(tls).map_err(|e| e.to_string()),
+                _ => Ok(()),
+            };
+            match tls {
+                Ok(()) => {
+                    let old = state.config();
+                    if old.sinks.keys().ne(new.sinks.keys())
+                        || old.storage.path != new.storage.path
+                        || old.listen != new.listen
+                    {
+                        tracing::warn!(
+                            "sinks, storage or listen changed: those changes take effect after a restart"
+                        );
+                    }
+                    state.set_config(Arc::new(new));
+                    tracing::info!("config reloaded");
+                    "ok"
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; the old config stays in force");
+                    "invalid"
+                }
             }
-            state.set_config(Arc::new(new));
-            tracing::info!("config reloaded");
         }
         Err(e) => {
-            tracing::error!(error = %e, "config reload refused; the old config stays in force")
+            tracing::error!(error = %e, "config reload refused; the old config stays in force");
+            "invalid"
         }
+    };
+    METRICS.config_reloads.with_label_values(&[result]).inc();
+}
+
+/// The watchdog interval systemd asks for, 0 when none. As in libsystemd, an absent
+/// `WATCHDOG_PID` means the interval applies to this process.
+fn watchdog_usec() -> u64 {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) {
+        return usec;
+    }
+    match (
+        std::env::var("WATCHDOG_USEC"),
+        std::env::var_os("WATCHDOG_PID"),
+    ) {
+        (Ok(v), None) => v.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Tells systemd about a state change; a no-op when not run by systemd.
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!(error = %e, "sd_notify failed");
     }
 }

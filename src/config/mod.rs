@@ -134,6 +134,9 @@ pub struct ServerConfig {
     /// How long a graceful stop may take before in-flight work is abandoned (it stays queued).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send its headers, and then its body (slow clients get 408).
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +147,7 @@ impl Default for ServerConfig {
             max_body: default_max_body(),
             admin_token: None,
             shutdown_timeout: default_shutdown_timeout(),
+            read_timeout: default_read_timeout(),
         }
     }
 }
@@ -153,6 +157,9 @@ fn default_listen() -> String {
 }
 fn default_max_body() -> bytesize::ByteSize {
     bytesize::ByteSize::mib(1)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
@@ -333,6 +340,19 @@ impl Config {
         if raw.server.max_body.as_u64() == 0 {
             problems.push(Problem::new("server.max_body", "must be larger than 0"));
         }
+        let mut server = raw.server;
+        if let Some(tls) = &mut server.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+            if let Err(e) = crate::tls::load(tls) {
+                let (key, msg) = match &e {
+                    crate::tls::TlsError::Cert(m) => ("server.tls.cert", m.clone()),
+                    crate::tls::TlsError::Key(m) => ("server.tls.key", m.clone()),
+                    crate::tls::TlsError::Config(m) => ("server.tls", m.clone()),
+                };
+                problems.push(Problem::new(key, msg));
+            }
+        }
         let mut storage = raw.storage;
         storage.path = base.join(&storage.path);
 
@@ -394,7 +414,7 @@ impl Config {
         if problems.is_empty() {
             Ok(Config {
                 path: path.to_path_buf(),
-                server: raw.server,
+                server,
                 listen,
                 storage,
                 hooks: raw.hooks,

@@ -26,6 +26,9 @@ pub enum IngressError {
     /// No such hook is configured.
     #[error("no hook named {0:?} is configured")]
     UnknownHook(String),
+    /// The body did not arrive within `server.read_timeout`.
+    #[error("the body did not arrive within {0:?}")]
+    Timeout(std::time::Duration),
     /// Body over `server.max_body`.
     #[error("body is larger than the limit of {0} bytes")]
     TooLarge(u64),
@@ -51,6 +54,7 @@ impl IngressError {
         match self {
             IngressError::UnknownHook(_) => StatusCode::NOT_FOUND,
             IngressError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngressError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngressError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::Body(_) | IngressError::Parse(_) => StatusCode::BAD_REQUEST,
             IngressError::Signature(_) => StatusCode::UNAUTHORIZED,
@@ -63,6 +67,7 @@ impl IngressError {
         match self {
             IngressError::UnknownHook(_) => "unknown_hook",
             IngressError::TooLarge(_) => "too_large",
+            IngressError::Timeout(_) => "timeout",
             IngressError::ContentType(_) => "unsupported_media_type",
             IngressError::Body(_) => "bad_body",
             IngressError::Signature(VerifyError::Missing) => "signature_missing",
@@ -150,14 +155,10 @@ async fn accept(
         .map(|v| v.to_str().unwrap_or("(not text)"));
     let encoding = BodyEncoding::from_content_type(content_type)?;
 
-    let mut raw = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit) as usize);
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| IngressError::Body(e.to_string()))?;
-        if (raw.len() + chunk.len()) as u64 > limit {
-            return Err(IngressError::TooLarge(limit));
-        }
-        raw.extend_from_slice(&chunk);
-    }
+    let read_timeout = state.config().server.read_timeout;
+    let raw = tokio::time::timeout(read_timeout, read_body(&mut payload, declared, limit))
+        .await
+        .map_err(|_| IngressError::Timeout(read_timeout))??;
     if raw.is_empty() {
         return Err(IngressError::Body("the body is empty".into()));
     }
@@ -228,6 +229,23 @@ async fn accept(
         .with_label_values(&[name])
         .inc_by(outcome.duplicates.len() as u64);
     Ok(outcome)
+}
+
+/// Reads the body, refusing it as soon as it passes `limit`.
+async fn read_body(
+    payload: &mut web::Payload,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<web::BytesMut, IngressError> {
+    let mut raw = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit) as usize);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| IngressError::Body(e.to_string()))?;
+        if (raw.len() + chunk.len()) as u64 > limit {
+            return Err(IngressError::TooLarge(limit));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    Ok(raw)
 }
 
 /// Query of `GET /hooks/{hook}`.

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::dispatch::SinkControl;
 use crate::metrics::METRICS;
 use crate::queue::Queue;
 
@@ -56,16 +57,24 @@ pub struct AppState {
     pub queue: Arc<Queue>,
     /// Sink connectivity.
     pub health: Arc<Health>,
+    /// Pause/resume per running sink.
+    pub controls: BTreeMap<String, Arc<SinkControl>>,
     accepting: AtomicBool,
 }
 
 impl AppState {
     /// State for a running daemon.
-    pub fn new(config: Arc<Config>, queue: Arc<Queue>, health: Arc<Health>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        queue: Arc<Queue>,
+        health: Arc<Health>,
+        controls: BTreeMap<String, Arc<SinkControl>>,
+    ) -> Self {
         AppState {
             config: RwLock::new(config),
             queue,
             health,
+            controls,
             accepting: AtomicBool::new(true),
         }
     }
@@ -107,7 +116,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(readyz))
-    .route("/metrics", web::get().to(metrics));
+    .route("/metrics", web::get().to(metrics))
+    .configure(crate::admin::routes);
 }
 
 async fn healthz() -> HttpResponse {
@@ -118,6 +128,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.is_accepting() {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "ready": false, "reason": "shutting down" }));
+    }
+    if !state.queue.is_alive() {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "ready": false,
+            "reason": "the queue cannot write (disk full or I/O error); restart once fixed",
+        }));
     }
     let waiting = state.health.waiting_for();
     if waiting.is_empty() {

@@ -168,8 +168,11 @@ fn commit_group(
 
     if let Some(e) = failure {
         tracing::error!(error = %e, requests = replies.len(), "group commit failed; refusing the batch");
+        if let Some(q) = queue.upgrade() {
+            q.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         for r in replies {
-            let err = QueueError::Storage(sled::Error::ReportableBug(e.to_string()));
+            let err = QueueError::Commit(e.to_string());
             match r {
                 Reply::Accept(tx, _) => {
                     let _ = tx.send(Err(err));

@@ -9,6 +9,9 @@ mod commit;
 mod dead;
 pub mod keys;
 mod retention;
+mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -22,6 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 pub use commit::{AcceptOutcome, RoutedEvent};
 pub use dead::DeadLetter;
 pub use retention::Retention;
+pub use status::{DeliveryStatus, EventStatus};
 
 use crate::event::Event;
 use crate::metrics::METRICS;
@@ -34,6 +38,9 @@ pub enum QueueError {
     /// sled failed (disk full, I/O error, corruption).
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// A group commit failed; nothing of that batch was acknowledged.
+    #[error("the write failed: {0}")]
+    Commit(String),
     /// The committer has stopped (shutting down).
     #[error("the queue is shutting down")]
     Closed,
@@ -118,6 +125,8 @@ pub struct Queue {
     tx: std::sync::Mutex<Option<mpsc::Sender<commit::Command>>>,
     committer: std::sync::Mutex<Option<JoinHandle<()>>>,
     wake: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+    /// Set when a commit failed: sled does not recover from that in-process.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 /// Now, in epoch milliseconds.
@@ -145,6 +154,7 @@ impl Queue {
             tx: std::sync::Mutex::new(Some(tx)),
             committer: std::sync::Mutex::new(None),
             wake: std::sync::Mutex::new(HashMap::new()),
+            failed: std::sync::atomic::AtomicBool::new(false),
         });
         queue.count_into_metrics();
         let weak = Arc::downgrade(&queue);
@@ -220,6 +230,20 @@ impl Queue {
             .await
             .map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Whether the queue can still take writes: the committer runs and no commit has failed.
+    ///
+    /// After a failed commit (disk full, I/O error) sled refuses further writes until reopened,
+    /// so `/readyz` turns 503 and the systemd watchdog is withheld: systemd restarts the daemon.
+    pub fn is_alive(&self) -> bool {
+        !self.failed.load(std::sync::atomic::Ordering::SeqCst)
+            && self
+                .committer
+                .lock()
+                .ok()
+                .and_then(|h| h.as_ref().map(|h| !h.is_finished()))
+                .unwrap_or(false)
     }
 
     /// Stops the committer after it has written what it was given, and flushes.
@@ -393,14 +417,22 @@ impl Queue {
         Ok(sinks)
     }
 
-    /// Counts everything in the queue (a full scan: for the CLI and the admin API).
-    pub fn stats(&self) -> Result<Stats, QueueError> {
+    /// Counts everything in the queue (a full scan: for the CLI and the admin API); the
+    /// `configured` sinks are listed even when they hold nothing.
+    pub fn stats<'a>(
+        &self,
+        configured: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Stats, QueueError> {
         let count = |p: u8| self.tree.scan_prefix([p]).count() as u64;
+        let mut sinks = self.sink_stats()?;
+        for name in configured {
+            sinks.entry(name.clone()).or_default();
+        }
         Ok(Stats {
             events: count(EVENT),
             bodies: count(BODY),
             dedup_keys: count(DEDUP),
-            sinks: self.sink_stats()?,
+            sinks,
             disk_bytes: self.db.size_on_disk()?,
         })
     }

@@ -76,11 +76,29 @@ impl FileSink {
         }
     }
 
+    /// Opens for appending; a last line cut short by a crash is terminated so the next line
+    /// starts clean (readers skip the partial one).
     fn open(path: &PathBuf) -> std::io::Result<File> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        OpenOptions::new().create(true).append(true).open(path)
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+                file.sync_data()?;
+            }
+        }
+        Ok(file)
     }
 }
 
@@ -199,6 +217,23 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1].event_id, format!("{:032x}", 2));
+
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"cut\":")
+            .unwrap();
+        let sink = FileSink::new(
+            "log",
+            FileConfig::for_path(path.clone()),
+            Renderer::new(dir.path().into()),
+        );
+        sink.connect().await.unwrap();
+        sink.send(&[delivery(4)]).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last: Event = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last.event_id, format!("{:032x}", 4));
 
         let raw = FileConfig {
             payload: PayloadFormat::Raw,

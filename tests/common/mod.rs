@@ -56,6 +56,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     /// The config file path.
     pub config: PathBuf,
+    /// Extra environment for the process.
+    pub env: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -95,18 +97,43 @@ to = ["log"]
 impl Daemon {
     /// Writes `config` (with `{port}` and `{dir}` filled in) and starts the daemon on it.
     pub fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Daemon::start_env(config, &[])
+    }
+
+    /// Like `start`, with extra environment variables (values may use `{dir}`).
+    pub fn start_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in(config, tempfile::tempdir().expect("tempdir"), env)
+    }
+
+    /// Like `start_env`, in a directory the test prepared (e.g. with a mount inside).
+    pub fn start_in(config: &str, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let text = config
             .replace("{port}", &port.to_string())
             .replace("{dir}", &dir.path().display().to_string());
         let path = dir.path().join("routes.toml");
-        std::fs::write(&path, text).expect("write config");
+        std::fs::write(&path, &text).expect("write config");
         let mut d = Daemon {
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!(
+                "{}://127.0.0.1:{port}",
+                if text.contains("tls = {") {
+                    "https"
+                } else {
+                    "http"
+                }
+            ),
             log: dir.path().join("daemon.log"),
             config: path,
+            env: env
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        v.replace("{dir}", &dir.path().display().to_string()),
+                    )
+                })
+                .collect(),
             dir,
         };
         d.spawn();
@@ -125,6 +152,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .env("HOOKBRIDGE_LOG", "info,hookbridge=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -142,7 +170,12 @@ impl Daemon {
                     self.log_text()
                 );
             }
-            if healthy(self.url.trim_start_matches("http://")) {
+            let addr = self
+                .url
+                .trim_start_matches("http://")
+                .trim_start_matches("https://");
+            let tls = self.url.starts_with("https://");
+            if (tls && std::net::TcpStream::connect(addr).is_ok()) || (!tls && healthy(addr)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

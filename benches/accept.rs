@@ -1,0 +1,315 @@
+//! Accept benchmark: durable accept rate and latency of the release binary, next to a no-op
+//! actix-web handler driven by the same load generator in the same run; RSS idle and loaded.
+//!
+//! Run: `cargo bench --bench accept` (env: BENCH_SECONDS, BENCH_CLIENTS). Prints a markdown table.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "bench-signature-key";
+
+fn main() {
+    if let Ok(port) = std::env::var("HOOKBRIDGE_BENCH_NOOP") {
+        noop_server(&port);
+        return;
+    }
+    // `cargo test --all-targets` runs bench targets too; only measure under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let seconds: u64 = env_or("BENCH_SECONDS", 10);
+    let clients: usize = env_or("BENCH_CLIENTS", 64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "# hookbridge accept benchmark ({clients} clients, {seconds} s per phase, 1 KB signed portal payloads)\n"
+    );
+
+    let noop_port = free_port();
+    let mut noop = Command::new(std::env::current_exe().expect("own path"))
+        .env("HOOKBRIDGE_BENCH_NOOP", noop_port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start no-op server");
+    wait_port(noop_port);
+    let noop_url = format!("http://127.0.0.1:{noop_port}/hooks/portal");
+    let noop_closed = rt.block_on(closed_loop(&noop_url, clients, seconds, 0, None));
+    let _ = noop.kill();
+    let _ = noop.wait();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("routes.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+[storage]
+path = "{dir}/data"
+[hooks.portal]
+kind = "portal"
+secrets = ["{KEY}"]
+[sinks.log]
+type = "file"
+path = "{dir}/events.jsonl"
+[[routes]]
+match = {{}}
+to = ["log"]
+"#,
+            dir = dir.path().display()
+        ),
+    )
+    .expect("write config");
+    let mut daemon = start_daemon(&config, dir.path());
+    wait_port(port);
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = daemon.id();
+    let rss_idle = rss_kib(pid);
+    let url = format!("http://127.0.0.1:{port}/hooks/portal");
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::SeqCst) {
+                peak.fetch_max(rss_kib(pid), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let hb = rt.block_on(closed_loop(&url, clients, seconds, 1, None));
+    let half = hb.rate / 2.0;
+    let hb_half = rt.block_on(closed_loop(&url, clients, seconds, 2, Some(half)));
+    sampling.store(false, Ordering::SeqCst);
+    let _ = sampler.join();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = rss_kib(pid);
+    let disk = dir_size(&dir.path().join("data"));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = daemon.wait();
+    let accepted = hb.ok + hb_half.ok;
+
+    println!("| phase | requests/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("no-op actix handler (ceiling)", &noop_closed),
+        ("hookbridge, durable accept (max)", &hb),
+        ("hookbridge at half its max rate", &hb_half),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            r.rate, r.p50, r.p99, r.p999, r.errors
+        );
+    }
+    println!();
+    println!(
+        "- hookbridge / no-op ratio: **{:.2}** (target ≥ 0.5)",
+        hb.rate / noop_closed.rate.max(1.0)
+    );
+    println!(
+        "- p99 at half rate ({half:.0}/s): **{:.2} ms** (target < 10 ms)",
+        hb_half.p99
+    );
+    println!(
+        "- RSS: idle {:.1} MiB, peak under load {:.1} MiB, after load {:.1} MiB",
+        rss_idle as f64 / 1024.0,
+        peak.load(Ordering::SeqCst) as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
+    println!(
+        "- disk: {:.1} MiB for {accepted} accepted events ({:.0} bytes/event, sled before compaction)",
+        disk as f64 / 1048576.0,
+        disk as f64 / accepted.max(1) as f64
+    );
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn start_daemon(config: &std::path::Path, dir: &std::path::Path) -> Child {
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+    Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HOOKBRIDGE_LOG", "warn")
+        .stderr(log)
+        .spawn()
+        .expect("start hookbridge")
+}
+
+fn noop_server(port: &str) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let addr = format!("127.0.0.1:{port}");
+    let sys = actix_web::rt::System::new();
+    let result: std::io::Result<()> = sys.block_on(async move {
+        HttpServer::new(|| {
+            App::new().route(
+                "/hooks/{hook}",
+                web::post()
+                    .to(|_body: web::Bytes| async { HttpResponse::Ok().body("{\"accepted\":[]}") }),
+            )
+        })
+        .bind(addr)?
+        .run()
+        .await
+    });
+    if let Err(e) = result {
+        eprintln!("no-op server: {e}");
+    }
+}
+
+/// A unique portal payload of about 1 KB: run `run`, request `n`.
+fn payload(run: u64, n: u64) -> Vec<u8> {
+    format!(
+        r#"{{"info":{{"webhookName":"bench","webhookId":"72fed926aeb74c9ca8a22aacddc6725a","portalURL":"https://gis.example.org/portal/","when":1700000000000}},"events":[{{"username":"bench","userId":"173dd04b69134bdf99c5000aad0b6298","when":{n},"operation":"update","source":"item","id":"item-{run}-{n:012}","properties":{{"padding":"{pad}"}}}}]}}"#,
+        pad = "x".repeat(700)
+    )
+    .into_bytes()
+}
+
+fn sign(body: &[u8]) -> String {
+    hookbridge::verify::sign(KEY.as_bytes(), body)
+}
+
+struct Result {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    ok: u64,
+    errors: u64,
+}
+
+/// `clients` connections post for `seconds`; with `target` set, requests are paced to that rate
+/// and latency counts from each request's scheduled time (no coordinated omission).
+async fn closed_loop(
+    url: &str,
+    clients: usize,
+    seconds: u64,
+    run: u64,
+    target: Option<f64>,
+) -> Result {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("client");
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url, counter) = (client.clone(), url.to_string(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let scheduled = match target {
+                    Some(rate) => start + Duration::from_secs_f64(n as f64 / rate),
+                    None => Instant::now(),
+                };
+                if scheduled >= end {
+                    break;
+                }
+                if let Some(d) = scheduled.checked_duration_since(Instant::now()) {
+                    tokio::time::sleep(d).await;
+                }
+                let body = payload(run, n);
+                let sig = sign(&body);
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-esriHook-Signature", sig)
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().is_success() => {
+                        let _ = resp.bytes().await;
+                        lat.push(scheduled.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Result {
+        rate: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        p999: pct(0.999),
+        ok: all.len() as u64,
+        errors,
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_size(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,239 @@
+//! `/admin`: queue stats, dead letters, delivery status and sink pausing, behind a bearer token.
+//!
+//! Off (404) unless `server.admin_token` is set; the token is compared in constant time.
+
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::ingress::AppState;
+
+/// Registers the admin routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin")
+            .route("/queue", web::get().to(queue_stats))
+            .route("/dlq", web::get().to(dlq_list))
+            .route("/dlq/replay", web::post().to(dlq_replay))
+            .route("/dlq/purge", web::post().to(dlq_purge))
+            .route("/events/{id}", web::get().to(event_status))
+            .route("/sinks", web::get().to(sinks))
+            .route("/sinks/{name}/pause", web::post().to(pause))
+            .route("/sinks/{name}/resume", web::post().to(resume))
+            .default_service(web::to(not_found)),
+    );
+}
+
+/// `?sink=NAME&id=EVENT_ID` filters.
+#[derive(Debug, Deserialize)]
+pub struct Filter {
+    sink: Option<String>,
+    id: Option<String>,
+}
+
+fn error(
+    status: actix_web::http::StatusCode,
+    code: &str,
+    message: impl Into<String>,
+) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": code, "message": message.into() }))
+}
+
+/// None when the request carries the configured token; the refusal otherwise.
+fn refuse(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+    use actix_web::http::StatusCode;
+    let config = state.config();
+    let Some(token) = &config.server.admin_token else {
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            "admin_disabled",
+            "the admin API is off: set server.admin_token",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if given.is_empty() {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "token_missing",
+            "expected Authorization: Bearer <admin_token>",
+        ));
+    }
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        None
+    } else {
+        Some(error(
+            StatusCode::UNAUTHORIZED,
+            "token_invalid",
+            "the bearer token does not match server.admin_token",
+        ))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> HttpResponse {
+    error(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "queue_error",
+        e.to_string(),
+    )
+}
+
+async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    refuse(&req, &state).unwrap_or_else(|| {
+        error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "no such admin endpoint",
+        )
+    })
+}
+
+async fn queue_stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(r) = refuse(&req, &state) {
+        return r;
+    }
+    let sinks: Vec<String> = state.config().sinks.keys().cloned().collect();
+    let queue = state.queue.clone();
+    match web::block(move || queue.stats(&sinks)).await {
+        Ok(Ok(stats)) => HttpResponse::Ok().json(stats),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn dlq_list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    f: web::Query<Filter>,
+) -> HttpResponse {
+    if let Some(r) = refuse(&req, &state) {
+        return r;
+    }
+    let queue = state.queue.clone();
+    let f = f.into_inner();
+    match web::block(move || queue.dead_letters(f.sink.as_deref(), f.id.as_deref())).await {
+        Ok(Ok(letters)) => HttpResponse::Ok().json(letters),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn dlq_replay(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    f: web::Query<Filter>,
+) -> HttpResponse {
+    if let Some(r) = refuse(&req, &state) {
+        return r;
+    }
+    let f = f.into_inner();
+    match state.queue.replay(f.sink, f.id).await {
+        Ok(n) => HttpResponse::Ok().json(json!({ "replayed": n })),
+        Err(e) => internal(e),
+    }
+}
+
+async fn dlq_purge(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    f: web::Query<Filter>,
+) -> HttpResponse {
+    if let Some(r) = refuse(&req, &state) {
+        return r;
+    }
+    let queue = state.queue.clone();
+    let f = f.into_inner();
+    match web::block(move || queue.purge(f.sink.as_deref(), f.id.as_deref())).await {
+        Ok(Ok(n)) => HttpResponse::Ok().json(json!({ "purged": n })),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn event_status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    if let Some(r) = refuse(&req, &state) {
+        return r;
+    }
+    let sinks: Vec<String> = state.config().sinks.keys().cloned().collect();
+    let queue = state.queue.clone();
+    let id = id.into_inner();
+    let lookup = id.clone();
+    match web::block(move || queue.status(&lookup, &sinks)).await {
+        Ok(Ok(Some(status))) => HttpResponse::Ok().json(status),
+        Ok(Ok(None)) => error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "unknown_event",
+            format!("no event {id} was accepted within the dedup window"),
+        ),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn sinks(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(r) = refuse(&req, &state) {
+        return r;
+    }
+    let waiting = state.health.waiting_for();
+    let list: Vec<_> = state
+        .controls
+        .iter()
+        .map(|(name, c)| {
+            json!({
+                "sink": name,
+                "paused": c.is_paused(),
+                "connected": !waiting.contains(name),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
+async fn pause(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> HttpResponse {
+    set_paused(req, state, name.into_inner(), true)
+}
+
+async fn resume(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> HttpResponse {
+    set_paused(req, state, name.into_inner(), false)
+}
+
+fn set_paused(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: String,
+    paused: bool,
+) -> HttpResponse {
+    if let Some(r) = refuse(&req, &state) {
+        return r;
+    }
+    match state.controls.get(&name) {
+        Some(c) => {
+            c.set_paused(paused);
+            tracing::info!(sink = %name, paused, "sink pause changed through the admin API");
+            HttpResponse::Ok().json(json!({ "sink": name, "paused": paused }))
+        }
+        None => error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "unknown_sink",
+            format!("no running sink named {name:?}"),
+        ),
+    }
+}

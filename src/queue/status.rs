@@ -1,0 +1,116 @@
+//! Delivery status by event id: the equivalent of ArcGIS's notification status page.
+
+use serde::Serialize;
+
+use super::keys::*;
+use super::{DeadLetter, DeliveryRow, EventRow, Queue, QueueError, decode};
+use crate::event::{DedupKey, Event};
+
+/// Where one event stands at each sink it was routed to.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventStatus {
+    /// The event, while it is still stored.
+    pub event: Option<Event>,
+    /// When it was accepted, epoch ms.
+    pub accepted_at: u64,
+    /// One entry per sink that has a record of it.
+    pub deliveries: Vec<DeliveryStatus>,
+}
+
+/// One sink's record of an event.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryStatus {
+    /// Sink name.
+    pub sink: String,
+    /// `ready`, `waiting`, `delivered` or `dead`.
+    pub state: &'static str,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last failure, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was delivered, died, or is next due, epoch ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
+}
+
+impl Queue {
+    /// The status of an event id, or `None` if it was never accepted (or has been forgotten).
+    pub fn status(
+        &self,
+        event_id: &str,
+        sinks: &[String],
+    ) -> Result<Option<EventStatus>, QueueError> {
+        let Some(key) = DedupKey::parse_hex(event_id) else {
+            return Ok(None);
+        };
+        let Some(d) = self.tree.get(dedup_key(&key.0))? else {
+            return Ok(None);
+        };
+        let (Some(accepted_at), Some(seq)) = (u64_at(&d, 0), u64_at(&d, 8)) else {
+            return Ok(None);
+        };
+        let ekey = seq_key(EVENT, seq);
+        let event = match self.tree.get(&ekey)? {
+            Some(v) => Some(decode::<EventRow>(&ekey, &v)?.event),
+            None => None,
+        };
+        let mut deliveries = Vec::new();
+        for item in self.tree.scan_prefix(seq_key(DONE, seq)) {
+            let (k, v) = item?;
+            let sink = String::from_utf8_lossy(&k[9..]).into_owned();
+            deliveries.push(DeliveryStatus {
+                sink,
+                state: "delivered",
+                attempts: 0,
+                error: None,
+                at: u64_at(&v, 0),
+            });
+        }
+        for sink in sinks {
+            let rkey = sink_seq_key(READY, sink, seq);
+            if let Some(v) = self.tree.get(&rkey)? {
+                let row: DeliveryRow = decode(&rkey, &v)?;
+                deliveries.push(DeliveryStatus {
+                    sink: sink.clone(),
+                    state: "ready",
+                    attempts: row.attempts,
+                    error: row.last_error,
+                    at: None,
+                });
+            }
+            for item in self.tree.scan_prefix(sink_prefix(WAITING, sink)) {
+                let (k, v) = item?;
+                let Some((_, rest)) = split_sink(&k) else {
+                    continue;
+                };
+                if u64_at(rest, 8) == Some(seq) {
+                    let row: DeliveryRow = decode(&k, &v)?;
+                    deliveries.push(DeliveryStatus {
+                        sink: sink.clone(),
+                        state: "waiting",
+                        attempts: row.attempts,
+                        error: row.last_error,
+                        at: u64_at(rest, 0),
+                    });
+                }
+            }
+            let xkey = sink_seq_key(DEAD, sink, seq);
+            if let Some(v) = self.tree.get(&xkey)? {
+                let letter: DeadLetter = decode(&xkey, &v)?;
+                deliveries.push(DeliveryStatus {
+                    sink: sink.clone(),
+                    state: "dead",
+                    attempts: letter.attempts,
+                    error: Some(letter.error),
+                    at: Some(letter.died_at),
+                });
+            }
+        }
+        Ok(Some(EventStatus {
+            event,
+            accepted_at,
+            deliveries,
+        }))
+    }
+}

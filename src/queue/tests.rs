@@ -1,0 +1,228 @@
+//! Queue unit tests: accept and dedup, take and complete, retry timing, dead letters, retention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::event::{DedupKey, EventKind};
+
+fn retention(window: Duration, delivered: Duration, dead: Duration) -> Retention {
+    Retention {
+        dedup_window: window,
+        keep_delivered: delivered,
+        keep_dead: dead,
+    }
+}
+
+fn long() -> Retention {
+    let week = Duration::from_secs(7 * 86_400);
+    retention(week, week, week)
+}
+
+fn event(n: u64) -> Event {
+    Event {
+        event_id: DedupKey::from_parts(&["test", &n.to_string()]).to_string(),
+        kind: EventKind::Portal,
+        source: "item".into(),
+        operation: "add".into(),
+        id: format!("item-{n}"),
+        webhook: None,
+        user: None,
+        when: None,
+        portal: None,
+        properties: Default::default(),
+        hook: "h".into(),
+        accepted_at: 0,
+    }
+}
+
+fn routed(ns: &[u64], sinks: &[&str]) -> Vec<RoutedEvent> {
+    ns.iter()
+        .map(|n| RoutedEvent {
+            event: event(*n),
+            sinks: sinks.iter().map(|s| s.to_string()).collect(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn accept_dedups_within_and_across_requests_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let payload: Arc<str> = Arc::from("{\"p\":1}");
+    let a = q
+        .accept(payload.clone(), routed(&[1, 2, 1], &["s"]))
+        .await
+        .unwrap();
+    assert_eq!(a.accepted.len(), 2);
+    assert_eq!(a.duplicates, vec![event(1).event_id]);
+    let b = q
+        .accept(payload.clone(), routed(&[2, 3], &["s"]))
+        .await
+        .unwrap();
+    assert_eq!(b.accepted, vec![event(3).event_id]);
+    assert_eq!(b.duplicates, vec![event(2).event_id]);
+    q.close().unwrap();
+    drop(q);
+
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let c = q.accept(payload, routed(&[3], &["s"])).await.unwrap();
+    assert!(c.accepted.is_empty());
+    let taken = q.take("s", 10).unwrap();
+    let ids: Vec<_> = taken.iter().map(|d| d.event.id.clone()).collect();
+    assert_eq!(ids, vec!["item-1", "item-2", "item-3"]);
+    assert_eq!(&*taken[0].payload, "{\"p\":1}");
+    assert!(taken[0].event.accepted_at > 0);
+    let stats = q.stats([&"s".to_string()]).unwrap();
+    assert_eq!(stats.events, 3);
+    assert_eq!(stats.bodies, 2, "one body per request that had new events");
+    assert_eq!(
+        stats.sinks["s"],
+        SinkStats {
+            ready: 3,
+            waiting: 0,
+            dead: 0
+        }
+    );
+    q.close().unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_commits_and_each_event_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let q = q.clone();
+        // Every event is posted by two requests at once; exactly one may win it.
+        tasks.push(tokio::spawn(async move {
+            q.accept(Arc::from("{}"), routed(&[i % 32], &["a", "b"]))
+                .await
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap().unwrap().accepted.len();
+    }
+    assert_eq!(accepted, 32);
+    assert_eq!(q.take("a", 100).unwrap().len(), 32);
+    assert_eq!(q.take("b", 100).unwrap().len(), 32);
+    q.close().unwrap();
+}
+
+#[tokio::test]
+async fn complete_retry_dead_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    q.accept(Arc::from("{\"raw\":true}"), routed(&[1, 2, 3], &["s"]))
+        .await
+        .unwrap();
+    let batch = q.take("s", 10).unwrap();
+    let now = now_ms();
+    q.complete(
+        "s",
+        &[
+            (&batch[0], Decision::Delivered),
+            (
+                &batch[1],
+                Decision::Retry {
+                    due_ms: now + 300,
+                    error: "busy".into(),
+                },
+            ),
+            (
+                &batch[2],
+                Decision::Dead {
+                    error: "refused".into(),
+                },
+            ),
+        ],
+    )
+    .unwrap();
+    // Nothing is ready until the retry is due.
+    assert!(q.take("s", 10).unwrap().is_empty());
+    let due = q.next_due("s").unwrap().unwrap();
+    assert!(due >= now + 300);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = q.take("s", 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.id, "item-2");
+    assert_eq!(again[0].attempts, 1);
+
+    let dead = q.dead_letters(Some("s"), None).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].error, "refused");
+    assert_eq!(dead[0].payload, "{\"raw\":true}");
+    assert_eq!(
+        q.dead_letters(None, Some(&event(3).event_id))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(q.dead_letters(None, Some("nope")).unwrap().is_empty());
+
+    assert_eq!(q.replay(Some("s".into()), None).await.unwrap(), 1);
+    assert!(q.dead_letters(None, None).unwrap().is_empty());
+    let ready: Vec<_> = q
+        .take("s", 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.event.id, d.attempts))
+        .collect();
+    assert!(ready.contains(&("item-3".to_string(), 0)), "{ready:?}");
+
+    q.complete("s", &[(&again[0], Decision::Dead { error: "x".into() })])
+        .unwrap();
+    assert_eq!(q.purge(None, None).unwrap(), 1);
+    assert!(q.dead_letters(None, None).unwrap().is_empty());
+    q.close().unwrap();
+}
+
+#[tokio::test]
+async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = retention(
+        Duration::from_millis(200),
+        Duration::from_millis(100),
+        Duration::from_millis(100),
+    );
+    let q = Queue::open(dir.path(), r).unwrap();
+    q.accept(Arc::from("{}"), routed(&[1, 2, 3], &["s"]))
+        .await
+        .unwrap();
+    q.accept(Arc::from("{}"), routed(&[4], &[])).await.unwrap();
+    let batch = q.take("s", 10).unwrap();
+    q.complete(
+        "s",
+        &[
+            (&batch[0], Decision::Delivered),
+            (&batch[1], Decision::Dead { error: "no".into() }),
+        ],
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    r.run(&q.tree, &mut vec![keys::DEDUP]);
+    let stats = q.stats([]).unwrap();
+    // Event 3 is still pending, so it and its body stay; 1 and 2 go (2's dead letter kept a copy).
+    assert_eq!(stats.events, 1, "{stats:?}");
+    assert_eq!(stats.bodies, 1, "{stats:?}");
+    assert_eq!(
+        stats.sinks["s"].dead, 0,
+        "the dead letter is older than keep_dead"
+    );
+    assert_eq!(stats.dedup_keys, 0, "{stats:?}");
+    // With its dedup key forgotten, a late retry of event 1 is accepted again.
+    let again = q
+        .accept(Arc::from("{}"), routed(&[1], &["s"]))
+        .await
+        .unwrap();
+    assert_eq!(again.accepted.len(), 1);
+    let pending: Vec<_> = q
+        .take("s", 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.event.id)
+        .collect();
+    assert_eq!(pending, vec!["item-3", "item-1"]);
+    q.close().unwrap();
+}
