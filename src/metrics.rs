@@ -37,6 +37,8 @@ pub struct Metrics {
     pub commit_fsync_seconds: Histogram,
     /// Whether each sink has connected (1) or not (0).
     pub sink_up: IntGaugeVec,
+    /// Sink failures by sink and kind (connect, connection_lost, nack, unroutable, render, ...).
+    pub sink_errors: IntCounterVec,
     /// SIGHUP reloads by result (ok, invalid).
     pub config_reloads: IntCounterVec,
 }
@@ -138,6 +140,14 @@ impl Metrics {
                 &["sink"],
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            sink_errors: IntCounterVec::new(
+                Opts::new(
+                    "hookbridge_sink_errors_total",
+                    "Sink failures by sink and kind",
+                ),
+                &["sink", "kind"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
             config_reloads: IntCounterVec::new(
                 Opts::new(
                     "hookbridge_config_reloads_total",
@@ -161,6 +171,7 @@ impl Metrics {
             Box::new(m.commit_batch_requests.clone()),
             Box::new(m.commit_fsync_seconds.clone()),
             Box::new(m.sink_up.clone()),
+            Box::new(m.sink_errors.clone()),
             Box::new(m.config_reloads.clone()),
         ];
         for c in collectors {

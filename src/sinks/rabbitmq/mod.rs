@@ -1,12 +1,16 @@
 //! RabbitMQ sink (lapin): persistent messages with publisher confirms.
+//!
+//! `mod.rs` holds the configuration, `encoder.rs` turns a delivery into an AMQP message and a
+//! confirm into an outcome, `sink.rs` owns the connection and publishes batches.
 
+mod encoder;
+mod sink;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use super::{
@@ -16,6 +20,9 @@ use super::{
 use crate::config::{Problem, Secret};
 use crate::event::Event;
 use crate::render::{PayloadFormat, RenderError, Renderer};
+
+pub use encoder::message_properties;
+pub use sink::RabbitMqSink;
 
 /// `[sinks.NAME]` with `type = "rabbitmq"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,21 +97,29 @@ impl RabbitMqConfig {
         let routing_key = r.render_event(&format!("sinks.{name}.routing_key"), event, payload)?;
         let body = r.encode(self.payload, &payload_template_name(name), event, payload)?;
         let headers: BTreeMap<_, _> = event_headers(event).into_iter().collect();
+        let properties = message_properties(event, self.payload, &body);
         Ok(json!({
             "exchange": self.exchange,
             "routing_key": routing_key,
+            "mandatory": self.mandatory,
+            "delivery_mode": properties.delivery_mode(),
+            "content_type": properties.content_type().as_ref().map(|c| c.as_str()),
             "message_id": event.event_id,
             "headers": headers,
             "body": body_for_display(&body),
         }))
     }
 
-    /// Sending to RabbitMQ is not in this build yet: deliveries wait in the queue.
+    /// The running sink: it connects on `connect` and publishes with confirms.
     pub(super) fn build(
         &self,
-        _name: &str,
-        _r: &Renderer,
+        name: &str,
+        r: &Renderer,
     ) -> Result<Option<Arc<dyn Sink>>, SinkError> {
-        Ok(None)
+        Ok(Some(Arc::new(RabbitMqSink::new(
+            name,
+            self.clone(),
+            r.clone(),
+        ))))
     }
 }
