@@ -50,6 +50,7 @@ pub fn retention(config: &Config) -> Retention {
         dedup_window: config.storage.dedup_window,
         keep_delivered: config.storage.keep_delivered,
         keep_dead: config.storage.keep_dead,
+        min_free: config.storage.min_free.as_u64(),
     }
 }
 

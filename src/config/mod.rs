@@ -181,6 +181,9 @@ pub struct StorageConfig {
     /// How long dead letters are kept before they are purged.
     #[serde(default = "days7", with = "humantime_serde")]
     pub keep_dead: Duration,
+    /// Free space below which deliveries are refused with 503, so the store never fills up.
+    #[serde(default = "default_min_free")]
+    pub min_free: bytesize::ByteSize,
 }
 
 impl Default for StorageConfig {
@@ -190,10 +193,14 @@ impl Default for StorageConfig {
             dedup_window: days7(),
             keep_delivered: day1(),
             keep_dead: days7(),
+            min_free: default_min_free(),
         }
     }
 }
 
+fn default_min_free() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(100)
+}
 fn default_data() -> PathBuf {
     PathBuf::from("./data")
 }

@@ -135,6 +135,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "reason": "the queue cannot write (disk full or I/O error); restart once fixed",
         }));
     }
+    if let Some(reason) = state.queue.space_problem() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "ready": false, "reason": reason }));
+    }
     let waiting = state.health.waiting_for();
     if waiting.is_empty() {
         HttpResponse::Ok().json(json!({ "ready": true }))

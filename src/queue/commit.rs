@@ -4,7 +4,8 @@
 //! accepted, and every request waiting while a flush runs shares the next one.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -61,14 +62,32 @@ enum Reply {
     Replay(oneshot::Sender<Result<usize, QueueError>>, usize),
 }
 
-/// Runs until every sender is gone, then returns.
+/// Runs until every sender is gone, then returns once everything it applied is flushed.
+///
+/// Two stages overlap: this thread stages and applies group N+1 while the flusher thread
+/// fsyncs group N, so a slow fsync does not leave the CPU idle and groups grow under load.
 pub(super) fn run(
     db: sled::Db,
     tree: sled::Tree,
     mut rx: mpsc::Receiver<Command>,
     queue: Weak<Queue>,
     retention: Retention,
+    dir: PathBuf,
 ) {
+    let flusher = Arc::new(Flusher::default());
+    let flush_thread = {
+        let (flusher, db, queue) = (flusher.clone(), db.clone(), queue.clone());
+        std::thread::Builder::new()
+            .name("hookbridge-flush".into())
+            .spawn(move || flusher.run(&db, &queue))
+    };
+    let flush_thread = match flush_thread {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the flush thread");
+            return;
+        }
+    };
     let mut last_retention = Instant::now();
     let mut dedup_cursor: Vec<u8> = vec![DEDUP];
     while let Some(first) = rx.blocking_recv() {
@@ -79,10 +98,167 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        commit_group(&db, &tree, group, &queue, &retention);
+        commit_group(&db, &tree, group, &queue, &retention, &flusher, &dir);
         if last_retention.elapsed() >= RETENTION_EVERY {
             last_retention = Instant::now();
             retention.run(&tree, &mut dedup_cursor);
+        }
+    }
+    flusher.close();
+    let _ = flush_thread.join();
+}
+
+/// Groups applied to the tree and waiting for the fsync that makes them durable.
+#[derive(Default)]
+struct Pending {
+    replies: Vec<Reply>,
+    added: BTreeMap<String, i64>,
+    revived: BTreeMap<String, i64>,
+    closed: bool,
+}
+
+/// The second pipeline stage: fsync, then answer every request applied before it began.
+#[derive(Default)]
+struct Flusher {
+    pending: Mutex<Pending>,
+    ready: Condvar,
+}
+
+impl Flusher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        match self.pending.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Hands an applied group over; its replies go out after the next fsync.
+    fn submit(
+        &self,
+        replies: Vec<Reply>,
+        added: BTreeMap<String, i64>,
+        revived: BTreeMap<String, i64>,
+    ) {
+        let mut p = self.lock();
+        p.replies.extend(replies);
+        for (k, v) in added {
+            *p.added.entry(k).or_default() += v;
+        }
+        for (k, v) in revived {
+            *p.revived.entry(k).or_default() += v;
+        }
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    fn run(&self, db: &sled::Db, queue: &Weak<Queue>) {
+        loop {
+            let taken = {
+                let mut p = self.lock();
+                while p.replies.is_empty()
+                    && p.added.is_empty()
+                    && p.revived.is_empty()
+                    && !p.closed
+                {
+                    p = match self.ready.wait(p) {
+                        Ok(g) => g,
+                        Err(e) => e.into_inner(),
+                    };
+                }
+                if p.replies.is_empty() && p.added.is_empty() && p.revived.is_empty() && p.closed {
+                    return;
+                }
+                let closed = p.closed;
+                let taken = std::mem::take(&mut *p);
+                p.closed = closed;
+                taken
+            };
+            let started = Instant::now();
+            let result = db.flush();
+            METRICS
+                .commit_fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            METRICS
+                .commit_batch_requests
+                .observe(taken.replies.len() as f64);
+            match result {
+                Ok(_) => answer(taken, queue),
+                Err(e) => fail(taken.replies, &QueueError::from(e), queue),
+            }
+        }
+    }
+}
+
+/// Answers a flushed group and wakes the sinks it added deliveries for.
+fn answer(done: Pending, queue: &Weak<Queue>) {
+    for r in done.replies {
+        match r {
+            Reply::Accept(tx, o) => {
+                let _ = tx.send(Ok(o));
+            }
+            Reply::Replay(tx, n) => {
+                let _ = tx.send(Ok(n));
+            }
+        }
+    }
+    for (sink, n) in &done.revived {
+        METRICS.dead_letters.with_label_values(&[sink]).sub(*n);
+    }
+    for (sink, n) in done.added.iter().chain(done.revived.iter()) {
+        METRICS.queue_pending.with_label_values(&[sink]).add(*n);
+        if let Some(q) = queue.upgrade() {
+            q.wake(sink);
+        }
+    }
+}
+
+/// Why the store is too full to take more, if it is: checked before every group so that sled
+/// never meets a full disk (it does not recover from that in-process).
+pub(super) fn low_on_space(dir: &Path, min_free: u64) -> Option<QueueError> {
+    if min_free == 0 {
+        return None;
+    }
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    (free < min_free).then(|| QueueError::DiskFull { free, min_free })
+}
+
+/// Answers every command of a group with `e` without touching the store.
+fn refuse_all(group: Vec<Command>, e: &QueueError) {
+    tracing::warn!(error = %e, requests = group.len(), "refusing deliveries: the disk is nearly full");
+    for cmd in group {
+        let err = QueueError::Commit(e.to_string());
+        match cmd {
+            Command::Accept { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::Replay { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::Tick => {}
+        }
+    }
+}
+
+/// Refuses every request of a group that could not be written, and marks the queue failed.
+fn fail(replies: Vec<Reply>, e: &QueueError, queue: &Weak<Queue>) {
+    tracing::error!(error = %e, requests = replies.len(), "group commit failed; refusing the batch");
+    if let Some(q) = queue.upgrade() {
+        q.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    for r in replies {
+        let err = QueueError::Commit(e.to_string());
+        match r {
+            Reply::Accept(tx, _) => {
+                let _ = tx.send(Err(err));
+            }
+            Reply::Replay(tx, _) => {
+                let _ = tx.send(Err(err));
+            }
         }
     }
 }
@@ -108,14 +284,19 @@ fn commit_group(
     group: Vec<Command>,
     queue: &Weak<Queue>,
     retention: &Retention,
+    flusher: &Flusher,
+    dir: &Path,
 ) {
+    if let Some(e) = low_on_space(dir, retention.min_free) {
+        refuse_all(group, &e);
+        return;
+    }
     let now = now_ms();
     let mut batch = sled::Batch::default();
     let mut seen: HashSet<[u8; 16]> = HashSet::new();
     let mut replies = Vec::with_capacity(group.len());
     let mut added: BTreeMap<String, i64> = BTreeMap::new();
     let mut revived: BTreeMap<String, i64> = BTreeMap::new();
-    let mut failure: Option<QueueError> = None;
 
     for cmd in group {
         match cmd {
@@ -155,53 +336,9 @@ fn commit_group(
         }
     }
 
-    let started = Instant::now();
-    if let Err(e) = tree.apply_batch(batch) {
-        failure = Some(e.into());
-    } else if let Err(e) = db.flush() {
-        failure = Some(e.into());
-    }
-    METRICS
-        .commit_fsync_seconds
-        .observe(started.elapsed().as_secs_f64());
-    METRICS.commit_batch_requests.observe(replies.len() as f64);
-
-    if let Some(e) = failure {
-        tracing::error!(error = %e, requests = replies.len(), "group commit failed; refusing the batch");
-        if let Some(q) = queue.upgrade() {
-            q.failed.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        for r in replies {
-            let err = QueueError::Commit(e.to_string());
-            match r {
-                Reply::Accept(tx, _) => {
-                    let _ = tx.send(Err(err));
-                }
-                Reply::Replay(tx, _) => {
-                    let _ = tx.send(Err(err));
-                }
-            }
-        }
-        return;
-    }
-    for r in replies {
-        match r {
-            Reply::Accept(tx, o) => {
-                let _ = tx.send(Ok(o));
-            }
-            Reply::Replay(tx, n) => {
-                let _ = tx.send(Ok(n));
-            }
-        }
-    }
-    for (sink, n) in &revived {
-        METRICS.dead_letters.with_label_values(&[sink]).sub(*n);
-    }
-    for (sink, n) in added.iter().chain(revived.iter()) {
-        METRICS.queue_pending.with_label_values(&[sink]).add(*n);
-        if let Some(q) = queue.upgrade() {
-            q.wake(sink);
-        }
+    match tree.apply_batch(batch) {
+        Ok(()) => flusher.submit(replies, added, revived),
+        Err(e) => fail(replies, &QueueError::from(e), queue),
     }
 }
 

@@ -38,6 +38,14 @@ pub enum QueueError {
     /// sled failed (disk full, I/O error, corruption).
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// Free space is below `storage.min_free`.
+    #[error("only {free} bytes free on the queue's disk, below storage.min_free ({min_free})")]
+    DiskFull {
+        /// Bytes available.
+        free: u64,
+        /// The configured floor.
+        min_free: u64,
+    },
     /// A group commit failed; nothing of that batch was acknowledged.
     #[error("the write failed: {0}")]
     Commit(String),
@@ -127,6 +135,8 @@ pub struct Queue {
     wake: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
     /// Set when a commit failed: sled does not recover from that in-process.
     failed: std::sync::atomic::AtomicBool,
+    dir: std::path::PathBuf,
+    min_free: u64,
 }
 
 /// Now, in epoch milliseconds.
@@ -155,6 +165,8 @@ impl Queue {
             committer: std::sync::Mutex::new(None),
             wake: std::sync::Mutex::new(HashMap::new()),
             failed: std::sync::atomic::AtomicBool::new(false),
+            dir: dir.to_path_buf(),
+            min_free: retention.min_free,
         });
         queue.count_into_metrics();
         let weak = Arc::downgrade(&queue);
@@ -166,7 +178,10 @@ impl Queue {
         }
         let handle = std::thread::Builder::new()
             .name("hookbridge-commit".into())
-            .spawn(move || commit::run(db, tree, rx, weak, retention))
+            .spawn({
+                let dir = dir.to_path_buf();
+                move || commit::run(db, tree, rx, weak, retention, dir)
+            })
             .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
         if let Ok(mut slot) = queue.committer.lock() {
             *slot = Some(handle);
@@ -202,6 +217,7 @@ impl Queue {
         payload: Arc<str>,
         events: Vec<RoutedEvent>,
     ) -> Result<AcceptOutcome, QueueError> {
+        self.check_writable()?;
         let (reply, rx) = oneshot::channel();
         self.sender()?
             .send(commit::Command::Accept {
@@ -220,6 +236,7 @@ impl Queue {
         sink: Option<String>,
         event_id: Option<String>,
     ) -> Result<usize, QueueError> {
+        self.check_writable()?;
         let (reply, rx) = oneshot::channel();
         self.sender()?
             .send(commit::Command::Replay {
@@ -230,6 +247,21 @@ impl Queue {
             .await
             .map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Why the queue refuses deliveries for lack of space right now, if it does.
+    pub fn space_problem(&self) -> Option<String> {
+        commit::low_on_space(&self.dir, self.min_free).map(|e| e.to_string())
+    }
+
+    /// Refuses at once after a failed commit: sled may block on a store that saw an I/O error.
+    fn check_writable(&self) -> Result<(), QueueError> {
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(QueueError::Commit(
+                "an earlier write failed (disk full or I/O error); restart once fixed".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the queue can still take writes: the committer runs and no commit has failed.

@@ -20,6 +20,8 @@ pub struct Retention {
     pub keep_delivered: Duration,
     /// Dead letters are kept this long.
     pub keep_dead: Duration,
+    /// Free bytes below which accepts are refused.
+    pub min_free: u64,
 }
 
 impl Retention {

@@ -11,6 +11,7 @@ fn retention(window: Duration, delivered: Duration, dead: Duration) -> Retention
         dedup_window: window,
         keep_delivered: delivered,
         keep_dead: dead,
+        min_free: 0,
     }
 }
 
