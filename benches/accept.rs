@@ -1,7 +1,8 @@
 //! Accept benchmark: durable accept rate and latency of the release binary, next to a no-op
 //! actix-web handler driven by the same load generator in the same run; RSS idle and loaded.
 //!
-//! Run: `cargo bench --bench accept` (env: BENCH_SECONDS, BENCH_CLIENTS). Prints a markdown table.
+//! Run: `cargo bench --bench accept` (env: BENCH_SECONDS, BENCH_CLIENTS, and BENCH_BACKLOG=N for
+//! the backlog phase: RSS and restart-to-ready with N queued events). Prints markdown.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -38,35 +39,13 @@ fn main() {
         .expect("start no-op server");
     wait_port(noop_port);
     let noop_url = format!("http://127.0.0.1:{noop_port}/hooks/portal");
-    let noop_closed = rt.block_on(closed_loop(&noop_url, clients, seconds, 0, None));
+    let noop_closed = rt.block_on(closed_loop(&noop_url, clients, seconds, 0, None, u64::MAX));
     let _ = noop.kill();
     let _ = noop.wait();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = dir.path().join("routes.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[storage]
-path = "{dir}/data"
-[hooks.portal]
-kind = "portal"
-secrets = ["{KEY}"]
-[sinks.log]
-type = "file"
-path = "{dir}/events.jsonl"
-[[routes]]
-match = {{}}
-to = ["log"]
-"#,
-            dir = dir.path().display()
-        ),
-    )
-    .expect("write config");
+    let config = write_config(dir.path(), port);
     let mut daemon = start_daemon(&config, dir.path());
     wait_port(port);
     std::thread::sleep(Duration::from_millis(500));
@@ -84,10 +63,10 @@ to = ["log"]
             }
         })
     };
-    let hb = rt.block_on(closed_loop(&url, clients, seconds, 1, None));
+    let hb = rt.block_on(closed_loop(&url, clients, seconds, 1, None, u64::MAX));
     let half = hb.rate / 2.0;
     let commits = rt.block_on(commit_figures(port));
-    let hb_half = rt.block_on(closed_loop(&url, clients, seconds, 2, Some(half)));
+    let hb_half = rt.block_on(closed_loop(&url, clients, seconds, 2, Some(half), u64::MAX));
     sampling.store(false, Ordering::SeqCst);
     let _ = sampler.join();
     std::thread::sleep(Duration::from_secs(2));
@@ -135,6 +114,126 @@ to = ["log"]
         "- disk: {:.1} MiB for {accepted} accepted events ({:.0} bytes/event, sled before compaction)",
         disk as f64 / 1048576.0,
         disk as f64 / accepted.max(1) as f64
+    );
+    let n: u64 = env_or("BENCH_BACKLOG", 0);
+    if n > 0 {
+        backlog(&rt, n, clients);
+    }
+}
+
+/// A config with one signed portal hook, a file sink and an admin token; returns its path.
+fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let config = dir.join("routes.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_token = "bench"
+[storage]
+path = "{dir}/data"
+[hooks.portal]
+kind = "portal"
+secrets = ["{KEY}"]
+[sinks.log]
+type = "file"
+path = "{dir}/events.jsonl"
+[[routes]]
+match = {{}}
+to = ["log"]
+"#,
+            dir = dir.display()
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// Backlog phase: `n` events accepted while the sink is paused, then RSS, disk, and the time
+/// from a restart to ready with that backlog.
+fn backlog(rt: &tokio::runtime::Runtime, n: u64, clients: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_config(dir.path(), port);
+    let mut daemon = start_daemon(&config, dir.path());
+    wait_port(port);
+    let base = format!("http://127.0.0.1:{port}");
+    rt.block_on(async {
+        let ok = reqwest::Client::new()
+            .post(format!("{base}/admin/sinks/log/pause"))
+            .bearer_auth("bench")
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        assert!(ok, "could not pause the sink");
+    });
+    let started = Instant::now();
+    let r = rt.block_on(closed_loop(
+        &format!("{base}/hooks/portal"),
+        clients,
+        24 * 3600,
+        9,
+        None,
+        n,
+    ));
+    let fill = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_backlog = rss_kib(daemon.id());
+    let disk = dir_size(&dir.path().join("data"));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    let _ = daemon.wait();
+    let started = Instant::now();
+    let mut daemon = start_daemon(&config, dir.path());
+    let ready = loop {
+        let up = rt.block_on(async {
+            reqwest::get(format!("{base}/readyz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        });
+        if up {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not ready after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let rss_ready = rss_kib(daemon.id());
+    std::thread::sleep(Duration::from_secs(5));
+    let rss_draining = rss_kib(daemon.id());
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    let _ = daemon.wait();
+    println!();
+    println!("## Backlog of {} events (sink paused)", r.ok);
+    println!();
+    println!(
+        "- filled in {:.0} s ({:.0} accepts/s, {} errors)",
+        fill.as_secs_f64(),
+        r.rate,
+        r.errors
+    );
+    println!(
+        "- RSS with the backlog: {:.1} MiB",
+        rss_backlog as f64 / 1024.0
+    );
+    println!(
+        "- disk: {:.0} MiB ({:.0} bytes/event)",
+        disk as f64 / 1048576.0,
+        disk as f64 / r.ok.max(1) as f64
+    );
+    println!(
+        "- restart to ready: {:.2} s; RSS at ready {:.1} MiB, 5 s into draining {:.1} MiB",
+        ready.as_secs_f64(),
+        rss_ready as f64 / 1024.0,
+        rss_draining as f64 / 1024.0
     );
 }
 
@@ -207,6 +306,7 @@ async fn closed_loop(
     seconds: u64,
     run: u64,
     target: Option<f64>,
+    limit: u64,
 ) -> Result {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
@@ -223,6 +323,9 @@ async fn closed_loop(
             let mut errors = 0u64;
             loop {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
+                if n >= limit {
+                    break;
+                }
                 let scheduled = match target {
                     Some(rate) => start + Duration::from_secs_f64(n as f64 / rate),
                     None => Instant::now(),
