@@ -76,6 +76,20 @@ fn refuse(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     }
 }
 
+/// Runs a blocking queue read off the async workers and answers its result as JSON.
+async fn blocking<T, E, F>(f: F) -> HttpResponse
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: serde::Serialize + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match web::block(f).await {
+        Ok(Ok(v)) => HttpResponse::Ok().json(v),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> HttpResponse {
     error(
         actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -100,11 +114,7 @@ async fn queue_stats(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     }
     let sinks: Vec<String> = state.config().sinks.keys().cloned().collect();
     let queue = state.queue.clone();
-    match web::block(move || queue.stats(&sinks)).await {
-        Ok(Ok(stats)) => HttpResponse::Ok().json(stats),
-        Ok(Err(e)) => internal(e),
-        Err(e) => internal(e),
-    }
+    blocking(move || queue.stats(&sinks)).await
 }
 
 async fn dlq_list(
@@ -117,11 +127,7 @@ async fn dlq_list(
     }
     let queue = state.queue.clone();
     let f = f.into_inner();
-    match web::block(move || queue.dead_letters(f.sink.as_deref(), f.id.as_deref())).await {
-        Ok(Ok(letters)) => HttpResponse::Ok().json(letters),
-        Ok(Err(e)) => internal(e),
-        Err(e) => internal(e),
-    }
+    blocking(move || queue.dead_letters(f.sink.as_deref(), f.id.as_deref())).await
 }
 
 async fn dlq_replay(
@@ -149,11 +155,12 @@ async fn dlq_purge(
     }
     let queue = state.queue.clone();
     let f = f.into_inner();
-    match web::block(move || queue.purge(f.sink.as_deref(), f.id.as_deref())).await {
-        Ok(Ok(n)) => HttpResponse::Ok().json(json!({ "purged": n })),
-        Ok(Err(e)) => internal(e),
-        Err(e) => internal(e),
-    }
+    blocking(move || {
+        queue
+            .purge(f.sink.as_deref(), f.id.as_deref())
+            .map(|n| json!({ "purged": n }))
+    })
+    .await
 }
 
 async fn event_status(

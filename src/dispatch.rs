@@ -68,6 +68,10 @@ impl Dispatcher {
         if !self.connect().await {
             return;
         }
+        tokio::select! {
+            _ = self.queue.wait_counted() => {}
+            _ = self.shutdown.cancelled() => return,
+        }
         let waker = self.queue.waker(&self.name);
         let mut outage = 0u32;
         while !self.shutdown.is_cancelled() {

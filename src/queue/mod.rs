@@ -137,6 +137,7 @@ pub struct Queue {
     failed: std::sync::atomic::AtomicBool,
     dir: std::path::PathBuf,
     min_free: u64,
+    counted: tokio::sync::watch::Sender<bool>,
 }
 
 /// Now, in epoch milliseconds.
@@ -167,8 +168,20 @@ impl Queue {
             failed: std::sync::atomic::AtomicBool::new(false),
             dir: dir.to_path_buf(),
             min_free: retention.min_free,
+            counted: tokio::sync::watch::Sender::new(false),
         });
-        queue.count_into_metrics();
+        // Counting a large backlog takes seconds: do it beside the daemon, not before it is ready.
+        // Rows older than `snapshot` are counted here; newer ones by the commits that add them.
+        let snapshot = queue.db.generate_id()?;
+        let counter = Arc::downgrade(&queue);
+        std::thread::Builder::new()
+            .name("hookbridge-count".into())
+            .spawn(move || {
+                if let Some(q) = counter.upgrade() {
+                    q.count_into_metrics(snapshot);
+                }
+            })
+            .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
         let weak = Arc::downgrade(&queue);
         if let Some(tx) = queue.sender().ok().map(|t| t.downgrade()) {
             std::thread::Builder::new()
@@ -415,19 +428,43 @@ impl Queue {
     }
 
     /// Counts pending deliveries and dead letters per sink into the gauges.
-    fn count_into_metrics(&self) {
-        if let Ok(stats) = self.sink_stats() {
-            for (sink, s) in stats {
-                METRICS
-                    .queue_pending
-                    .with_label_values(&[&sink])
-                    .set((s.ready + s.waiting) as i64);
-                METRICS
-                    .dead_letters
-                    .with_label_values(&[&sink])
-                    .set(s.dead as i64);
+    fn count_into_metrics(&self, snapshot: u64) {
+        let started = std::time::Instant::now();
+        let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for prefix in [READY, WAITING, DEAD] {
+            for item in self.tree.scan_prefix([prefix]) {
+                let Ok((key, _)) = item else { continue };
+                let Some((sink, rest)) = split_sink(&key) else {
+                    continue;
+                };
+                let seq = u64_at(rest, if prefix == WAITING { 8 } else { 0 }).unwrap_or(u64::MAX);
+                if seq >= snapshot {
+                    continue;
+                }
+                let c = counts.entry(sink.to_string()).or_default();
+                if prefix == DEAD {
+                    c.1 += 1;
+                } else {
+                    c.0 += 1;
+                }
             }
         }
+        for (sink, (pending, dead)) in &counts {
+            METRICS
+                .queue_pending
+                .with_label_values(&[sink])
+                .add(*pending);
+            METRICS.dead_letters.with_label_values(&[sink]).add(*dead);
+        }
+        tracing::info!(elapsed = ?started.elapsed(), "queue counted");
+        let _ = self.counted.send(true);
+    }
+
+    /// Waits until the backlog present at start has been counted into the gauges; dispatchers
+    /// wait for this so that their completions are not subtracted before the rows are counted.
+    pub async fn wait_counted(&self) {
+        let mut rx = self.counted.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     fn sink_stats(&self) -> Result<BTreeMap<String, SinkStats>, QueueError> {
