@@ -457,7 +457,7 @@ impl Queue {
             METRICS.dead_letters.with_label_values(&[sink]).add(*dead);
         }
         tracing::info!(elapsed = ?started.elapsed(), "queue counted");
-        let _ = self.counted.send(true);
+        self.counted.send_replace(true);
     }
 
     /// Waits until the backlog present at start has been counted into the gauges; dispatchers
