@@ -627,21 +627,21 @@ async fn set_paused(d: &Daemon, paused: bool) {
 const BENCH_TOKEN: &str = "bench-admin-token";
 
 /// Posts `n` portal events with `operation`, `clients` at a time: each accepted id with when its
-/// post started, and how long all the posts took.
+/// post started and how long it took to answer, and how long all the posts took.
 async fn post_events(
     d: &Daemon,
     n: usize,
     clients: usize,
     operation: &str,
-) -> (Vec<(String, Instant)>, Duration) {
+) -> (Vec<(String, Instant, Duration)>, Duration) {
     let started = Instant::now();
-    let posted: Vec<(String, Instant)> = futures::stream::iter(0..n)
+    let posted: Vec<(String, Instant, Duration)> = futures::stream::iter(0..n)
         .map(|i| async move {
             let body = portal_event(i, operation);
             let sent = Instant::now();
             let a = d.post_signed("portal", &body).await;
             assert_eq!(a.status, 200, "{}", a.text);
-            (a.accepted()[0].clone(), sent)
+            (a.accepted()[0].clone(), sent, sent.elapsed())
         })
         .buffer_unordered(clients)
         .collect()
@@ -704,6 +704,8 @@ async fn bench_on(label: &str, brokers: &str) {
     );
     ready(&d).await;
     let consumer = arrivals(brokers, "bench.update", n);
+    // Let the consumer join before the first message can arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     let (posted, accepted_in) = post_events(&d, n, clients, "update").await;
     let (arrived, size) = consumer.await.unwrap();
@@ -717,9 +719,11 @@ async fn bench_on(label: &str, brokers: &str) {
     let rate = n as f64 / (last - started).as_secs_f64();
     let mut latencies: Vec<Duration> = posted
         .iter()
-        .map(|(id, sent)| arrived[id].saturating_duration_since(*sent))
+        .map(|(id, sent, _)| arrived[id].saturating_duration_since(*sent))
         .collect();
     latencies.sort();
+    let mut answers: Vec<Duration> = posted.iter().map(|p| p.2).collect();
+    answers.sort();
     let accept_rate = n as f64 / accepted_in.as_secs_f64();
 
     // The sink alone: N deliveries queue while it is paused, then it drains them.
@@ -743,25 +747,34 @@ async fn bench_on(label: &str, brokers: &str) {
     let drain = (n - 1) as f64 / (last - first).as_secs_f64();
     let from_resume = n as f64 / (last - resumed).as_secs_f64();
 
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    let pct = |v: &[Duration]| {
+        format!(
+            "p50 {}, p90 {}, p99 {}, max {}",
+            ms(quantile(v, 0.5)),
+            ms(quantile(v, 0.9)),
+            ms(quantile(v, 0.99)),
+            ms(v[v.len() - 1])
+        )
+    };
     println!(
         "kafka bench on {label}, {n} events, {clients} clients ({} build)\n  \
-         raw rdkafka FutureProducer (acks=all, idempotent, 1 KiB): {raw_rate:.0} msg/s\n  \
-         hookbridge accept rate:              {accept_rate:.0} events/s ({:.2} of raw)\n  \
-         hookbridge first post to last consumed: {rate:.0} events/s ({:.2} of raw; {size} B messages)\n  \
-         post-to-consumer latency p50 {:?}, p90 {:?}, p99 {:?}, max {:?}\n  \
-         sink draining a backlog:             {drain:.0} events/s first to last consumed ({:.2} of raw), \
-         {from_resume:.0} events/s from resume ({:.2} of raw)",
+         raw rdkafka producer (acks=all, idempotent, 1 KiB): {raw_rate:.0} msg/s\n  \
+         hookbridge accept rate:               {accept_rate:.0} events/s ({:.3} of raw)\n  \
+         post answered (accept) latency        {}\n  \
+         first post to last consumed:          {rate:.0} events/s ({:.3} of raw; {size} B messages)\n  \
+         post-to-consumer latency              {}\n  \
+         sink draining a backlog:              {drain:.0} events/s first to last consumed ({:.3} of raw), \
+         {from_resume:.0} events/s from resume ({:.3} of raw)",
         if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
         },
         accept_rate / raw_rate,
+        pct(&answers),
         rate / raw_rate,
-        quantile(&latencies, 0.5),
-        quantile(&latencies, 0.9),
-        quantile(&latencies, 0.99),
-        latencies[latencies.len() - 1],
+        pct(&latencies),
         drain / raw_rate,
         from_resume / raw_rate,
     );
