@@ -7,13 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, free_port, sample};
+use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
@@ -534,4 +535,268 @@ async fn tansu_end_to_end() {
     assert_eq!(seen, ids);
     assert!(d.stop().success());
     assert!(dead_letters(&d).is_empty());
+}
+
+/// `q`-quantile of sorted `v`.
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn bench_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A portal payload with one event no other call produces, `operation` naming its topic; the
+/// padding brings the message hookbridge produces to about 1 KB.
+fn portal_event(n: usize, operation: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "info": { "webhookName": "bench", "when": 1_700_000_000_000u64 + n as u64 },
+        "events": [{
+            "username": "tester",
+            "when": 1_700_000_000_000u64 + n as u64,
+            "operation": operation,
+            "source": "item",
+            "id": format!("{:032x}", rand::random::<u128>()),
+            "properties": { "note": "x".repeat(500) }
+        }]
+    }))
+    .unwrap()
+}
+
+/// Reads `topic` from the beginning in a thread until `n` distinct `event_id` headers arrived (or
+/// nothing came for 60 s): when each first arrived, and the mean value size.
+fn arrivals(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+) -> tokio::task::JoinHandle<(BTreeMap<String, Instant>, usize)> {
+    let brokers = brokers.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "hookbridge-bench")
+            .set("enable.auto.commit", "false")
+            // Fetch as soon as something is there: the default waits up to 500 ms.
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut arrived = BTreeMap::new();
+        let mut bytes = 0;
+        let mut last = Instant::now();
+        while arrived.len() < n && last.elapsed() < Duration::from_secs(60) {
+            let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = m.unwrap();
+            let now = Instant::now();
+            last = now;
+            let id = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "event_id"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .expect("event_id header");
+            bytes += m.payload().map_or(0, |p| p.len());
+            arrived.entry(id).or_insert(now);
+        }
+        let mean = bytes / arrived.len().max(1);
+        (arrived, mean)
+    })
+}
+
+/// Pauses or resumes sink `bus` through the admin API.
+async fn set_paused(d: &Daemon, paused: bool) {
+    let verb = if paused { "pause" } else { "resume" };
+    let r = reqwest::Client::new()
+        .post(format!("{}/admin/sinks/bus/{verb}", d.url))
+        .bearer_auth(BENCH_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{verb}: {}", r.text().await.unwrap());
+}
+
+const BENCH_TOKEN: &str = "bench-admin-token";
+
+/// Posts `n` portal events with `operation`, `clients` at a time: each accepted id with when its
+/// post started and how long it took to answer, and how long all the posts took.
+async fn post_events(
+    d: &Daemon,
+    n: usize,
+    clients: usize,
+    operation: &str,
+) -> (Vec<(String, Instant, Duration)>, Duration) {
+    let started = Instant::now();
+    let posted: Vec<(String, Instant, Duration)> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            let body = portal_event(i, operation);
+            let sent = Instant::now();
+            let a = d.post_signed("portal", &body).await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            (a.accepted()[0].clone(), sent, sent.elapsed())
+        })
+        .buffer_unordered(clients)
+        .collect()
+        .await;
+    (posted, started.elapsed())
+}
+
+/// The raw producer's rate, then hookbridge's, on the cluster at `brokers` (topics `bench.raw`,
+/// `bench.update` and `bench.share` exist).
+async fn bench_on(label: &str, brokers: &str) {
+    let n = bench_env("HOOKBRIDGE_BENCH_N", 2000);
+    let clients = bench_env("HOOKBRIDGE_BENCH_CLIENTS", 32);
+
+    // The raw client with the sink's settings: N ~1 KB sends enqueued at once, then every
+    // delivery report awaited.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        // Room for any N at once (the default queue holds 100,000).
+        .set("queue.buffering.max.messages", "10000000")
+        .create()
+        .unwrap();
+    let value = vec![b'x'; 1024];
+    let keys: Vec<String> = (0..n).map(|i| format!("{i:032x}")).collect();
+    // Warm up: the metadata and the idempotent producer id are not part of the rate.
+    producer
+        .send_result(FutureRecord::to("bench.raw").key("warm-up").payload(&value))
+        .map_err(|(e, _)| e)
+        .unwrap()
+        .await
+        .unwrap()
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let started = Instant::now();
+    // Like the sink's batches: enqueue with `send_result`, then await each acknowledgement.
+    let acks: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let record = FutureRecord::to("bench.raw").key(key).payload(&value);
+            producer.send_result(record).map_err(|(e, _)| e).unwrap()
+        })
+        .collect();
+    for ack in acks {
+        ack.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    let raw_rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(producer);
+
+    // Through hookbridge: signed posts until the consumer has every event.
+    let d = Daemon::start(
+        // The default send_timeout (30 s), as the raw producer's message.timeout.ms.
+        &config(brokers, "bench.{{ operation }}", "", 5)
+            .replace("send_timeout = \"3s\"", "send_timeout = \"30s\"")
+            .replace(
+                "[storage]",
+                &format!("admin_token = \"{BENCH_TOKEN}\"\n\n[storage]"),
+            ),
+    );
+    ready(&d).await;
+    let consumer = arrivals(brokers, "bench.update", n);
+    // Let the consumer join before the first message can arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let (posted, accepted_in) = post_events(&d, n, clients, "update").await;
+    let (arrived, size) = consumer.await.unwrap();
+    assert_eq!(
+        arrived.len(),
+        n,
+        "not every event arrived\n{}",
+        d.log_text()
+    );
+    let last = arrived.values().max().copied().unwrap();
+    let rate = n as f64 / (last - started).as_secs_f64();
+    let mut latencies: Vec<Duration> = posted
+        .iter()
+        .map(|(id, sent, _)| arrived[id].saturating_duration_since(*sent))
+        .collect();
+    latencies.sort();
+    let mut answers: Vec<Duration> = posted.iter().map(|p| p.2).collect();
+    answers.sort();
+    let accept_rate = n as f64 / accepted_in.as_secs_f64();
+
+    // The sink alone: N deliveries queue while it is paused, then it drains them.
+    set_paused(&d, true).await;
+    let (posted, _) = post_events(&d, n, clients, "share").await;
+    assert_eq!(posted.len(), n);
+    let consumer = arrivals(brokers, "bench.share", n);
+    // Let the consumer join before the first message can arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resumed = Instant::now();
+    set_paused(&d, false).await;
+    let (arrived, _) = consumer.await.unwrap();
+    assert_eq!(
+        arrived.len(),
+        n,
+        "not every queued event arrived\n{}",
+        d.log_text()
+    );
+    let first = arrived.values().min().copied().unwrap();
+    let last = arrived.values().max().copied().unwrap();
+    let drain = (n - 1) as f64 / (last - first).as_secs_f64();
+    let from_resume = n as f64 / (last - resumed).as_secs_f64();
+
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    let pct = |v: &[Duration]| {
+        format!(
+            "p50 {}, p90 {}, p99 {}, max {}",
+            ms(quantile(v, 0.5)),
+            ms(quantile(v, 0.9)),
+            ms(quantile(v, 0.99)),
+            ms(v[v.len() - 1])
+        )
+    };
+    println!(
+        "kafka bench on {label}, {n} events, {clients} clients ({} build)\n  \
+         raw rdkafka producer (acks=all, idempotent, 1 KiB): {raw_rate:.0} msg/s\n  \
+         hookbridge accept rate:               {accept_rate:.0} events/s ({:.3} of raw)\n  \
+         post answered (accept) latency        {}\n  \
+         first post to last consumed:          {rate:.0} events/s ({:.3} of raw; {size} B messages)\n  \
+         post-to-consumer latency              {}\n  \
+         sink draining a backlog:              {drain:.0} events/s first to last consumed ({:.3} of raw), \
+         {from_resume:.0} events/s from resume ({:.3} of raw)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        accept_rate / raw_rate,
+        pct(&answers),
+        rate / raw_rate,
+        pct(&latencies),
+        drain / raw_rate,
+        from_resume / raw_rate,
+    );
+}
+
+const BENCH_TOPICS: &[&str] = &["bench.raw", "bench.update", "bench.share"];
+
+/// Accept-to-consumer throughput and latency through the daemon, next to rdkafka's own
+/// acknowledged produce rate on the same broker, on tansu and on librdkafka's mock cluster. Run
+/// with `cargo test --test kafka bench -- --ignored --nocapture` (N from `HOOKBRIDGE_BENCH_N`,
+/// concurrent clients from `HOOKBRIDGE_BENCH_CLIENTS`).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run explicitly"]
+async fn bench_accept_to_confirm() {
+    let tansu = Tansu::start();
+    tansu.create_topics(BENCH_TOPICS).await;
+    bench_on("tansu (memory storage)", &tansu.brokers).await;
+    drop(tansu);
+
+    let mock = MockCluster::new(1).unwrap();
+    for t in BENCH_TOPICS {
+        mock.create_topic(t, 1, 1).unwrap();
+    }
+    bench_on("rdkafka mock cluster", &mock.bootstrap_servers()).await;
 }
