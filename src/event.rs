@@ -177,6 +177,21 @@ mod tests {
     }
 
     #[test]
+    fn floats_survive_the_stored_form() {
+        // Found by the parse_payload fuzzer: without serde_json's float_roundtrip, a large
+        // number parsed from a payload read back from the queue one ULP off.
+        for text in [
+            "1755719255557192552190",
+            "1.7557192555571923e21",
+            "0.30000000000000004",
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let back: Value = serde_json::from_str(&v.to_string()).unwrap();
+            assert_eq!(back, v, "{text}");
+        }
+    }
+
+    #[test]
     fn field_lookup_walks_properties() {
         let mut props = Map::new();
         props.insert(

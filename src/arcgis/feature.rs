@@ -88,9 +88,14 @@ pub(super) fn parse(hook: &str, value: Value) -> Result<Vec<Event>, ParseError> 
 
 /// Decodes a `changesUrl` that arrived percent-encoded (`https%3a%2f%2f...`).
 fn decode_url(url: String) -> String {
-    if url.len() > 8 && url[..8].eq_ignore_ascii_case("https%3a")
-        || url.len() > 7 && url[..7].eq_ignore_ascii_case("http%3a")
-    {
+    // `get` rather than slicing: the prefix may end inside a multi-byte character.
+    let starts = |prefix: &str| {
+        url.len() > prefix.len()
+            && url
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    if starts("https%3a") || starts("http%3a") {
         percent_encoding::percent_decode_str(&url)
             .decode_utf8()
             .map(|s| s.into_owned())
@@ -156,6 +161,21 @@ mod tests {
             ev[0].properties["changesUrl"],
             "https://services.example.com/x?serverGens=[1,2]"
         );
+    }
+
+    #[test]
+    fn changes_url_with_multibyte_text_is_kept() {
+        // Found by the parse_payload/form_decode fuzzers: byte 8 fell inside a character.
+        for url in [
+            "https:%\u{fffd}rest-of-url",
+            "http:%\u{e9}x",
+            "abcdefg\u{e9}h",
+        ] {
+            let mut v = sample("feature-created.json");
+            v[0]["changesUrl"] = Value::from(url);
+            let ev = parse("p", v).unwrap();
+            assert_eq!(ev[0].properties["changesUrl"], url);
+        }
     }
 
     #[test]

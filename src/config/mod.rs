@@ -457,7 +457,12 @@ pub fn deserialize_with_path<T: serde::de::DeserializeOwned>(
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let message = inner.message().trim().to_string();
         vec![Problem {
-            key: if path == "." { "(file)".into() } else { path },
+            // An unknown top-level key spelled `""` has an empty path.
+            key: if path == "." || path.is_empty() {
+                "(file)".into()
+            } else {
+                path
+            },
             line,
             message,
         }]
@@ -505,6 +510,15 @@ mod tests {
         assert!(p[0].starts_with("server"), "{p:?}");
         assert!(p[0].contains("lissten"), "{p:?}");
         assert!(p[0].contains("line 3"), "{p:?}");
+    }
+
+    #[test]
+    fn an_empty_top_level_key_is_still_named() {
+        // Found by the config_load fuzzer: the problem's key was "".
+        let p = Config::parse(Path::new("routes.toml"), "\n\"\" = 99").unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "(file)");
+        assert_eq!(p[0].line, Some(2));
     }
 
     #[test]

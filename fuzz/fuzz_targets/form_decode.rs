@@ -1,0 +1,57 @@
+//! `BodyEncoding::from_content_type` and `body::decode` on arbitrary bytes, then the payload
+//! parser on what a form yields, as the ingress does.
+//!
+//! The input is `content-type \n body`; the content-type line picks the encoding.
+//! Invariants: never panics; a JSON body is passed through untouched; the body as sent is always
+//! the first signature candidate and the decoded payload the last; a form signature field can be
+//! handed to `verify::decode` without panicking.
+#![no_main]
+
+use hookbridge::arcgis::body::{BodyEncoding, decode};
+use hookbridge::config::HookKind;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let (ct, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&b""[..], data),
+    };
+    let ct = std::str::from_utf8(ct).ok().filter(|s| !s.is_empty());
+    let encoding = match BodyEncoding::from_content_type(ct) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = e.to_string();
+            // Still exercise the form decoder: it is the interesting one.
+            BodyEncoding::Form
+        }
+    };
+    let Ok(d) = decode(encoding, body) else {
+        return;
+    };
+    assert!(!d.signed_candidates.is_empty());
+    assert_eq!(
+        &*d.signed_candidates[0], body,
+        "the body as sent comes first"
+    );
+    match encoding {
+        BodyEncoding::Json => {
+            assert_eq!(&*d.json, body);
+            assert!(d.form_signature.is_none());
+        }
+        BodyEncoding::Form => {
+            let last = d.signed_candidates.last().unwrap();
+            assert_eq!(
+                &**last, &*d.json,
+                "the decoded payload is the last candidate"
+            );
+            if let Some(sig) = &d.form_signature {
+                let _ = hookbridge::verify::decode(sig);
+            }
+        }
+    }
+    if let Ok(events) = hookbridge::arcgis::parse(HookKind::Auto, "form", &d.json) {
+        for e in events {
+            assert_eq!(e.event_id.len(), 32);
+        }
+    }
+});

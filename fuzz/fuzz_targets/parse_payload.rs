@@ -1,0 +1,86 @@
+//! `arcgis::parse` on arbitrary bytes: the first byte picks the hook kind, the rest is the body.
+//!
+//! Invariants: never panics; every event id is 32 lowercase hex digits (a valid dedup key);
+//! parsing is deterministic; every event carries the hook it arrived on; `auto` gives the same
+//! events as the kind it detected; `Event::field` answers every routing field; an event
+//! survives the JSON round trip the queue stores it through.
+#![no_main]
+
+use hookbridge::arcgis::parse;
+use hookbridge::config::HookKind;
+use hookbridge::event::{Event, EventKind, FIELDS};
+use libfuzzer_sys::fuzz_target;
+
+const HOOK: &str = "fuzz-hook";
+
+fn kind_of(b: u8) -> HookKind {
+    match b % 4 {
+        0 => HookKind::Portal,
+        1 => HookKind::FeatureService,
+        2 => HookKind::Geoprocessing,
+        _ => HookKind::Auto,
+    }
+}
+
+fn hook_kind(k: EventKind) -> HookKind {
+    match k {
+        EventKind::Portal => HookKind::Portal,
+        EventKind::FeatureService => HookKind::FeatureService,
+        EventKind::Geoprocessing => HookKind::Geoprocessing,
+    }
+}
+
+fn check_event(e: &Event, requested: HookKind) {
+    assert_eq!(e.event_id.len(), 32, "event_id {:?}", e.event_id);
+    assert!(
+        e.event_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "event_id {:?}",
+        e.event_id
+    );
+    let key = e.dedup_key().expect("event_id parses as a dedup key");
+    assert_eq!(key.to_string(), e.event_id);
+    assert_eq!(e.hook, HOOK);
+    if requested != HookKind::Auto {
+        assert_eq!(hook_kind(e.kind), requested);
+    }
+    for f in FIELDS {
+        let _ = e.field(f);
+    }
+    assert_eq!(e.field("event_id"), vec![e.event_id.clone()]);
+    for (k, v) in &e.properties {
+        let got = e.field(&format!("properties.{k}"));
+        if !k.contains('.') && !v.is_null() {
+            if let Some(items) = v.as_array() {
+                assert_eq!(got.len(), items.len());
+            } else {
+                assert_eq!(got.len(), 1);
+            }
+        }
+    }
+    let stored = serde_json::to_vec(e).expect("an event serializes");
+    let back: Event = serde_json::from_slice(&stored).expect("a stored event reads back");
+    assert_eq!(&back, e, "event changed through its stored JSON form");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&first, json)) = data.split_first() else {
+        return;
+    };
+    let kind = kind_of(first);
+    let Ok(events) = parse(kind, HOOK, json) else {
+        return;
+    };
+    for e in &events {
+        check_event(e, kind);
+    }
+    let again = parse(kind, HOOK, json).expect("parsing is deterministic");
+    assert_eq!(again, events);
+    if kind == HookKind::Auto {
+        if let Some(e) = events.first() {
+            let direct = parse(hook_kind(e.kind), HOOK, json).expect("detected kind parses");
+            assert_eq!(direct, events, "auto differs from the kind it detected");
+        }
+    }
+});
