@@ -19,7 +19,7 @@ impl Secret {
             };
         }
         if let Some(path) = spec.strip_prefix("file:") {
-            return match std::fs::read_to_string(path) {
+            return match read_limited(path) {
                 Ok(v) => {
                     let v = v.trim_end_matches(['\r', '\n']).to_string();
                     if v.is_empty() {
@@ -41,6 +41,24 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// Largest secret file read: keys and passwords are small, and a path like `/dev/zero` must not
+/// exhaust memory.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+fn read_limited(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SECRET_FILE} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 impl fmt::Debug for Secret {
