@@ -360,11 +360,17 @@ async fn broker_outage_mid_stream_loses_nothing() {
         let _ = conn.close(200, "declared").await;
     }
     let d = Daemon::start(&config(&exchange, ""));
-    const N: usize = 60;
+    // CI: a short outage. Long form: HOOKBRIDGE_OUTAGE_SECS=60 cargo test --test rabbitmq outage
+    let outage_ms: u64 = std::env::var("HOOKBRIDGE_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(1000, |s| s * 1000);
+    let n: usize = 60.max(((outage_ms + 1500) / 40) as usize);
+    let started = Instant::now();
     // Events keep coming while the broker goes away and comes back.
     let posting = async {
         let mut accepted = BTreeSet::new();
-        for i in 0..N {
+        for i in 0..n {
             let a = d.post_signed("portal", &portal_event(i)).await;
             // Ingress does not depend on the broker: it keeps accepting while the sink is down.
             assert_eq!(a.status, 200, "{}", a.text);
@@ -379,13 +385,13 @@ async fn broker_outage_mid_stream_loses_nothing() {
             .await
             .unwrap();
         assert!(std::net::TcpStream::connect("127.0.0.1:5672").is_err());
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_millis(outage_ms)).await;
         tokio::task::spawn_blocking(move || drop(stopped))
             .await
             .unwrap();
     };
     let (accepted, ()) = tokio::join!(posting, outage);
-    assert_eq!(accepted.len(), N);
+    assert_eq!(accepted.len(), n);
     assert!(
         d.log_text().contains("sink unavailable"),
         "the sink never noticed the outage:\n{}",
@@ -393,7 +399,13 @@ async fn broker_outage_mid_stream_loses_nothing() {
     );
 
     let (_conn, channel) = connect().await;
-    let got = collect(&channel, &queue, N, Duration::from_secs(60)).await;
+    let got = collect(
+        &channel,
+        &queue,
+        n,
+        Duration::from_secs(60) + Duration::from_millis(2 * outage_ms),
+    )
+    .await;
     let ids: BTreeSet<String> = got.iter().map(message_id).collect();
     assert_eq!(
         ids,
@@ -402,6 +414,13 @@ async fn broker_outage_mid_stream_loses_nothing() {
         ids.len(),
         accepted.len(),
         d.log_text()
+    );
+    eprintln!(
+        "RabbitMQ stopped for {:.1} s under posting: {} events accepted (every post 200), all {} delivered, {:.1} s from first post to last delivery",
+        outage_ms as f64 / 1000.0,
+        accepted.len(),
+        ids.len(),
+        started.elapsed().as_secs_f64()
     );
     assert!(
         metric(
