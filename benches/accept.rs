@@ -39,7 +39,15 @@ fn main() {
         .expect("start no-op server");
     wait_port(noop_port);
     let noop_url = format!("http://127.0.0.1:{noop_port}/hooks/portal");
-    let noop_closed = rt.block_on(closed_loop(&noop_url, clients, seconds, 0, None, u64::MAX));
+    let noop_closed = rt.block_on(closed_loop(
+        &noop_url,
+        clients,
+        seconds,
+        0,
+        None,
+        u64::MAX,
+        None,
+    ));
     let _ = noop.kill();
     let _ = noop.wait();
 
@@ -63,10 +71,18 @@ fn main() {
             }
         })
     };
-    let hb = rt.block_on(closed_loop(&url, clients, seconds, 1, None, u64::MAX));
+    let hb = rt.block_on(closed_loop(&url, clients, seconds, 1, None, u64::MAX, None));
     let half = hb.rate / 2.0;
     let commits = rt.block_on(commit_figures(port));
-    let hb_half = rt.block_on(closed_loop(&url, clients, seconds, 2, Some(half), u64::MAX));
+    let hb_half = rt.block_on(closed_loop(
+        &url,
+        clients,
+        seconds,
+        2,
+        Some(half),
+        u64::MAX,
+        None,
+    ));
     sampling.store(false, Ordering::SeqCst);
     let _ = sampler.join();
     std::thread::sleep(Duration::from_secs(2));
@@ -115,6 +131,7 @@ fn main() {
         disk as f64 / 1048576.0,
         disk as f64 / accepted.max(1) as f64
     );
+    file_end_to_end(&rt, env_or("BENCH_E2E_RATE", 1000.0), seconds, clients);
     let n: u64 = env_or("BENCH_BACKLOG", 0);
     if n > 0 {
         backlog(&rt, n, clients);
@@ -176,6 +193,7 @@ fn backlog(rt: &tokio::runtime::Runtime, n: u64, clients: usize) {
         9,
         None,
         n,
+        None,
     ));
     let fill = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
@@ -289,6 +307,102 @@ fn sign(body: &[u8]) -> String {
     hookbridge::verify::sign(KEY.as_bytes(), body)
 }
 
+/// Event ids acknowledged, with when each request was due.
+type Sent = Arc<std::sync::Mutex<Vec<(String, Instant)>>>;
+
+/// End to end through the file sink: `rate` paced requests for `seconds`; latency from a request's
+/// due time to its event's line appearing in the sink's file (polled every millisecond).
+fn file_end_to_end(rt: &tokio::runtime::Runtime, rate: f64, seconds: u64, clients: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_config(dir.path(), port);
+    let mut daemon = start_daemon(&config, dir.path());
+    wait_port(port);
+    let sent: Sent = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let path = dir.path().join("events.jsonl");
+    let tail = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::HashMap::new();
+            let mut offset = 0usize;
+            let mut idle_after_done = 0;
+            loop {
+                let text = std::fs::read(&path).unwrap_or_default();
+                let now = Instant::now();
+                if text.len() > offset {
+                    let end = text[..]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(offset, |i| i + 1)
+                        .max(offset);
+                    for line in text[offset..end].split(|b| *b == b'\n') {
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+                            if let Some(id) = v["event_id"].as_str() {
+                                seen.entry(id.to_string()).or_insert(now);
+                            }
+                        }
+                    }
+                    offset = end;
+                    idle_after_done = 0;
+                } else if done.load(Ordering::SeqCst) {
+                    idle_after_done += 1;
+                    if idle_after_done > 2000 {
+                        return seen;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let r = rt.block_on(closed_loop(
+        &format!("http://127.0.0.1:{port}/hooks/portal"),
+        clients,
+        seconds,
+        7,
+        Some(rate),
+        u64::MAX,
+        Some(sent.clone()),
+    ));
+    done.store(true, Ordering::SeqCst);
+    let seen = tail.join().expect("tail");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    let _ = daemon.wait();
+    let sent = sent.lock().expect("lock");
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| {
+            seen.get(id)
+                .map(|s| s.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!();
+    println!("## End to end through the file sink at {rate:.0} events/s");
+    println!();
+    println!(
+        "- {} accepted, {} seen in the file; accept → line in file: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        sent.len(),
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        lat.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "- accept latency at that rate: p50 {:.2} ms, p99 {:.2} ms",
+        r.p50, r.p99
+    );
+}
+
 struct Result {
     rate: f64,
     p50: f64,
@@ -307,6 +421,7 @@ async fn closed_loop(
     run: u64,
     target: Option<f64>,
     limit: u64,
+    sent: Option<Sent>,
 ) -> Result {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
@@ -318,6 +433,7 @@ async fn closed_loop(
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (client, url, counter) = (client.clone(), url.to_string(), counter.clone());
+        let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -347,8 +463,15 @@ async fn closed_loop(
                     .await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {
-                        let _ = resp.bytes().await;
+                        let body = resp.bytes().await.unwrap_or_default();
                         lat.push(scheduled.elapsed().as_secs_f64() * 1000.0);
+                        if let Some(sent) = &sent {
+                            let v: serde_json::Value =
+                                serde_json::from_slice(&body).unwrap_or_default();
+                            if let Some(id) = v["accepted"][0].as_str() {
+                                sent.lock().expect("lock").push((id.to_string(), scheduled));
+                            }
+                        }
                     }
                     _ => errors += 1,
                 }
