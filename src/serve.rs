@@ -73,7 +73,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             })?;
         match sink {
             Some(sink) => {
-                health.expect(name);
+                health.register(name);
                 let control = Arc::new(SinkControl::default());
                 controls.insert(name.clone(), control.clone());
                 dispatchers.spawn(

@@ -22,7 +22,7 @@ pub struct Health {
 
 impl Health {
     /// Registers a sink that must connect before the daemon is ready.
-    pub fn expect(&self, sink: &str) {
+    pub fn register(&self, sink: &str) {
         if let Ok(mut m) = self.sinks.lock() {
             m.entry(sink.to_string()).or_insert(false);
         }
