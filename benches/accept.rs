@@ -74,6 +74,11 @@ fn main() {
     let hb = rt.block_on(closed_loop(&url, clients, seconds, 1, None, u64::MAX, None));
     let half = hb.rate / 2.0;
     let commits = rt.block_on(commit_figures(port));
+    let peak_max_phase = peak.load(Ordering::SeqCst);
+    // Accept alone: the sink paused, so the two cores serve only ingress and the queue.
+    rt.block_on(admin_post(port, "/admin/sinks/log/pause"));
+    let hb_alone = rt.block_on(closed_loop(&url, clients, seconds, 3, None, u64::MAX, None));
+    rt.block_on(admin_post(port, "/admin/sinks/log/resume"));
     // Let the sink drain what the max phase queued, so the half-rate phase is measured alone.
     let drained = rt.block_on(wait_drained(port));
     let hb_half = rt.block_on(closed_loop(
@@ -95,13 +100,14 @@ fn main() {
         .arg(pid.to_string())
         .status();
     let _ = daemon.wait();
-    let accepted = hb.ok + hb_half.ok;
+    let accepted = hb.ok + hb_alone.ok + hb_half.ok;
 
     println!("| phase | requests/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, r) in [
         ("no-op actix handler (ceiling)", &noop_closed),
         ("hookbridge, durable accept (max)", &hb),
+        ("hookbridge, durable accept, sink paused (max)", &hb_alone),
         ("hookbridge at half its max rate", &hb_half),
     ] {
         println!(
@@ -115,12 +121,17 @@ fn main() {
         hb.rate / noop_closed.rate.max(1.0)
     );
     println!(
+        "- with the sink paused (accept alone): **{:.2}**",
+        hb_alone.rate / noop_closed.rate.max(1.0)
+    );
+    println!(
         "- p99 at half rate ({half:.0}/s): **{:.2} ms** (target < 10 ms)",
         hb_half.p99
     );
     println!(
-        "- RSS: idle {:.1} MiB, peak under load {:.1} MiB, after load {:.1} MiB",
+        "- RSS: idle {:.1} MiB, peak in the max phase {:.1} MiB, peak overall (incl. the paused-sink backlog) {:.1} MiB, after load {:.1} MiB",
         rss_idle as f64 / 1024.0,
+        peak_max_phase as f64 / 1024.0,
         peak.load(Ordering::SeqCst) as f64 / 1024.0,
         rss_after as f64 / 1024.0
     );
@@ -508,6 +519,17 @@ async fn closed_loop(
         ok: all.len() as u64,
         errors,
     }
+}
+
+/// POSTs to an admin endpoint of the benchmark daemon (token "bench").
+async fn admin_post(port: u16, path: &str) {
+    let ok = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth("bench")
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    assert!(ok, "admin call {path} failed");
 }
 
 /// Waits until the file sink has no pending deliveries (the metrics gauge, which costs nothing,
