@@ -138,6 +138,8 @@ pub struct Queue {
     dir: std::path::PathBuf,
     min_free: u64,
     counted: tokio::sync::watch::Sender<bool>,
+    counting: std::sync::Mutex<Option<JoinHandle<()>>>,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// Now, in epoch milliseconds.
@@ -169,12 +171,14 @@ impl Queue {
             dir: dir.to_path_buf(),
             min_free: retention.min_free,
             counted: tokio::sync::watch::Sender::new(false),
+            counting: std::sync::Mutex::new(None),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         // Counting a large backlog takes seconds: do it beside the daemon, not before it is ready.
         // Rows older than `snapshot` are counted here; newer ones by the commits that add them.
         let snapshot = queue.db.generate_id()?;
         let counter = Arc::downgrade(&queue);
-        std::thread::Builder::new()
+        let counting = std::thread::Builder::new()
             .name("hookbridge-count".into())
             .spawn(move || {
                 if let Some(q) = counter.upgrade() {
@@ -182,6 +186,9 @@ impl Queue {
                 }
             })
             .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
+        if let Ok(mut slot) = queue.counting.lock() {
+            *slot = Some(counting);
+        }
         let weak = Arc::downgrade(&queue);
         if let Some(tx) = queue.sender().ok().map(|t| t.downgrade()) {
             std::thread::Builder::new()
@@ -293,6 +300,12 @@ impl Queue {
 
     /// Stops the committer after it has written what it was given, and flushes.
     pub fn close(&self) -> Result<(), QueueError> {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let counting = self.counting.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = counting {
+            let _ = h.join();
+        }
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
@@ -432,7 +445,10 @@ impl Queue {
         let started = std::time::Instant::now();
         let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for prefix in [READY, WAITING, DEAD] {
-            for item in self.tree.scan_prefix([prefix]) {
+            for (i, item) in self.tree.scan_prefix([prefix]).enumerate() {
+                if i % 10_000 == 0 && self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 let Ok((key, _)) = item else { continue };
                 let Some((sink, rest)) = split_sink(&key) else {
                     continue;
