@@ -2,7 +2,10 @@
 //!
 //! Off (404) unless `server.admin_token` is set; the token is compared in constant time.
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -14,6 +17,7 @@ use crate::ingress::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
+            .wrap(from_fn(require_token))
             .route("/queue", web::get().to(queue_stats))
             .route("/dlq", web::get().to(dlq_list))
             .route("/dlq/replay", web::post().to(dlq_replay))
@@ -39,6 +43,28 @@ fn error(
     message: impl Into<String>,
 ) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": code, "message": message.into() }))
+}
+
+/// Lets a request through to the admin handlers only with the configured bearer token.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let refusal = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => refuse(req.request(), state),
+        None => Some(error(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "no_state",
+            "the admin API is not wired to the daemon",
+        )),
+    };
+    match refusal {
+        Some(response) => Ok(req.into_response(response).map_into_right_body()),
+        None => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body),
+    }
 }
 
 /// None when the request carries the configured token; the refusal otherwise.
@@ -98,46 +124,27 @@ fn internal(e: impl std::fmt::Display) -> HttpResponse {
     )
 }
 
-async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    refuse(&req, &state).unwrap_or_else(|| {
-        error(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not_found",
-            "no such admin endpoint",
-        )
-    })
+async fn not_found() -> HttpResponse {
+    error(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such admin endpoint",
+    )
 }
 
-async fn queue_stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(r) = refuse(&req, &state) {
-        return r;
-    }
+async fn queue_stats(state: web::Data<AppState>) -> HttpResponse {
     let sinks: Vec<String> = state.config().sinks.keys().cloned().collect();
     let queue = state.queue.clone();
     blocking(move || queue.stats(&sinks)).await
 }
 
-async fn dlq_list(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    f: web::Query<Filter>,
-) -> HttpResponse {
-    if let Some(r) = refuse(&req, &state) {
-        return r;
-    }
+async fn dlq_list(state: web::Data<AppState>, f: web::Query<Filter>) -> HttpResponse {
     let queue = state.queue.clone();
     let f = f.into_inner();
     blocking(move || queue.dead_letters(f.sink.as_deref(), f.id.as_deref())).await
 }
 
-async fn dlq_replay(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    f: web::Query<Filter>,
-) -> HttpResponse {
-    if let Some(r) = refuse(&req, &state) {
-        return r;
-    }
+async fn dlq_replay(state: web::Data<AppState>, f: web::Query<Filter>) -> HttpResponse {
     let f = f.into_inner();
     match state.queue.replay(f.sink, f.id).await {
         Ok(n) => HttpResponse::Ok().json(json!({ "replayed": n })),
@@ -145,14 +152,7 @@ async fn dlq_replay(
     }
 }
 
-async fn dlq_purge(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    f: web::Query<Filter>,
-) -> HttpResponse {
-    if let Some(r) = refuse(&req, &state) {
-        return r;
-    }
+async fn dlq_purge(state: web::Data<AppState>, f: web::Query<Filter>) -> HttpResponse {
     let queue = state.queue.clone();
     let f = f.into_inner();
     blocking(move || {
@@ -163,14 +163,7 @@ async fn dlq_purge(
     .await
 }
 
-async fn event_status(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> HttpResponse {
-    if let Some(r) = refuse(&req, &state) {
-        return r;
-    }
+async fn event_status(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let sinks: Vec<String> = state.config().sinks.keys().cloned().collect();
     let queue = state.queue.clone();
     let id = id.into_inner();
@@ -187,10 +180,7 @@ async fn event_status(
     }
 }
 
-async fn sinks(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(r) = refuse(&req, &state) {
-        return r;
-    }
+async fn sinks(state: web::Data<AppState>) -> HttpResponse {
     let waiting = state.health.waiting_for();
     let list: Vec<_> = state
         .controls
@@ -206,31 +196,15 @@ async fn sinks(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(list)
 }
 
-async fn pause(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-) -> HttpResponse {
-    set_paused(req, state, name.into_inner(), true)
+async fn pause(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
+    set_paused(state, name.into_inner(), true)
 }
 
-async fn resume(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-) -> HttpResponse {
-    set_paused(req, state, name.into_inner(), false)
+async fn resume(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
+    set_paused(state, name.into_inner(), false)
 }
 
-fn set_paused(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    name: String,
-    paused: bool,
-) -> HttpResponse {
-    if let Some(r) = refuse(&req, &state) {
-        return r;
-    }
+fn set_paused(state: web::Data<AppState>, name: String, paused: bool) -> HttpResponse {
     match state.controls.get(&name) {
         Some(c) => {
             c.set_paused(paused);
