@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, free_port, sample};
+use common::{BASE_CONFIG, Daemon, free_port, sample};
 use mailin::{Action, Handler, Response, SessionBuilder};
 use mailparse::{MailHeaderMap, ParsedMail};
 
@@ -240,19 +240,7 @@ fn config(smtp_port: u16, templates: &str, sink_extra: Option<&str>) -> String {
         r#"
 templates = "{templates}"
 
-[server]
-listen = "127.0.0.1:{{port}}"
-
-[storage]
-path = "{{dir}}/data"
-
-[hooks.portal]
-kind = "portal"
-secrets = ["example-signature-key"]
-
-[hooks.features]
-kind = "feature-service"
-secrets = ["example-signature-key"]
+{BASE_CONFIG}
 
 [defaults.retry]
 attempts = 5

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, free_port, sample};
+use common::{BASE_CONFIG, Daemon, free_port, sample};
 use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -32,19 +32,7 @@ struct Consumed {
 fn config(brokers: &str, topic: &str, extra: &str, attempts: u32) -> String {
     format!(
         r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-
-[storage]
-path = "{{dir}}/data"
-
-[hooks.portal]
-kind = "portal"
-secrets = ["example-signature-key"]
-
-[hooks.features]
-kind = "feature-service"
-secrets = ["example-signature-key"]
+{BASE_CONFIG}
 
 [sinks.bus]
 type = "kafka"

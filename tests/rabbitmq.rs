@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, sample};
+use common::{BASE_CONFIG, Daemon, sample};
 use futures::StreamExt;
 use hookbridge::render::Renderer;
 use hookbridge::sinks::{Delivery as Job, Outcome, Sink, SinkConfig, SinkError};
@@ -35,19 +35,7 @@ fn unique(prefix: &str) -> String {
 fn config(exchange: &str, extra: &str) -> String {
     format!(
         r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-
-[storage]
-path = "{{dir}}/data"
-
-[hooks.portal]
-kind = "portal"
-secrets = ["example-signature-key"]
-
-[hooks.features]
-kind = "feature-service"
-secrets = ["example-signature-key"]
+{BASE_CONFIG}
 
 [sinks.audit]
 type = "rabbitmq"

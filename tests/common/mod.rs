@@ -61,6 +61,24 @@ pub struct Daemon {
     log: PathBuf,
 }
 
+/// The `[server]`, `[storage]` and two signed hooks (`portal`, `features`) that sink tests build
+/// on; `{port}` and `{dir}` are filled in by `Daemon::start`.
+pub const BASE_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:{port}"
+
+[storage]
+path = "{dir}/data"
+
+[hooks.portal]
+kind = "portal"
+secrets = ["example-signature-key"]
+
+[hooks.features]
+kind = "feature-service"
+secrets = ["example-signature-key"]
+"#;
+
 /// The config used when a test does not need its own: two hooks, everything to a file sink.
 pub const FILE_CONFIG: &str = r#"
 [server]
