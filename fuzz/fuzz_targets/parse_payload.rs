@@ -3,10 +3,12 @@
 //! Invariants: never panics; every event id is 32 lowercase hex digits (a valid dedup key);
 //! parsing is deterministic; every event carries the hook it arrived on; `auto` gives the same
 //! events as the kind it detected; `Event::field` answers every routing field; an event
-//! survives the JSON round trip the queue stores it through.
+//! survives the JSON round trip the queue stores it through; where `properties_pointer` says an
+//! event's properties sit in the body, the body holds exactly those properties there (the queue
+//! stores them only once, in the body, and reads them back from that pointer).
 #![no_main]
 
-use hookbridge::arcgis::parse;
+use hookbridge::arcgis::{parse, properties_pointer};
 use hookbridge::config::HookKind;
 use hookbridge::event::{Event, EventKind, FIELDS};
 use libfuzzer_sys::fuzz_target;
@@ -74,6 +76,15 @@ fuzz_target!(|data: &[u8]| {
     };
     for e in &events {
         check_event(e, kind);
+    }
+    let body: serde_json::Value = serde_json::from_slice(json).expect("a parsed body is JSON");
+    for (i, e) in events.iter().enumerate() {
+        if let Some(at) = properties_pointer(e.kind, i) {
+            if !e.properties.is_empty() {
+                let stored = body.pointer(&at).and_then(|v| v.as_object());
+                assert_eq!(stored, Some(&e.properties), "properties not at {at}");
+            }
+        }
     }
     let again = parse(kind, HOOK, json).expect("parsing is deterministic");
     assert_eq!(again, events);

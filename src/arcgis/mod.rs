@@ -8,7 +8,7 @@ mod portal;
 use serde_json::Value;
 
 use crate::config::HookKind;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 
 /// Why a body is not a payload of the hook's kind (answered with 400).
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,18 @@ pub fn parse_value(kind: HookKind, hook: &str, value: Value) -> Result<Vec<Event
         HookKind::FeatureService => feature::parse(hook, value),
         HookKind::Geoprocessing => geoprocessing::parse(hook, value),
         HookKind::Auto => Err(ParseError::Unrecognized),
+    }
+}
+
+/// Where the `index`-th event's properties sit verbatim in its payload, as a JSON pointer, so that
+/// the queue can store them once (in the body) instead of twice.
+///
+/// Only portal events copy their properties from the payload unchanged; the other kinds build
+/// theirs, so they have no pointer.
+pub fn properties_pointer(kind: EventKind, index: usize) -> Option<String> {
+    match kind {
+        EventKind::Portal => Some(portal::properties_pointer(index)),
+        EventKind::FeatureService | EventKind::Geoprocessing => None,
     }
 }
 

@@ -83,6 +83,11 @@ pub(super) fn parse(hook: &str, value: Value) -> Result<Vec<Event>, ParseError> 
         .collect())
 }
 
+/// The JSON pointer of the `index`-th event's properties in a portal payload.
+pub(super) fn properties_pointer(index: usize) -> String {
+    format!("/events/{index}/properties")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +152,17 @@ mod tests {
         let err = parse("p", v).unwrap_err().to_string();
         assert!(err.contains("events[0]"), "{err}");
         assert!(err.contains("operation"), "{err}");
+    }
+
+    #[test]
+    fn properties_pointer_finds_each_events_properties() {
+        let v = sample("portal-item-share-multi.json");
+        let ev = parse("p", v.clone()).unwrap();
+        assert_eq!(ev.len(), 2);
+        for (i, e) in ev.iter().enumerate() {
+            let at = v.pointer(&properties_pointer(i)).unwrap();
+            assert_eq!(at.as_object().unwrap(), &e.properties);
+        }
+        assert!(!ev[0].properties.is_empty());
     }
 }

@@ -190,9 +190,11 @@ async fn accept(
     let config = state.config();
     let routed: Vec<RoutedEvent> = events
         .into_iter()
-        .map(|event| {
-            let sinks = config.routes.sinks_for(&event);
-            RoutedEvent { event, sinks }
+        .enumerate()
+        .map(|(i, event)| RoutedEvent {
+            sinks: config.routes.sinks_for(&event),
+            properties_at: arcgis::properties_pointer(event.kind, i),
+            event,
         })
         .collect();
     let text: Arc<str> = Arc::from(String::from_utf8_lossy(&decoded.json).as_ref());

@@ -29,6 +29,9 @@ pub struct RoutedEvent {
     pub event: Event,
     /// Destination sink names (empty when no route matched).
     pub sinks: Vec<String>,
+    /// Where the event's properties sit verbatim in the payload (a JSON pointer), if they do:
+    /// the event row then leaves them out and they are read back from the body row.
+    pub properties_at: Option<String>,
 }
 
 /// What became of a request's events.
@@ -358,7 +361,12 @@ fn stage_accept(
     let mut outcome = AcceptOutcome::default();
     let mut body_seq = None;
     let window_start = now.saturating_sub(retention.dedup_window.as_millis() as u64);
-    for RoutedEvent { mut event, sinks } in events {
+    for RoutedEvent {
+        mut event,
+        sinks,
+        properties_at,
+    } in events
+    {
         let Some(key) = event.dedup_key() else {
             return Err(QueueError::Corrupt {
                 key: event.event_id.clone(),
@@ -396,7 +404,16 @@ fn stage_accept(
                 *added.entry(sink.clone()).or_default() += 1;
             }
             let id = event.event_id.clone();
-            batch.insert(seq_key(EVENT, seq), encode(&EventRow { event, body }));
+            let properties_at = properties_at.filter(|_| !event.properties.is_empty());
+            if properties_at.is_some() {
+                event.properties = serde_json::Map::new();
+            }
+            let row = EventRow {
+                event,
+                body,
+                properties_at,
+            };
+            batch.insert(seq_key(EVENT, seq), encode(&row));
             outcome.accepted.push(id);
         } else {
             outcome.accepted.push(event.event_id);

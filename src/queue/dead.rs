@@ -122,6 +122,7 @@ pub(super) fn stage_replay(
                 encode(&EventRow {
                     event: letter.event.clone(),
                     body: letter.body,
+                    properties_at: None,
                 }),
             );
         }

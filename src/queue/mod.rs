@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use commit::{AcceptOutcome, RoutedEvent};
@@ -69,6 +70,56 @@ pub struct EventRow {
     pub event: Event,
     /// Sequence number of its body row.
     pub body: u64,
+    /// Where `event`'s properties sit in the body (a JSON pointer) when they were left out of
+    /// the row to store them once; see [`EventRow::restore`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties_at: Option<String>,
+}
+
+impl EventRow {
+    /// The stored event, with its properties put back from `body` (the body row's JSON) when the
+    /// row points there; `body` is only read for such rows.
+    pub fn restore(self, key: &[u8], body: Option<&Value>) -> Result<Event, QueueError> {
+        let EventRow {
+            mut event,
+            properties_at,
+            ..
+        } = self;
+        if let Some(at) = properties_at {
+            match body.and_then(|v| v.pointer(&at)).and_then(Value::as_object) {
+                Some(props) => event.properties = props.clone(),
+                None => return Err(corrupt(key, &format!("no properties at {at} in its body"))),
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// A body row read for a batch of deliveries: its text, and its JSON once an event needs it.
+struct BodyRow {
+    text: Arc<str>,
+    json: std::cell::OnceCell<Option<Value>>,
+}
+
+impl BodyRow {
+    /// Reads body row `seq` (`null` if it is gone).
+    fn load(tree: &sled::Tree, seq: u64) -> Result<Self, QueueError> {
+        let text: Arc<str> = match tree.get(seq_key(BODY, seq))? {
+            Some(b) => Arc::from(String::from_utf8_lossy(&b).as_ref()),
+            None => Arc::from("null"),
+        };
+        Ok(BodyRow {
+            text,
+            json: std::cell::OnceCell::new(),
+        })
+    }
+
+    /// The body parsed, if it is JSON.
+    fn json(&self) -> Option<&Value> {
+        self.json
+            .get_or_init(|| serde_json::from_str(&self.text).ok())
+            .as_ref()
+    }
 }
 
 /// A pending delivery's state.
@@ -321,7 +372,7 @@ impl Queue {
     pub fn take(&self, sink: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
         self.promote_due(sink, now_ms())?;
         let mut out = Vec::new();
-        let mut bodies: HashMap<u64, Arc<str>> = HashMap::new();
+        let mut bodies: HashMap<u64, BodyRow> = HashMap::new();
         let mut orphans = sled::Batch::default();
         let mut orphan_count = 0;
         for item in self.tree.scan_prefix(sink_prefix(READY, sink)) {
@@ -332,28 +383,30 @@ impl Queue {
             let (_, rest) = split_sink(&key).ok_or_else(|| corrupt(&key, "bad key"))?;
             let seq = u64_at(rest, 0).ok_or_else(|| corrupt(&key, "bad key"))?;
             let row: DeliveryRow = decode(&key, &value)?;
-            let Some(ev) = self.tree.get(seq_key(EVENT, seq))? else {
+            let ekey = seq_key(EVENT, seq);
+            let Some(ev) = self.tree.get(&ekey)? else {
                 tracing::error!(sink, seq, "delivery refers to a missing event; dropping it");
                 orphans.remove(key);
                 orphan_count += 1;
                 continue;
             };
-            let ev: EventRow = decode(&seq_key(EVENT, seq), &ev)?;
-            let payload = match bodies.get(&ev.body) {
-                Some(p) => p.clone(),
-                None => {
-                    let text: Arc<str> = match self.tree.get(seq_key(BODY, ev.body))? {
-                        Some(b) => Arc::from(String::from_utf8_lossy(&b).as_ref()),
-                        None => Arc::from("null"),
-                    };
-                    bodies.insert(ev.body, text.clone());
-                    text
+            let ev: EventRow = decode(&ekey, &ev)?;
+            let body = match bodies.entry(ev.body) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(BodyRow::load(&self.tree, ev.body)?)
                 }
+            };
+            let payload = body.text.clone();
+            let json = if ev.properties_at.is_some() {
+                body.json()
+            } else {
+                None
             };
             out.push(Delivery {
                 seq,
                 attempts: row.attempts,
-                event: ev.event,
+                event: ev.restore(&ekey, json)?,
                 payload,
             });
         }

@@ -52,7 +52,17 @@ impl Queue {
         };
         let ekey = seq_key(EVENT, seq);
         let event = match self.tree.get(&ekey)? {
-            Some(v) => Some(decode::<EventRow>(&ekey, &v)?.event),
+            Some(v) => {
+                let row = decode::<EventRow>(&ekey, &v)?;
+                let body = match row.properties_at {
+                    Some(_) => self
+                        .tree
+                        .get(seq_key(BODY, row.body))?
+                        .and_then(|b| serde_json::from_slice(&b).ok()),
+                    None => None,
+                };
+                Some(row.restore(&ekey, body.as_ref())?)
+            }
             None => None,
         };
         let mut deliveries = Vec::new();

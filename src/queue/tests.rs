@@ -42,6 +42,7 @@ fn routed(ns: &[u64], sinks: &[&str]) -> Vec<RoutedEvent> {
         .map(|n| RoutedEvent {
             event: event(*n),
             sinks: sinks.iter().map(|s| s.to_string()).collect(),
+            properties_at: None,
         })
         .collect()
 }
@@ -86,6 +87,56 @@ async fn accept_dedups_within_and_across_requests_and_survives_reopen() {
         }
     );
     q.close().unwrap();
+}
+
+#[tokio::test]
+async fn properties_found_in_the_body_are_stored_once_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let payload = r#"{"events":[{"properties":{"big":"x"}},{"properties":{"n":[1,2.5]}}]}"#;
+    let mut evs = routed(&[1, 2, 3], &["s"]);
+    for (i, r) in evs.iter_mut().enumerate().take(2) {
+        r.properties_at = Some(format!("/events/{i}/properties"));
+        r.event.properties =
+            serde_json::from_str::<Value>(payload).unwrap()["events"][i]["properties"]
+                .as_object()
+                .unwrap()
+                .clone();
+    }
+    evs[2].properties_at = Some("/events/2/properties".into());
+    let expected: Vec<Event> = evs.iter().map(|r| r.event.clone()).collect();
+    q.accept(Arc::from(payload), evs).await.unwrap();
+
+    let row: EventRow =
+        serde_json::from_slice(&q.tree.scan_prefix([keys::EVENT]).next().unwrap().unwrap().1)
+            .unwrap();
+    assert!(row.event.properties.is_empty(), "left out of the row");
+    assert_eq!(row.properties_at.as_deref(), Some("/events/0/properties"));
+
+    let taken = q.take("s", 10).unwrap();
+    for (d, want) in taken.iter().zip(&expected) {
+        assert_eq!(d.event.properties, want.properties);
+        assert_eq!(d.event.event_id, want.event_id);
+    }
+    let status = q.status(&expected[1].event_id, &[]).unwrap().unwrap();
+    assert_eq!(status.event.unwrap().properties, expected[1].properties);
+    q.close().unwrap();
+}
+
+#[test]
+fn a_row_pointing_at_missing_properties_is_reported_corrupt() {
+    let row = EventRow {
+        event: event(1),
+        body: 7,
+        properties_at: Some("/events/0/properties".into()),
+    };
+    let body: Value = serde_json::json!({"events": []});
+    let err = row.restore(b"e1", Some(&body)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no properties at /events/0/properties"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
