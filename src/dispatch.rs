@@ -1,9 +1,12 @@
 //! One loop per sink: take deliveries, send, record the outcome, retry with backoff, dead-letter.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +15,7 @@ use crate::config::{Backoff, RetryConfig};
 use crate::ingress::Health;
 use crate::metrics::METRICS;
 use crate::queue::{Decision, Queue, now_ms};
-use crate::sinks::{Outcome, Sink};
+use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
 /// Operator control over one sink's dispatcher: pause and resume (from the admin API).
 #[derive(Debug, Default)]
@@ -62,8 +65,15 @@ pub fn backoff_delay(b: &Backoff, attempt: u32) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// A batch on its way to the sink: the deliveries, the sink's answer, and how long it took.
+type Sent = (Vec<Delivery>, Result<Vec<Outcome>, SinkError>, Duration);
+
 impl Dispatcher {
     /// Connects, then loops until `shutdown` is cancelled.
+    ///
+    /// Up to `Sink::max_in_flight` batches are sent at once, so that a broker's acks for one
+    /// batch overlap with publishing the next; outcomes are recorded in the order batches were
+    /// taken. On shutdown, the batches in hand are finished and recorded first.
     pub async fn run(self) {
         if !self.connect().await {
             return;
@@ -73,103 +83,158 @@ impl Dispatcher {
             _ = self.shutdown.cancelled() => return,
         }
         let waker = self.queue.waker(&self.name);
+        let depth = self.sink.max_in_flight().max(1);
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, Sent>> = FuturesOrdered::new();
+        let mut taken: HashSet<u64> = HashSet::new();
         let mut outage = 0u32;
-        while !self.shutdown.is_cancelled() {
-            if self.control.is_paused() {
-                let resumed = self.control.changed.notified();
-                if self.control.is_paused() {
-                    tokio::select! {
-                        _ = resumed => {}
-                        _ = self.shutdown.cancelled() => {}
+        // After a failed batch: no new batches until the in-flight ones are back and this passes.
+        let mut backoff: Option<Duration> = None;
+        loop {
+            let stopping = self.shutdown.is_cancelled();
+            let mut hold = None;
+            if !stopping && backoff.is_none() && !self.control.is_paused() {
+                while in_flight.len() < depth {
+                    let batch = match self.queue.take(&self.name, self.sink.max_batch(), &taken) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(sink = %self.name, error = %e, "cannot read the queue");
+                            backoff = Some(Duration::from_secs(1));
+                            break;
+                        }
+                    };
+                    if batch.is_empty() {
+                        break;
                     }
+                    if let Some(until) = self.sink.hold_until(&batch) {
+                        if until > now_ms() {
+                            hold = Some(until);
+                            break;
+                        }
+                    }
+                    taken.extend(batch.iter().map(|d| d.seq));
+                    let sink = self.sink.clone();
+                    in_flight.push_back(Box::pin(async move {
+                        let started = Instant::now();
+                        let result = sink.send(&batch).await;
+                        (batch, result, started.elapsed())
+                    }));
                 }
-                continue;
             }
-            let batch = match self.queue.take(&self.name, self.sink.max_batch()) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(sink = %self.name, error = %e, "cannot read the queue");
-                    self.pause(Duration::from_secs(1)).await;
+            if in_flight.is_empty() {
+                if stopping {
+                    break;
+                }
+                if let Some(delay) = backoff.take() {
+                    self.pause(delay).await;
                     continue;
                 }
-            };
-            if batch.is_empty() {
-                let wait = match self.queue.next_due(&self.name) {
-                    Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms()).max(1)),
-                    _ => Duration::from_secs(60),
-                };
+                self.idle(&waker, hold).await;
+                continue;
+            }
+            let next = if in_flight.len() < depth && !stopping && backoff.is_none() {
                 tokio::select! {
-                    _ = waker.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.shutdown.cancelled() => {}
+                    done = in_flight.next() => done,
+                    _ = waker.notified() => continue,
                 }
+            } else {
+                in_flight.next().await
+            };
+            let Some((batch, result, elapsed)) = next else {
                 continue;
+            };
+            for d in &batch {
+                taken.remove(&d.seq);
             }
-            if let Some(until) = self.sink.hold_until(&batch) {
-                let now = now_ms();
-                if until > now {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(until - now)) => {}
-                        _ = self.shutdown.cancelled() => {}
-                    }
-                    continue;
-                }
-            }
-            let started = Instant::now();
-            let result = self.sink.send(&batch).await;
             METRICS
                 .send_seconds
                 .with_label_values(&[&self.name])
-                .observe(started.elapsed().as_secs_f64());
+                .observe(elapsed.as_secs_f64());
             match result {
                 Ok(outcomes) => {
                     outage = 0;
-                    let now = now_ms();
-                    let decisions: Vec<_> = batch
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| {
-                            let outcome = outcomes.get(i).cloned().unwrap_or_else(|| {
-                                Outcome::Retry("the sink reported no outcome".into())
-                            });
-                            (d, self.decide(d.attempts, outcome, now))
-                        })
-                        .collect();
-                    for (d, decision) in &decisions {
-                        let label = match decision {
-                            Decision::Delivered => "delivered",
-                            Decision::Retry { error, .. } => {
-                                tracing::warn!(sink = %self.name, event_id = %d.event.event_id, attempt = d.attempts + 1, %error, "delivery failed; will retry");
-                                "retry"
-                            }
-                            Decision::Dead { error } => {
-                                tracing::error!(sink = %self.name, event_id = %d.event.event_id, attempts = d.attempts + 1, %error, "delivery is dead-lettered");
-                                "dead"
-                            }
-                        };
-                        METRICS
-                            .deliveries
-                            .with_label_values(&[&self.name, label])
-                            .inc();
-                    }
-                    if let Err(e) = self.queue.complete(&self.name, &decisions) {
-                        tracing::error!(sink = %self.name, error = %e, "cannot record delivery outcomes; they will be sent again");
-                        self.pause(Duration::from_secs(1)).await;
-                    }
+                    self.record(&batch, outcomes).await;
                 }
                 Err(e) => {
-                    outage += 1;
-                    let delay = backoff_delay(&self.retry.backoff, outage);
                     METRICS
                         .deliveries
                         .with_label_values(&[&self.name, "unavailable"])
                         .inc_by(batch.len() as u64);
-                    tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink unavailable; nothing is lost, retrying");
-                    self.pause(delay).await;
+                    // The other batches in flight likely fail the same way: one outage, one wait.
+                    if backoff.is_none() {
+                        outage += 1;
+                        let delay = backoff_delay(&self.retry.backoff, outage);
+                        tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink unavailable; nothing is lost, retrying");
+                        backoff = Some(delay);
+                    }
                 }
             }
         }
         tracing::debug!(sink = %self.name, "dispatcher stopped");
+    }
+
+    /// Waits for new deliveries, the next retry or digest time, a resume, or shutdown.
+    async fn idle(&self, waker: &Notify, hold: Option<u64>) {
+        if self.control.is_paused() {
+            let resumed = self.control.changed.notified();
+            if self.control.is_paused() {
+                tokio::select! {
+                    _ = resumed => {}
+                    _ = self.shutdown.cancelled() => {}
+                }
+            }
+            return;
+        }
+        if let Some(until) = hold {
+            self.pause(Duration::from_millis(until.saturating_sub(now_ms())))
+                .await;
+            return;
+        }
+        let wait = match self.queue.next_due(&self.name) {
+            Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms()).max(1)),
+            _ => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = waker.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// Turns a batch's outcomes into decisions, counts them, and records them in the queue.
+    async fn record(&self, batch: &[Delivery], outcomes: Vec<Outcome>) {
+        let now = now_ms();
+        let decisions: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let outcome = outcomes
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| Outcome::Retry("the sink reported no outcome".into()));
+                (d, self.decide(d.attempts, outcome, now))
+            })
+            .collect();
+        for (d, decision) in &decisions {
+            let label = match decision {
+                Decision::Delivered => "delivered",
+                Decision::Retry { error, .. } => {
+                    tracing::warn!(sink = %self.name, event_id = %d.event.event_id, attempt = d.attempts + 1, %error, "delivery failed; will retry");
+                    "retry"
+                }
+                Decision::Dead { error } => {
+                    tracing::error!(sink = %self.name, event_id = %d.event.event_id, attempts = d.attempts + 1, %error, "delivery is dead-lettered");
+                    "dead"
+                }
+            };
+            METRICS
+                .deliveries
+                .with_label_values(&[&self.name, label])
+                .inc();
+        }
+        if let Err(e) = self.queue.complete(&self.name, &decisions) {
+            tracing::error!(sink = %self.name, error = %e, "cannot record delivery outcomes; they will be sent again");
+            self.pause(Duration::from_secs(1)).await;
+        }
     }
 
     /// Maps a sink's outcome to what the queue records, spending attempts on failures.

@@ -13,7 +13,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -368,8 +368,14 @@ impl Queue {
         Ok(())
     }
 
-    /// Up to `max` deliveries for `sink`, oldest first, after promoting retries that are due.
-    pub fn take(&self, sink: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
+    /// Up to `max` deliveries for `sink`, oldest first, after promoting retries that are due;
+    /// deliveries whose seq is in `in_flight` (handed out and not yet completed) are skipped.
+    pub fn take(
+        &self,
+        sink: &str,
+        max: usize,
+        in_flight: &HashSet<u64>,
+    ) -> Result<Vec<Delivery>, QueueError> {
         self.promote_due(sink, now_ms())?;
         let mut out = Vec::new();
         let mut bodies: HashMap<u64, BodyRow> = HashMap::new();
@@ -382,6 +388,9 @@ impl Queue {
             let (key, value) = item?;
             let (_, rest) = split_sink(&key).ok_or_else(|| corrupt(&key, "bad key"))?;
             let seq = u64_at(rest, 0).ok_or_else(|| corrupt(&key, "bad key"))?;
+            if in_flight.contains(&seq) {
+                continue;
+            }
             let row: DeliveryRow = decode(&key, &value)?;
             let ekey = seq_key(EVENT, seq);
             let Some(ev) = self.tree.get(&ekey)? else {

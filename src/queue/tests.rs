@@ -1,5 +1,6 @@
 //! Queue unit tests: accept and dedup, take and complete, retry timing, dead letters, retention.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +71,7 @@ async fn accept_dedups_within_and_across_requests_and_survives_reopen() {
     let q = Queue::open(dir.path(), long()).unwrap();
     let c = q.accept(payload, routed(&[3], &["s"])).await.unwrap();
     assert!(c.accepted.is_empty());
-    let taken = q.take("s", 10).unwrap();
+    let taken = q.take("s", 10, &HashSet::new()).unwrap();
     let ids: Vec<_> = taken.iter().map(|d| d.event.id.clone()).collect();
     assert_eq!(ids, vec!["item-1", "item-2", "item-3"]);
     assert_eq!(&*taken[0].payload, "{\"p\":1}");
@@ -113,13 +114,29 @@ async fn properties_found_in_the_body_are_stored_once_and_read_back() {
     assert!(row.event.properties.is_empty(), "left out of the row");
     assert_eq!(row.properties_at.as_deref(), Some("/events/0/properties"));
 
-    let taken = q.take("s", 10).unwrap();
+    let taken = q.take("s", 10, &HashSet::new()).unwrap();
     for (d, want) in taken.iter().zip(&expected) {
         assert_eq!(d.event.properties, want.properties);
         assert_eq!(d.event.event_id, want.event_id);
     }
     let status = q.status(&expected[1].event_id, &[]).unwrap().unwrap();
     assert_eq!(status.event.unwrap().properties, expected[1].properties);
+    q.close().unwrap();
+}
+
+#[tokio::test]
+async fn take_skips_deliveries_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    q.accept(Arc::from("{}"), routed(&[1, 2, 3, 4], &["s"]))
+        .await
+        .unwrap();
+    let first = q.take("s", 2, &HashSet::new()).unwrap();
+    let in_flight: HashSet<u64> = first.iter().map(|d| d.seq).collect();
+    let second = q.take("s", 10, &in_flight).unwrap();
+    let ids: Vec<_> = second.iter().map(|d| d.event.id.as_str()).collect();
+    assert_eq!(ids, ["item-3", "item-4"]);
+    assert_eq!(q.take("s", 10, &HashSet::new()).unwrap().len(), 4);
     q.close().unwrap();
 }
 
@@ -157,8 +174,8 @@ async fn concurrent_requests_share_commits_and_each_event_is_stored_once() {
         accepted += t.await.unwrap().unwrap().accepted.len();
     }
     assert_eq!(accepted, 32);
-    assert_eq!(q.take("a", 100).unwrap().len(), 32);
-    assert_eq!(q.take("b", 100).unwrap().len(), 32);
+    assert_eq!(q.take("a", 100, &HashSet::new()).unwrap().len(), 32);
+    assert_eq!(q.take("b", 100, &HashSet::new()).unwrap().len(), 32);
     q.close().unwrap();
 }
 
@@ -169,7 +186,7 @@ async fn complete_retry_dead_and_replay() {
     q.accept(Arc::from("{\"raw\":true}"), routed(&[1, 2, 3], &["s"]))
         .await
         .unwrap();
-    let batch = q.take("s", 10).unwrap();
+    let batch = q.take("s", 10, &HashSet::new()).unwrap();
     let now = now_ms();
     q.complete(
         "s",
@@ -192,11 +209,11 @@ async fn complete_retry_dead_and_replay() {
     )
     .unwrap();
     // Nothing is ready until the retry is due.
-    assert!(q.take("s", 10).unwrap().is_empty());
+    assert!(q.take("s", 10, &HashSet::new()).unwrap().is_empty());
     let due = q.next_due("s").unwrap().unwrap();
     assert!(due >= now + 300);
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let again = q.take("s", 10).unwrap();
+    let again = q.take("s", 10, &HashSet::new()).unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].event.id, "item-2");
     assert_eq!(again[0].attempts, 1);
@@ -216,7 +233,7 @@ async fn complete_retry_dead_and_replay() {
     assert_eq!(q.replay(Some("s".into()), None).await.unwrap(), 1);
     assert!(q.dead_letters(None, None).unwrap().is_empty());
     let ready: Vec<_> = q
-        .take("s", 10)
+        .take("s", 10, &HashSet::new())
         .unwrap()
         .into_iter()
         .map(|d| (d.event.id, d.attempts))
@@ -243,7 +260,7 @@ async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_k
         .await
         .unwrap();
     q.accept(Arc::from("{}"), routed(&[4], &[])).await.unwrap();
-    let batch = q.take("s", 10).unwrap();
+    let batch = q.take("s", 10, &HashSet::new()).unwrap();
     q.complete(
         "s",
         &[
@@ -270,7 +287,7 @@ async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_k
         .unwrap();
     assert_eq!(again.accepted.len(), 1);
     let pending: Vec<_> = q
-        .take("s", 10)
+        .take("s", 10, &HashSet::new())
         .unwrap()
         .into_iter()
         .map(|d| d.event.id)

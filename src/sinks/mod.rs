@@ -68,6 +68,12 @@ pub trait Sink: Send + Sync {
     fn max_batch(&self) -> usize {
         128
     }
+
+    /// How many batches may be on their way at once: more than one lets a broker's acks for
+    /// one batch overlap with publishing the next. Sends must then be safe to run concurrently.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
 }
 
 /// A sink's type-specific settings.

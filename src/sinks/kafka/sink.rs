@@ -210,6 +210,11 @@ impl Sink for KafkaSink {
     fn max_batch(&self) -> usize {
         256
     }
+
+    /// librdkafka pipelines and orders produce requests itself (idempotence keeps order).
+    fn max_in_flight(&self) -> usize {
+        4
+    }
 }
 
 #[cfg(test)]

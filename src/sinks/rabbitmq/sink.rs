@@ -1,5 +1,6 @@
 //! The connection to the broker, and publishing a batch with confirms.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 struct Link {
     connection: Connection,
     channel: Channel,
+    /// Which connection this is, so that a batch only drops the link it failed on.
+    generation: u64,
 }
 
 impl Link {
@@ -53,8 +56,10 @@ pub struct RabbitMqSink {
     config: RabbitMqConfig,
     encoder: Encoder,
     /// The current connection; `None` or closed means reconnect before the next publish.
-    /// One dispatcher drives a sink, so holding the lock for a whole batch costs nothing.
+    /// Held while a batch publishes (so batches go out in order), not while it awaits confirms.
     link: Mutex<Option<Link>>,
+    /// Connections opened so far.
+    generations: AtomicU64,
 }
 
 impl RabbitMqSink {
@@ -65,6 +70,7 @@ impl RabbitMqSink {
             encoder: Encoder::new(name, config.payload, renderer),
             config,
             link: Mutex::new(None),
+            generations: AtomicU64::new(0),
         }
     }
 
@@ -125,6 +131,7 @@ impl RabbitMqSink {
             Ok(channel) => Ok(Link {
                 connection,
                 channel,
+                generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
             }),
             Err(e) => {
                 close_in_background(connection);
@@ -182,7 +189,8 @@ impl Sink for RabbitMqSink {
     /// Publishes the whole batch, then collects the confirms, all within `confirm_timeout`.
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
         let mut slot = self.link.lock().await;
-        let channel = self.ensure(&mut slot).await?.channel.clone();
+        let link = self.ensure(&mut slot).await?;
+        let (channel, generation) = (link.channel.clone(), link.generation);
         let deadline = Instant::now() + self.config.confirm_timeout;
         let options = BasicPublishOptions {
             mandatory: self.config.mandatory,
@@ -237,6 +245,8 @@ impl Sink for RabbitMqSink {
             };
             steps.push(step);
         }
+        // Published: the next batch may publish while this one waits for its confirms.
+        drop(slot);
         // Whether the broker answered for any message: if not, the batch as a whole failed.
         let mut heard = false;
         let mut results: Vec<Result<Outcome, String>> = Vec::with_capacity(batch.len());
@@ -268,7 +278,10 @@ impl Sink for RabbitMqSink {
         }
         if let Some(reason) = broken {
             // Start afresh next time: the channel's confirm sequence can no longer be trusted.
-            self.disconnect(&mut slot);
+            let mut slot = self.link.lock().await;
+            if slot.as_ref().is_some_and(|l| l.generation == generation) {
+                self.disconnect(&mut slot);
+            }
             self.count("connection_lost");
             tracing::warn!(sink = %self.name, error = %reason, "RabbitMQ connection lost; will reconnect");
             if !heard {
@@ -279,6 +292,11 @@ impl Sink for RabbitMqSink {
             .into_iter()
             .map(|r| r.unwrap_or_else(Outcome::Retry))
             .collect())
+    }
+
+    /// Batches publish one after another on the channel and await their confirms together.
+    fn max_in_flight(&self) -> usize {
+        4
     }
 }
 
