@@ -12,8 +12,8 @@
 //! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka` (default: all);
 //! - `BENCH_BACKLOG=N`: adds the backlog phase (RSS and restart-to-ready with N queued events).
 //!
-//! RabbitMQ is expected at 127.0.0.1:5672 (guest/guest) and Kafka is tansu started from PATH;
-//! a phase whose broker is missing prints why it was skipped.
+//! RabbitMQ is expected at 127.0.0.1:5672 (guest/guest; `BENCH_AMQP_URL` names another) and
+//! Kafka is tansu started from PATH; a phase whose broker is missing prints why it was skipped.
 
 mod backlog;
 mod brokers;

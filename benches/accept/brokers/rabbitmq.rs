@@ -1,6 +1,7 @@
-//! RabbitMQ at 127.0.0.1:5672 (guest/guest): lapin's own confirmed publishes, the hookbridge
-//! sink draining a backlog, and end to end through a consumer on a queue bound to the sink's
-//! exchange. The exchange and queue are named for the run and deleted afterwards.
+//! RabbitMQ at 127.0.0.1:5672 (guest/guest; `BENCH_AMQP_URL` names another): lapin's own
+//! confirmed publishes, the hookbridge sink draining a backlog, and end to end through a consumer
+//! on a queue bound to the sink's exchange. The exchange and queue are named for the run and
+//! deleted afterwards.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -23,7 +24,11 @@ use crate::daemon::Daemon;
 use crate::e2e::{Arrivals, Seen};
 use crate::report::{Report, out};
 
-const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The broker, unless `BENCH_AMQP_URL` names another.
+fn url() -> String {
+    std::env::var("BENCH_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
 
 /// The sink's batch: the dispatcher hands it up to 128 deliveries, which it publishes together
 /// and then awaits their confirms (src/sinks/rabbitmq/sink.rs).
@@ -36,7 +41,7 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
     out!(report);
     out!(
         report,
-        "## RabbitMQ (127.0.0.1:5672): raw lapin client vs the hookbridge sink"
+        "## RabbitMQ: raw lapin client vs the hookbridge sink"
     );
     out!(report);
     let connected = rt.block_on(async {
@@ -50,7 +55,8 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
         Err(e) => {
             out!(
                 report,
-                "- skipped: cannot connect to RabbitMQ at 127.0.0.1:5672 as guest ({e:#})"
+                "- skipped: cannot connect to RabbitMQ at {} ({e:#})",
+                url().split('@').next_back().unwrap_or_default()
             );
             return;
         }
@@ -94,7 +100,7 @@ async fn connect() -> anyhow::Result<(Connection, Channel)> {
     let props = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio);
-    let conn = Connection::connect(URL, props).await?;
+    let conn = Connection::connect(&url(), props).await?;
     let channel = conn.create_channel().await?;
     Ok((conn, channel))
 }
@@ -160,7 +166,8 @@ async fn measure(
     let _ = timeout(Duration::from_secs(5), raw_conn.close(200, "raw done")).await;
 
     let d = Daemon::start(&format!(
-        "type = \"rabbitmq\"\nurl = \"{URL}\"\nexchange = \"{exchange}\"\nrouting_key = \"{{{{ source }}}}.{{{{ operation }}}}\"\n"
+        "type = \"rabbitmq\"\nurl = \"{}\"\nexchange = \"{exchange}\"\nrouting_key = \"{{{{ source }}}}.{{{{ operation }}}}\"\n",
+        url()
     ));
     ensure!(
         d.ready(Duration::from_secs(30)).await,
