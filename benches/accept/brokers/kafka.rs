@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::timeout;
 
-use super::{Figures, Params, Raw, Summary, drain, end_to_end, windowed};
+use super::{Figures, Params, Raw, Shape, Summary, drain, end_to_end, windowed};
 use crate::daemon::Daemon;
 use crate::e2e::{Arrivals, Seen};
 use crate::load::free_port;
@@ -28,10 +28,6 @@ use crate::report::{Report, out};
 const RAW_TOPIC: &str = "bench.raw";
 /// Where the sink writes (one partition, so the consumer reads it whole).
 const TOPIC: &str = "bench.events";
-
-/// The sink's batch: the dispatcher hands it up to 256 deliveries, which it enqueues at once
-/// and then awaits their acknowledgements (src/sinks/kafka/sink.rs).
-const SINK_BATCH: u64 = 256;
 
 pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summary: &mut Summary) {
     out!(report);
@@ -74,7 +70,7 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
             f.print(report, "consumed from the topic");
             summary.add(
                 "Kafka (tansu)",
-                Some((f.raw[0].rate(), f.drain.rate())),
+                Some((f.best_raw(), f.drain.rate())),
                 Some(&f.e2e),
             );
         }
@@ -155,6 +151,11 @@ async fn measure(t: &Tansu, p: &Params) -> anyhow::Result<Figures> {
         }
     }
 
+    let bus = format!(
+        "type = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\nkey = \"{{{{ id }}}}\"\n",
+        t.brokers
+    );
+    let shape = Shape::of_sink(&bus)?;
     // The sink's producer settings (src/sinks/kafka/mod.rs, KafkaConfig::client_config).
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &t.brokers)
@@ -164,32 +165,20 @@ async fn measure(t: &Tansu, p: &Params) -> anyhow::Result<Figures> {
         .set("topic.metadata.propagation.max.ms", "15000")
         .create()?;
     // Warm up: the metadata and the idempotent producer id are not part of the rate.
-    timeout(Duration::from_secs(30), produce(&producer, 1, 1))
+    timeout(Duration::from_secs(30), produce(&producer, 1, 1, 1))
         .await
         .context("the warm-up message was not acknowledged within 30 s")??;
     let limit = Duration::from_secs(60 + p.n / 100);
     let mut runs = Vec::new();
-    for depth in [p.windows.max(1), 1] {
-        let took = timeout(limit, produce(&producer, p.n, depth))
+    for depth in shape.raw_depths(p.windows) {
+        let took = timeout(limit, produce(&producer, p.n, shape.batch, depth))
             .await
             .with_context(|| format!("raw produces did not finish within {limit:?}"))??;
-        let label = if depth == 1 {
-            format!("raw rdkafka, one batch of {SINK_BATCH} at a time (as the sink)")
-        } else {
-            format!("raw rdkafka, {depth} batches of {SINK_BATCH} in flight")
-        };
-        runs.push(Raw {
-            label,
-            n: p.n,
-            took,
-        });
+        runs.push(Raw::new("raw rdkafka", p.n, shape, depth, took));
     }
     drop(producer);
 
-    let d = Daemon::start(&format!(
-        "type = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\nkey = \"{{{{ id }}}}\"\n",
-        t.brokers
-    ));
+    let d = Daemon::start(&bus);
     ensure!(
         d.ready(Duration::from_secs(60)).await,
         "the daemon's Kafka sink did not connect within 60 s\n{}",
@@ -226,11 +215,16 @@ async fn measure(t: &Tansu, p: &Params) -> anyhow::Result<Figures> {
     })
 }
 
-/// `n` messages to [`RAW_TOPIC`] in batches of [`SINK_BATCH`], `depth` batches awaiting their
+/// `n` messages to [`RAW_TOPIC`] in batches of `batch`, `depth` batches awaiting their
 /// acknowledgements at once.
-async fn produce(producer: &FutureProducer, n: u64, depth: usize) -> anyhow::Result<Duration> {
+async fn produce(
+    producer: &FutureProducer,
+    n: u64,
+    batch: u64,
+    depth: usize,
+) -> anyhow::Result<Duration> {
     let value = vec![b'x'; 1024];
-    windowed(n, SINK_BATCH, depth, |range: Range<u64>| {
+    windowed(n, batch, depth, |range: Range<u64>| {
         let acks = range
             .map(|i| {
                 let key = format!("{i:032x}");

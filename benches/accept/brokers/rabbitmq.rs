@@ -19,7 +19,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::time::timeout;
 
-use super::{Figures, Params, Raw, Summary, drain, end_to_end, windowed};
+use super::{Figures, Params, Raw, Shape, Summary, drain, end_to_end, windowed};
 use crate::daemon::Daemon;
 use crate::e2e::{Arrivals, Seen};
 use crate::report::{Report, out};
@@ -29,10 +29,6 @@ fn url() -> String {
     std::env::var("BENCH_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
-
-/// The sink's batch: the dispatcher hands it up to 128 deliveries, which it publishes together
-/// and then awaits their confirms (src/sinks/rabbitmq/sink.rs).
-const SINK_BATCH: u64 = 128;
 
 /// The routing key the sink renders for the benchmark's portal events.
 const ROUTING_KEY: &str = "item.update";
@@ -88,7 +84,7 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
             f.print(report, "consumed from a bound queue");
             summary.add(
                 "RabbitMQ",
-                Some((f.raw[0].rate(), f.drain.rate())),
+                Some((f.best_raw(), f.drain.rate())),
                 Some(&f.e2e),
             );
         }
@@ -143,32 +139,25 @@ async fn measure(
         )
         .await?;
 
+    let bus = format!(
+        "type = \"rabbitmq\"\nurl = \"{}\"\nexchange = \"{exchange}\"\nrouting_key = \"{{{{ source }}}}.{{{{ operation }}}}\"\n",
+        url()
+    );
+    let shape = Shape::of_sink(&bus)?;
     let (raw_conn, raw) = connect().await?;
     raw.confirm_select(ConfirmSelectOptions::default()).await?;
     let limit = Duration::from_secs(60 + p.n / 100);
     let mut runs = Vec::new();
-    for depth in [p.windows.max(1), 1] {
-        let took = timeout(limit, publish(&raw, exchange, p.n, depth))
+    for depth in shape.raw_depths(p.windows) {
+        let took = timeout(limit, publish(&raw, exchange, p.n, shape.batch, depth))
             .await
             .with_context(|| format!("raw publishes did not finish within {limit:?}"))??;
-        let label = if depth == 1 {
-            format!("raw lapin, one batch of {SINK_BATCH} at a time (as the sink)")
-        } else {
-            format!("raw lapin, {depth} batches of {SINK_BATCH} in flight")
-        };
-        runs.push(Raw {
-            label,
-            n: p.n,
-            took,
-        });
+        runs.push(Raw::new("raw lapin", p.n, shape, depth, took));
         channel.queue_purge(queue, Default::default()).await?;
     }
     let _ = timeout(Duration::from_secs(5), raw_conn.close(200, "raw done")).await;
 
-    let d = Daemon::start(&format!(
-        "type = \"rabbitmq\"\nurl = \"{}\"\nexchange = \"{exchange}\"\nrouting_key = \"{{{{ source }}}}.{{{{ operation }}}}\"\n",
-        url()
-    ));
+    let d = Daemon::start(&bus);
     ensure!(
         d.ready(Duration::from_secs(30)).await,
         "the daemon's RabbitMQ sink did not connect within 30 s\n{}",
@@ -209,11 +198,12 @@ async fn measure(
     Ok(f)
 }
 
-/// `n` raw publishes in batches of [`SINK_BATCH`], `depth` batches awaiting confirms at once.
+/// `n` raw publishes in batches of `batch`, `depth` batches awaiting confirms at once.
 async fn publish(
     channel: &Channel,
     exchange: &str,
     n: u64,
+    batch: u64,
     depth: usize,
 ) -> anyhow::Result<Duration> {
     let body = Arc::new(vec![b'x'; 1024]);
@@ -221,7 +211,7 @@ async fn publish(
         mandatory: true,
         immediate: false,
     };
-    windowed(n, SINK_BATCH, depth, |range: Range<u64>| {
+    windowed(n, batch, depth, |range: Range<u64>| {
         let (channel, body) = (channel.clone(), body.clone());
         async move {
             // Every publish of the batch handed to lapin at once, as the sink does.
