@@ -1,5 +1,6 @@
 //! Tera templates shared by the sinks: topics, keys, routing keys, message bodies and mail.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,6 +38,29 @@ pub enum PayloadFormat {
 pub struct Renderer {
     tera: Arc<tera::Tera>,
     dir: PathBuf,
+    /// What inline templates need, so that a literal topic or an `{{ id }}` key does not
+    /// build (and parse the payload into) a full context for every event.
+    needs: Arc<HashMap<String, Needs>>,
+}
+
+/// What rendering an inline template needs; templates not listed need the full context.
+#[derive(Debug, Clone)]
+enum Needs {
+    /// Nothing: it has no tags and renders to this text.
+    Nothing(String),
+    /// The event's fields but not `payload`.
+    EventOnly,
+}
+
+impl Needs {
+    /// Classifies a template's source; `None` when it may use the payload or other templates.
+    fn of(text: &str) -> Option<Needs> {
+        if !["{{", "{%", "{#"].iter().any(|t| text.contains(t)) {
+            return Some(Needs::Nothing(text.to_string()));
+        }
+        let full = ["payload", "__tera_context", "include", "import", "extends"];
+        (!full.iter().any(|w| text.contains(w))).then_some(Needs::EventOnly)
+    }
 }
 
 impl Renderer {
@@ -47,6 +71,7 @@ impl Renderer {
         Renderer {
             tera: Arc::new(tera),
             dir,
+            needs: Arc::default(),
         }
     }
 
@@ -61,6 +86,11 @@ impl Renderer {
         if let Err(e) = tera.add_raw_template(name, text) {
             problems.push(Problem::new(key, error_chain(&e)));
         }
+        let needs = Arc::make_mut(&mut self.needs);
+        match Needs::of(text) {
+            Some(n) => needs.insert(name.to_string(), n),
+            None => needs.remove(name),
+        };
     }
 
     /// Compiles `dir/<file>` under `name`; a missing file is a problem at `key` when `required`.
@@ -112,7 +142,11 @@ impl Renderer {
         event: &Event,
         payload: &str,
     ) -> Result<String, RenderError> {
-        self.render(name, &context(event, payload))
+        match self.needs.get(name) {
+            Some(Needs::Nothing(text)) => Ok(text.clone()),
+            Some(Needs::EventOnly) => self.render(name, &context_of(event, None)),
+            None => self.render(name, &context_of(event, Some(payload))),
+        }
     }
 
     /// The message body for `event` in `format`; `template` names the sink's payload template.
@@ -138,8 +172,13 @@ impl Renderer {
 
 /// The template context for one event: its fields, plus `payload` (the parsed ArcGIS payload).
 pub fn context(event: &Event, payload: &str) -> tera::Context {
+    context_of(event, Some(payload))
+}
+
+/// The context for one event, with `payload` only when it is given.
+fn context_of(event: &Event, payload: Option<&str>) -> tera::Context {
     let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
+    if let (Value::Object(map), Some(payload)) = (&mut value, payload) {
         let parsed = serde_json::from_str(payload).unwrap_or(Value::Null);
         map.insert("payload".into(), parsed);
     }
@@ -197,6 +236,35 @@ mod tests {
             r.render_event("t", &event(), "{}").unwrap(),
             "arcgis.portal.delete"
         );
+    }
+
+    #[test]
+    fn shortcuts_render_what_the_full_context_renders() {
+        let mut r = Renderer::new(PathBuf::from("templates"));
+        let mut p = vec![];
+        let cases = [
+            ("literal", "arcgis.events"),
+            ("event-only", "{{ kind }}/{{ id | upper }}{# note #}"),
+            ("payload", "{{ payload.a }}-{{ id }}"),
+            ("context", "{{ __tera_context | length }}"),
+        ];
+        for (name, text) in cases {
+            r.add_inline(name, text, "k", &mut p);
+        }
+        assert!(p.is_empty(), "{p:?}");
+        assert!(matches!(r.needs.get("literal"), Some(Needs::Nothing(_))));
+        assert!(matches!(r.needs.get("event-only"), Some(Needs::EventOnly)));
+        assert!(r.needs.get("payload").is_none());
+        assert!(r.needs.get("context").is_none());
+        let (e, payload) = (event(), r#"{"a":7}"#);
+        for (name, _) in cases {
+            let full = r.render(name, &context(&e, payload)).unwrap();
+            assert_eq!(r.render_event(name, &e, payload).unwrap(), full, "{name}");
+        }
+        assert_eq!(r.render_event("payload", &e, payload).unwrap(), "7-i1");
+        // A name compiled again with a template that needs more loses its shortcut.
+        r.add_inline("literal", "{{ payload.a }}", "k", &mut p);
+        assert_eq!(r.render_event("literal", &e, payload).unwrap(), "7");
     }
 
     #[test]
