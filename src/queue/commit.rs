@@ -359,37 +359,46 @@ fn stage_accept(
     events: Vec<RoutedEvent>,
 ) -> Result<AcceptOutcome, QueueError> {
     let mut outcome = AcceptOutcome::default();
-    let mut body_seq = None;
     let window_start = now.saturating_sub(retention.dedup_window.as_millis() as u64);
-    for RoutedEvent {
-        mut event,
-        sinks,
-        properties_at,
-    } in events
-    {
-        let Some(key) = event.dedup_key() else {
+    // Decide the duplicates first: a request whose only new event is routed stores its payload
+    // inside that event's row (one row fewer), else once in a body row the events share.
+    let mut fresh = Vec::with_capacity(events.len());
+    for routed in events {
+        let Some(key) = routed.event.dedup_key() else {
             return Err(QueueError::Corrupt {
-                key: event.event_id.clone(),
+                key: routed.event.event_id.clone(),
                 reason: "event id is not a dedup key".into(),
             });
         };
-        let dkey = dedup_key(&key.0);
         let already = seen.contains(&key.0)
-            || match tree.get(&dkey)? {
+            || match tree.get(dedup_key(&key.0))? {
                 Some(v) => u64_at(&v, 0).is_some_and(|at| at >= window_start),
                 None => false,
             };
         if already {
-            outcome.duplicates.push(event.event_id);
+            outcome.duplicates.push(routed.event.event_id);
             continue;
         }
         seen.insert(key.0);
+        fresh.push((key, routed));
+    }
+    let inline = fresh.iter().filter(|(_, r)| !r.sinks.is_empty()).count() == 1;
+    let mut body_seq = None;
+    for (key, routed) in fresh {
+        let RoutedEvent {
+            mut event,
+            sinks,
+            properties_at,
+        } = routed;
         let seq = db.generate_id()?;
         event.accepted_at = now as i64;
-        if !sinks.is_empty() {
-            let body = match body_seq {
-                Some(b) => b,
-                None => {
+        if sinks.is_empty() {
+            outcome.accepted.push(event.event_id);
+        } else {
+            let body = match (inline, body_seq) {
+                (true, _) => seq,
+                (false, Some(b)) => b,
+                (false, None) => {
                     let b = db.generate_id()?;
                     batch.insert(seq_key(BODY, b), payload.as_bytes());
                     body_seq = Some(b);
@@ -413,14 +422,13 @@ fn stage_accept(
                 body,
                 properties_at,
             };
-            batch.insert(seq_key(EVENT, seq), encode(&row));
+            let inline_payload = inline.then_some(payload.as_bytes());
+            batch.insert(seq_key(EVENT, seq), row.encode(inline_payload));
             outcome.accepted.push(id);
-        } else {
-            outcome.accepted.push(event.event_id);
         }
         let mut value = now.to_be_bytes().to_vec();
         value.extend_from_slice(&seq.to_be_bytes());
-        batch.insert(dkey, value);
+        batch.insert(dedup_key(&key.0), value);
     }
     Ok(outcome)
 }

@@ -40,7 +40,7 @@ impl Queue {
         now: u64,
     ) -> Result<DeadLetter, QueueError> {
         let body = match self.tree.get(seq_key(EVENT, d.seq))? {
-            Some(v) => decode::<EventRow>(&seq_key(EVENT, d.seq), &v)?.body,
+            Some(v) => EventRow::decode(&seq_key(EVENT, d.seq), &v)?.0.body,
             None => 0,
         };
         Ok(DeadLetter {
@@ -115,20 +115,24 @@ pub(super) fn stage_replay(
             continue;
         }
         batch.remove(k);
+        // The event row may have gone with retention: write it again, carrying its payload.
         let ekey = seq_key(EVENT, letter.seq);
-        if !tree.contains_key(&ekey)? {
-            batch.insert(
-                ekey,
-                encode(&EventRow {
+        match tree.get(&ekey)? {
+            None => {
+                let row = EventRow {
                     event: letter.event.clone(),
-                    body: letter.body,
+                    body: letter.seq,
                     properties_at: None,
-                }),
-            );
-        }
-        let bkey = seq_key(BODY, letter.body);
-        if !tree.contains_key(&bkey)? {
-            batch.insert(bkey, letter.payload.as_bytes());
+                };
+                batch.insert(ekey, row.encode(Some(letter.payload.as_bytes())));
+            }
+            Some(v) => {
+                let (row, inline) = EventRow::decode(&ekey, &v)?;
+                let bkey = seq_key(BODY, row.body);
+                if inline.is_none() && !tree.contains_key(&bkey)? {
+                    batch.insert(bkey, letter.payload.as_bytes());
+                }
+            }
         }
         batch.insert(
             sink_seq_key(READY, &letter.sink, letter.seq),

@@ -76,7 +76,41 @@ pub struct EventRow {
     pub properties_at: Option<String>,
 }
 
+/// The first byte of an event row that carries its payload after the row's JSON (rows that
+/// start with `{` are the older, JSON-only form, whose payload is always in a body row).
+const ROW_WITH_PAYLOAD: u8 = 1;
+
 impl EventRow {
+    /// The stored form: the row's JSON, then `payload` when the event keeps its payload inline
+    /// (it was its request's only routed event), in which case `body` is the event's own seq.
+    pub fn encode(&self, payload: Option<&[u8]>) -> Vec<u8> {
+        let json = encode(self);
+        let payload = payload.unwrap_or_default();
+        let mut out = Vec::with_capacity(5 + json.len() + payload.len());
+        out.push(ROW_WITH_PAYLOAD);
+        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Reads a stored row (either form) and the payload it carries inline, if any.
+    pub fn decode<'a>(key: &[u8], value: &'a [u8]) -> Result<(Self, Option<&'a [u8]>), QueueError> {
+        if value.first() != Some(&ROW_WITH_PAYLOAD) {
+            return Ok((decode(key, value)?, None));
+        }
+        let len = value
+            .get(1..5)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| corrupt(key, "truncated event row"))? as usize;
+        let json = value
+            .get(5..5 + len)
+            .ok_or_else(|| corrupt(key, "truncated event row"))?;
+        let payload = &value[5 + len..];
+        Ok((decode(key, json)?, (!payload.is_empty()).then_some(payload)))
+    }
+
     /// The stored event, with its properties put back from `body` (the body row's JSON) when the
     /// row points there; `body` is only read for such rows.
     pub fn restore(self, key: &[u8], body: Option<&Value>) -> Result<Event, QueueError> {
@@ -104,14 +138,18 @@ struct BodyRow {
 impl BodyRow {
     /// Reads body row `seq` (`null` if it is gone).
     fn load(tree: &sled::Tree, seq: u64) -> Result<Self, QueueError> {
-        let text: Arc<str> = match tree.get(seq_key(BODY, seq))? {
-            Some(b) => Arc::from(String::from_utf8_lossy(&b).as_ref()),
-            None => Arc::from("null"),
-        };
-        Ok(BodyRow {
-            text,
-            json: std::cell::OnceCell::new(),
+        Ok(match tree.get(seq_key(BODY, seq))? {
+            Some(b) => BodyRow::new(&b),
+            None => BodyRow::new(b"null"),
         })
+    }
+
+    /// A payload's text.
+    fn new(payload: &[u8]) -> Self {
+        BodyRow {
+            text: Arc::from(String::from_utf8_lossy(payload).as_ref()),
+            json: std::cell::OnceCell::new(),
+        }
     }
 
     /// The body parsed, if it is JSON.
@@ -399,12 +437,13 @@ impl Queue {
                 orphan_count += 1;
                 continue;
             };
-            let ev: EventRow = decode(&ekey, &ev)?;
+            let (ev, inline) = EventRow::decode(&ekey, &ev)?;
             let body = match bodies.entry(ev.body) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(BodyRow::load(&self.tree, ev.body)?)
-                }
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(match inline {
+                    Some(payload) => BodyRow::new(payload),
+                    None => BodyRow::load(&self.tree, ev.body)?,
+                }),
             };
             let payload = body.text.clone();
             let json = if ev.properties_at.is_some() {

@@ -64,7 +64,7 @@ impl Retention {
         for item in tree.scan_prefix([EVENT]) {
             let (k, v) = item?;
             let seq = u64_at(&k, 1).unwrap_or(u64::MAX);
-            let row: Option<EventRow> = serde_json::from_slice(&v).ok();
+            let row: Option<EventRow> = EventRow::decode(&k, &v).ok().map(|(row, _)| row);
             let old = row
                 .as_ref()
                 .is_some_and(|r| (r.event.accepted_at as u64) < delivered_before);

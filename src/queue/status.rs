@@ -53,13 +53,14 @@ impl Queue {
         let ekey = seq_key(EVENT, seq);
         let event = match self.tree.get(&ekey)? {
             Some(v) => {
-                let row = decode::<EventRow>(&ekey, &v)?;
-                let body = match row.properties_at {
-                    Some(_) => self
+                let (row, inline) = EventRow::decode(&ekey, &v)?;
+                let body: Option<serde_json::Value> = match (&row.properties_at, inline) {
+                    (None, _) => None,
+                    (Some(_), Some(payload)) => serde_json::from_slice(payload).ok(),
+                    (Some(_), None) => self
                         .tree
                         .get(seq_key(BODY, row.body))?
                         .and_then(|b| serde_json::from_slice(&b).ok()),
-                    None => None,
                 };
                 Some(row.restore(&ekey, body.as_ref())?)
             }

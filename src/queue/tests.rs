@@ -78,7 +78,10 @@ async fn accept_dedups_within_and_across_requests_and_survives_reopen() {
     assert!(taken[0].event.accepted_at > 0);
     let stats = q.stats([&"s".to_string()]).unwrap();
     assert_eq!(stats.events, 3);
-    assert_eq!(stats.bodies, 2, "one body per request that had new events");
+    assert_eq!(
+        stats.bodies, 1,
+        "a body row for the request with two new events; the other's payload is in its event row"
+    );
     assert_eq!(
         stats.sinks["s"],
         SinkStats {
@@ -108,9 +111,9 @@ async fn properties_found_in_the_body_are_stored_once_and_read_back() {
     let expected: Vec<Event> = evs.iter().map(|r| r.event.clone()).collect();
     q.accept(Arc::from(payload), evs).await.unwrap();
 
-    let row: EventRow =
-        serde_json::from_slice(&q.tree.scan_prefix([keys::EVENT]).next().unwrap().unwrap().1)
-            .unwrap();
+    let (k, v) = q.tree.scan_prefix([keys::EVENT]).next().unwrap().unwrap();
+    let (row, inline) = EventRow::decode(&k, &v).unwrap();
+    assert!(inline.is_none(), "three events share one body row");
     assert!(row.event.properties.is_empty(), "left out of the row");
     assert_eq!(row.properties_at.as_deref(), Some("/events/0/properties"));
 
@@ -122,6 +125,53 @@ async fn properties_found_in_the_body_are_stored_once_and_read_back() {
     let status = q.status(&expected[1].event_id, &[]).unwrap().unwrap();
     assert_eq!(status.event.unwrap().properties, expected[1].properties);
     q.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_requests_only_event_carries_its_payload_and_dead_letters_replay_without_a_body_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let payload = r#"{"events":[{"properties":{"p":1}}]}"#;
+    let mut evs = routed(&[1], &["s"]);
+    evs[0].properties_at = Some("/events/0/properties".into());
+    evs[0].event.properties = serde_json::from_str(r#"{"p":1}"#).unwrap();
+    q.accept(Arc::from(payload), evs).await.unwrap();
+    let stats = q.stats([&"s".to_string()]).unwrap();
+    assert_eq!((stats.events, stats.bodies), (1, 0));
+    let (k, v) = q.tree.scan_prefix([keys::EVENT]).next().unwrap().unwrap();
+    let (row, inline) = EventRow::decode(&k, &v).unwrap();
+    assert_eq!(inline, Some(payload.as_bytes()));
+    assert!(row.event.properties.is_empty());
+
+    let batch = q.take("s", 10, &HashSet::new()).unwrap();
+    assert_eq!(&*batch[0].payload, payload);
+    assert_eq!(batch[0].event.properties["p"], 1);
+    let dead = Decision::Dead { error: "no".into() };
+    q.complete("s", &[(&batch[0], dead)]).unwrap();
+    // The event row is gone (as retention would remove it); replay writes it back whole.
+    q.tree.remove(&k).unwrap();
+    assert_eq!(q.replay(Some("s".into()), None).await.unwrap(), 1);
+    let again = q.take("s", 10, &HashSet::new()).unwrap();
+    assert_eq!(&*again[0].payload, payload);
+    assert_eq!(again[0].event.event_id, batch[0].event.event_id);
+    assert_eq!(q.stats([&"s".to_string()]).unwrap().bodies, 0);
+    q.close().unwrap();
+}
+
+#[test]
+fn rows_in_the_older_json_only_form_still_read() {
+    let row = EventRow {
+        event: event(1),
+        body: 9,
+        properties_at: None,
+    };
+    let legacy = serde_json::to_vec(&row).unwrap();
+    let (back, inline) = EventRow::decode(b"e", &legacy).unwrap();
+    assert_eq!((back.event, back.body, inline), (event(1), 9, None));
+    let current = row.encode(None);
+    let (back, inline) = EventRow::decode(b"e", &current).unwrap();
+    assert_eq!((back.body, inline), (9, None));
+    assert!(EventRow::decode(b"e", &[1, 0, 0, 0, 9, b'{']).is_err());
 }
 
 #[tokio::test]
