@@ -20,7 +20,7 @@ use crate::metrics::METRICS;
 /// Most requests folded into one batch.
 const MAX_GROUP: usize = 1024;
 /// How often retention runs.
-const RETENTION_EVERY: Duration = Duration::from_secs(60);
+const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
 /// An event and the sinks the routing table sent it to.
 #[derive(Debug, Clone)]
