@@ -289,6 +289,129 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{DedupKey, Event, EventKind};
+    use crate::queue::{Retention, RoutedEvent};
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A sink that records how many sends overlap; its first send fails as a whole.
+    #[derive(Default)]
+    struct Probe {
+        active: AtomicUsize,
+        most: AtomicUsize,
+        calls: AtomicUsize,
+        sent: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Probe {
+        async fn connect(&self) -> Result<(), SinkError> {
+            Ok(())
+        }
+
+        async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
+            let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            if first {
+                return Err(SinkError::Unavailable("injected".into()));
+            }
+            if let Ok(mut sent) = self.sent.lock() {
+                sent.extend(batch.iter().map(|d| d.seq));
+            }
+            Ok(vec![Outcome::Delivered; batch.len()])
+        }
+
+        fn max_batch(&self) -> usize {
+            5
+        }
+
+        fn max_in_flight(&self) -> usize {
+            3
+        }
+    }
+
+    fn event(n: u64) -> Event {
+        Event {
+            event_id: DedupKey::from_parts(&["dispatch", &n.to_string()]).to_string(),
+            kind: EventKind::Portal,
+            source: "item".into(),
+            operation: "add".into(),
+            id: format!("item-{n}"),
+            webhook: None,
+            user: None,
+            when: None,
+            portal: None,
+            properties: Default::default(),
+            hook: "h".into(),
+            accepted_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_overlap_up_to_max_in_flight_and_a_failed_one_is_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let week = Duration::from_secs(7 * 86_400);
+        let retention = Retention {
+            dedup_window: week,
+            keep_delivered: week,
+            keep_dead: week,
+            min_free: 0,
+        };
+        let queue = Queue::open(dir.path(), retention).unwrap();
+        let events: Vec<RoutedEvent> = (0..40)
+            .map(|n| RoutedEvent {
+                event: event(n),
+                sinks: vec!["p".into()],
+                properties_at: None,
+            })
+            .collect();
+        queue.accept(Arc::from("{}"), events).await.unwrap();
+        let probe = Arc::new(Probe::default());
+        let shutdown = CancellationToken::new();
+        let dispatcher = Dispatcher {
+            name: "p".into(),
+            sink: probe.clone(),
+            queue: queue.clone(),
+            retry: RetryConfig {
+                attempts: 3,
+                backoff: Backoff {
+                    first: Duration::from_millis(10),
+                    max: Duration::from_millis(20),
+                },
+            },
+            health: Arc::new(Health::default()),
+            shutdown: shutdown.clone(),
+            control: Arc::new(SinkControl::default()),
+        };
+        let task = tokio::spawn(dispatcher.run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.sent.lock().unwrap().len() < 40 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+
+        assert_eq!(
+            probe.most.load(Ordering::SeqCst),
+            3,
+            "three batches at once"
+        );
+        let mut sent = probe.sent.lock().unwrap().clone();
+        sent.sort_unstable();
+        sent.dedup();
+        assert_eq!(
+            sent.len(),
+            40,
+            "every event delivered, the failed batch's included"
+        );
+        assert_eq!(probe.sent.lock().unwrap().len(), 40, "none delivered twice");
+        let stats = queue.stats([&"p".to_string()]).unwrap();
+        assert_eq!((stats.sinks["p"].ready, stats.sinks["p"].dead), (0, 0));
+        queue.close().unwrap();
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
