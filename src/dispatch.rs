@@ -151,8 +151,12 @@ impl Dispatcher {
                 .observe(elapsed.as_secs_f64());
             match result {
                 Ok(outcomes) => {
-                    outage = 0;
-                    self.record(&batch, outcomes).await;
+                    if backoff.is_none() {
+                        outage = 0;
+                    }
+                    if !self.record(&batch, outcomes) {
+                        backoff.get_or_insert(Duration::from_secs(1));
+                    }
                 }
                 Err(e) => {
                     METRICS
@@ -200,8 +204,9 @@ impl Dispatcher {
         }
     }
 
-    /// Turns a batch's outcomes into decisions, counts them, and records them in the queue.
-    async fn record(&self, batch: &[Delivery], outcomes: Vec<Outcome>) {
+    /// Turns a batch's outcomes into decisions, counts them, and records them in the queue;
+    /// false if the queue could not record them (they will be sent again).
+    fn record(&self, batch: &[Delivery], outcomes: Vec<Outcome>) -> bool {
         let now = now_ms();
         let decisions: Vec<_> = batch
             .iter()
@@ -231,9 +236,12 @@ impl Dispatcher {
                 .with_label_values(&[&self.name, label])
                 .inc();
         }
-        if let Err(e) = self.queue.complete(&self.name, &decisions) {
-            tracing::error!(sink = %self.name, error = %e, "cannot record delivery outcomes; they will be sent again");
-            self.pause(Duration::from_secs(1)).await;
+        match self.queue.complete(&self.name, &decisions) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "cannot record delivery outcomes; they will be sent again");
+                false
+            }
         }
     }
 

@@ -112,6 +112,7 @@ impl Renderer {
             }
             return false;
         }
+        Arc::make_mut(&mut self.needs).remove(name);
         let tera = Arc::make_mut(&mut self.tera);
         match tera.add_template_file(&path, Some(name)) {
             Ok(()) => true,

@@ -104,7 +104,10 @@ pub(super) fn run(
         commit_group(&db, &tree, group, &queue, &retention, &flusher, &dir);
         if last_retention.elapsed() >= RETENTION_EVERY {
             last_retention = Instant::now();
-            retention.run(&tree, &mut dedup_cursor);
+            if let Some(queue) = queue.upgrade() {
+                let _moving = queue.lock_moves();
+                retention.run(&tree, &mut dedup_cursor);
+            }
         }
     }
     flusher.close();

@@ -115,16 +115,21 @@ pub(super) fn stage_replay(
             continue;
         }
         batch.remove(k);
-        // The event row may have gone with retention: write it again, carrying its payload.
+        // The event row may have gone with retention: write it again. While its request's body
+        // row still exists (other events of the request are pending), point at it as before, so
+        // that retention keeps that row; else the row carries its payload.
         let ekey = seq_key(EVENT, letter.seq);
         match tree.get(&ekey)? {
             None => {
+                let shared =
+                    letter.body != letter.seq && tree.contains_key(seq_key(BODY, letter.body))?;
                 let row = EventRow {
                     event: letter.event.clone(),
-                    body: letter.seq,
+                    body: if shared { letter.body } else { letter.seq },
                     properties_at: None,
                 };
-                batch.insert(ekey, row.encode(Some(letter.payload.as_bytes())));
+                let inline = (!shared).then_some(letter.payload.as_bytes());
+                batch.insert(ekey, row.encode(inline));
             }
             Some(v) => {
                 let (row, inline) = EventRow::decode(&ekey, &v)?;

@@ -111,9 +111,10 @@ impl EventRow {
         Ok((decode(key, json)?, (!payload.is_empty()).then_some(payload)))
     }
 
-    /// The stored event, with its properties put back from `body` (the body row's JSON) when the
-    /// row points there; `body` is only read for such rows.
-    pub fn restore(self, key: &[u8], body: Option<&Value>) -> Result<Event, QueueError> {
+    /// The stored event, with its properties put back from `body` (the payload's JSON) when the
+    /// row points there. Should they be missing, the event goes out without them (logged): one
+    /// damaged row must not stop its sink.
+    pub fn restore(self, key: &[u8], body: Option<&Value>) -> Event {
         let EventRow {
             mut event,
             properties_at,
@@ -122,10 +123,15 @@ impl EventRow {
         if let Some(at) = properties_at {
             match body.and_then(|v| v.pointer(&at)).and_then(Value::as_object) {
                 Some(props) => event.properties = props.clone(),
-                None => return Err(corrupt(key, &format!("no properties at {at} in its body"))),
+                None => tracing::error!(
+                    row = %String::from_utf8_lossy(key),
+                    event_id = %event.event_id,
+                    pointer = %at,
+                    "the event's properties are missing from its payload; delivering it without them"
+                ),
             }
         }
-        Ok(event)
+        event
     }
 }
 
@@ -229,6 +235,9 @@ pub struct Queue {
     counted: tokio::sync::watch::Sender<bool>,
     counting: std::sync::Mutex<Option<JoinHandle<()>>>,
     closing: std::sync::atomic::AtomicBool,
+    /// Held while deliveries move between ready and waiting rows, and by retention while it
+    /// decides which events no delivery needs: a row in mid-move would be missed by its scans.
+    moving: std::sync::Mutex<()>,
 }
 
 /// Now, in epoch milliseconds.
@@ -264,6 +273,7 @@ impl Queue {
             counted: tokio::sync::watch::Sender::new(false),
             counting: std::sync::Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
+            moving: std::sync::Mutex::new(()),
         });
         // Counting a large backlog takes seconds: do it beside the daemon, not before it is ready.
         // Rows older than `snapshot` are counted here; newer ones by the commits that add them.
@@ -408,6 +418,13 @@ impl Queue {
         Ok(())
     }
 
+    /// The lock that keeps deliveries from moving between ready and waiting rows.
+    pub(super) fn lock_moves(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.moving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Up to `max` deliveries for `sink`, oldest first, after promoting retries that are due;
     /// deliveries whose seq is in `in_flight` (handed out and not yet completed) are skipped.
     pub fn take(
@@ -456,7 +473,7 @@ impl Queue {
             out.push(Delivery {
                 seq,
                 attempts: row.attempts,
-                event: ev.restore(&ekey, json)?,
+                event: ev.restore(&ekey, json),
                 payload,
             });
         }
@@ -472,6 +489,7 @@ impl Queue {
 
     /// Moves `sink`'s waiting deliveries whose time has come to the ready rows.
     fn promote_due(&self, sink: &str, now: u64) -> Result<(), QueueError> {
+        let _moving = self.lock_moves();
         let prefix = sink_prefix(WAITING, sink);
         let mut end = prefix.clone();
         end.extend_from_slice(&(now + 1).to_be_bytes());
@@ -509,6 +527,7 @@ impl Queue {
         sink: &str,
         results: &[(&Delivery, Decision)],
     ) -> Result<(), QueueError> {
+        let _moving = self.lock_moves();
         let now = now_ms();
         let mut batch = sled::Batch::default();
         let (mut done, mut dead) = (0i64, 0i64);

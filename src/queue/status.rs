@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::keys::*;
-use super::{DeadLetter, DeliveryRow, EventRow, Queue, QueueError, decode};
+use super::{BodyRow, DeadLetter, DeliveryRow, EventRow, Queue, QueueError, decode};
 use crate::event::{DedupKey, Event};
 
 /// Where one event stands at each sink it was routed to.
@@ -54,15 +54,12 @@ impl Queue {
         let event = match self.tree.get(&ekey)? {
             Some(v) => {
                 let (row, inline) = EventRow::decode(&ekey, &v)?;
-                let body: Option<serde_json::Value> = match (&row.properties_at, inline) {
-                    (None, _) => None,
-                    (Some(_), Some(payload)) => serde_json::from_slice(payload).ok(),
-                    (Some(_), None) => self
-                        .tree
-                        .get(seq_key(BODY, row.body))?
-                        .and_then(|b| serde_json::from_slice(&b).ok()),
+                let body = match (inline, &row.properties_at) {
+                    (Some(payload), _) => BodyRow::new(payload),
+                    (None, Some(_)) => BodyRow::load(&self.tree, row.body)?,
+                    (None, None) => BodyRow::new(b"null"),
                 };
-                Some(row.restore(&ekey, body.as_ref())?)
+                Some(row.restore(&ekey, body.json()))
             }
             None => None,
         };

@@ -191,19 +191,16 @@ async fn take_skips_deliveries_in_flight() {
 }
 
 #[test]
-fn a_row_pointing_at_missing_properties_is_reported_corrupt() {
+fn a_row_whose_properties_are_missing_still_delivers_its_event() {
     let row = EventRow {
         event: event(1),
         body: 7,
         properties_at: Some("/events/0/properties".into()),
     };
     let body: Value = serde_json::json!({"events": []});
-    let err = row.restore(b"e1", Some(&body)).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("no properties at /events/0/properties"),
-        "{err}"
-    );
+    let restored = row.restore(b"e1", Some(&body));
+    assert_eq!(restored.event_id, event(1).event_id);
+    assert!(restored.properties.is_empty());
 }
 
 #[tokio::test]
@@ -294,6 +291,51 @@ async fn complete_retry_dead_and_replay() {
         .unwrap();
     assert_eq!(q.purge(None, None).unwrap(), 1);
     assert!(q.dead_letters(None, None).unwrap().is_empty());
+    q.close().unwrap();
+}
+
+#[tokio::test]
+async fn replaying_one_event_of_a_request_keeps_the_body_its_pending_siblings_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let week = Duration::from_secs(7 * 86_400);
+    let r = retention(week, Duration::ZERO, week);
+    let q = Queue::open(dir.path(), r).unwrap();
+    let payload = r#"{"shared":true}"#;
+    q.accept(Arc::from(payload), routed(&[1, 2, 3], &["s"]))
+        .await
+        .unwrap();
+    let batch = q.take("s", 10, &HashSet::new()).unwrap();
+    let retry = Decision::Retry {
+        due_ms: 0,
+        error: "later".into(),
+    };
+    q.complete(
+        "s",
+        &[
+            (&batch[0], Decision::Delivered),
+            (&batch[1], Decision::Dead { error: "no".into() }),
+            (&batch[2], retry),
+        ],
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    r.run(&q.tree, &mut vec![keys::DEDUP]);
+    let stats = q.stats([]).unwrap();
+    assert_eq!(
+        (stats.events, stats.bodies),
+        (1, 1),
+        "event 3 and the body stay"
+    );
+
+    assert_eq!(q.replay(Some("s".into()), None).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    r.run(&q.tree, &mut vec![keys::DEDUP]);
+    let again = q.take("s", 10, &HashSet::new()).unwrap();
+    let ids: Vec<_> = again.iter().map(|d| d.event.id.as_str()).collect();
+    assert_eq!(ids, ["item-2", "item-3"]);
+    for d in &again {
+        assert_eq!(&*d.payload, payload, "{}", d.event.id);
+    }
     q.close().unwrap();
 }
 
