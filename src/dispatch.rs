@@ -297,7 +297,7 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{DedupKey, Event, EventKind};
+    use crate::queue::tests::event;
     use crate::queue::{Retention, RoutedEvent};
     use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
@@ -338,23 +338,6 @@ mod tests {
 
         fn max_in_flight(&self) -> usize {
             3
-        }
-    }
-
-    fn event(n: u64) -> Event {
-        Event {
-            event_id: DedupKey::from_parts(&["dispatch", &n.to_string()]).to_string(),
-            kind: EventKind::Portal,
-            source: "item".into(),
-            operation: "add".into(),
-            id: format!("item-{n}"),
-            webhook: None,
-            user: None,
-            when: None,
-            portal: None,
-            properties: Default::default(),
-            hook: "h".into(),
-            accepted_at: 0,
         }
     }
 

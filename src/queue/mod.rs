@@ -11,7 +11,7 @@ pub mod keys;
 mod retention;
 mod status;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

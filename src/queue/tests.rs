@@ -21,7 +21,8 @@ fn long() -> Retention {
     retention(week, week, week)
 }
 
-fn event(n: u64) -> Event {
+/// A portal event for tests, its id derived from `n`.
+pub(crate) fn event(n: u64) -> Event {
     Event {
         event_id: DedupKey::from_parts(&["test", &n.to_string()]).to_string(),
         kind: EventKind::Portal,
