@@ -27,6 +27,14 @@ struct Consumed {
     value: Value,
 }
 
+/// The topic most tests route to: one per kind and operation.
+const TOPIC: &str = "arcgis.{{ kind }}.{{ operation }}";
+
+/// `config` with the usual topic and no extra sink keys.
+fn plain_config(brokers: &str, attempts: u32) -> String {
+    config(brokers, TOPIC, "", attempts)
+}
+
 /// A daemon config with one kafka sink `bus` taking every event; `extra` goes into `[sinks.bus]`.
 fn config(brokers: &str, topic: &str, extra: &str, attempts: u32) -> String {
     format!(
@@ -173,12 +181,7 @@ async fn ready(d: &Daemon) {
 async fn topic_key_and_headers_from_templates() {
     let mock = mock_cluster();
     let brokers = mock.bootstrap_servers();
-    let d = Daemon::start(&config(
-        &brokers,
-        "arcgis.{{ kind }}.{{ operation }}",
-        "",
-        3,
-    ));
+    let d = Daemon::start(&plain_config(&brokers, 3));
     ready(&d).await;
     let ids = post_samples(&d).await;
     let got = consume(&brokers, SAMPLE_TOPICS, ids.len(), Duration::from_secs(30)).await;
@@ -216,12 +219,7 @@ async fn topic_key_and_headers_from_templates() {
 
 #[test]
 fn explain_shows_topic_key_and_headers() {
-    let d = Daemon::start(&config(
-        "127.0.0.1:9",
-        "arcgis.{{ kind }}.{{ operation }}",
-        "",
-        3,
-    ));
+    let d = Daemon::start(&plain_config("127.0.0.1:9", 3));
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/samples/portal-item-share-multi.json");
     let out = d.cli(&["explain", "--hook", "portal", file.to_str().unwrap()]);
@@ -247,12 +245,7 @@ async fn broker_down_then_up_loses_nothing() {
     let mock = mock_cluster();
     let brokers = mock.bootstrap_servers();
     // One attempt only: were the outage spent as attempts, the events would be dead letters.
-    let mut d = Daemon::start(&config(
-        &brokers,
-        "arcgis.{{ kind }}.{{ operation }}",
-        "",
-        1,
-    ));
+    let mut d = Daemon::start(&plain_config(&brokers, 1));
     ready(&d).await;
     mock.broker_down(1).unwrap();
     let ids = post_samples(&d).await;
@@ -281,12 +274,7 @@ async fn readyz_waits_for_the_cluster_and_events_wait_for_it() {
     let mock = mock_cluster();
     let brokers = mock.bootstrap_servers();
     mock.broker_down(1).unwrap();
-    let d = Daemon::start(&config(
-        &brokers,
-        "arcgis.{{ kind }}.{{ operation }}",
-        "",
-        1,
-    ));
+    let d = Daemon::start(&plain_config(&brokers, 1));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let a = d.get("/readyz").await;
     assert_eq!(a.status, 503, "{}", a.text);
@@ -309,12 +297,7 @@ async fn readyz_waits_for_the_cluster_and_events_wait_for_it() {
 async fn transient_produce_errors_are_retried() {
     let mock = mock_cluster();
     let brokers = mock.bootstrap_servers();
-    let d = Daemon::start(&config(
-        &brokers,
-        "arcgis.{{ kind }}.{{ operation }}",
-        "",
-        5,
-    ));
+    let d = Daemon::start(&plain_config(&brokers, 5));
     ready(&d).await;
     mock.request_errors(
         RDKafkaApiKey::Produce,
@@ -376,7 +359,7 @@ async fn message_too_large_is_a_dead_letter_with_the_reason() {
     // librdkafka's smallest message.max.bytes; the padded value is over it.
     let mut d = Daemon::start(&config(
         &brokers,
-        "arcgis.{{ kind }}.{{ operation }}",
+        TOPIC,
         r#"options = { "message.max.bytes" = "1000" }
 payload = "template"
 payload_template = "{% for i in range(end=1200) %}x{% endfor %}""#,
@@ -484,12 +467,7 @@ impl Drop for Tansu {
 async fn tansu_end_to_end() {
     let tansu = Tansu::start();
     tansu.create_topics(SAMPLE_TOPICS).await;
-    let mut d = Daemon::start(&config(
-        &tansu.brokers,
-        "arcgis.{{ kind }}.{{ operation }}",
-        "",
-        5,
-    ));
+    let mut d = Daemon::start(&plain_config(&tansu.brokers, 5));
     ready(&d).await;
     let ids: BTreeSet<_> = post_samples(&d).await.into_iter().collect();
     let got = consume(
