@@ -55,11 +55,11 @@ impl Queue {
             Some(v) => {
                 let (row, inline) = EventRow::decode(&ekey, &v)?;
                 let body = match (inline, &row.properties_at) {
-                    (Some(payload), _) => BodyRow::new(payload),
-                    (None, Some(_)) => BodyRow::load(&self.tree, row.body)?,
-                    (None, None) => BodyRow::new(b"null"),
+                    (_, None) => None,
+                    (Some(payload), Some(_)) => Some(BodyRow::new(payload)),
+                    (None, Some(_)) => Some(BodyRow::load(&self.tree, row.body)?),
                 };
-                Some(row.restore(&ekey, body.json()))
+                Some(row.restore(&ekey, body.as_ref().and_then(BodyRow::json)))
             }
             None => None,
         };
