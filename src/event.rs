@@ -16,6 +16,9 @@ pub enum EventKind {
     FeatureService,
     /// Geoprocessing job webhook.
     Geoprocessing,
+    /// Survey123 record submitted or edited.
+    #[serde(rename = "survey123")]
+    Survey123,
 }
 
 impl EventKind {
@@ -25,6 +28,7 @@ impl EventKind {
             EventKind::Portal => "portal",
             EventKind::FeatureService => "feature-service",
             EventKind::Geoprocessing => "geoprocessing",
+            EventKind::Survey123 => "survey123",
         }
     }
 }
@@ -68,11 +72,11 @@ pub struct Event {
     pub event_id: String,
     /// Webhook family.
     pub kind: EventKind,
-    /// `item`, `group`, `user`, `role`, `featureService` or `gpService`.
+    /// `item`, `group`, `user`, `role`, `featureService`, `gpService` or `survey`.
     pub source: String,
     /// What happened: `delete`, `FeaturesCreated`, `esriJobSucceeded`, ...
     pub operation: String,
-    /// The item/group/user id, `serviceName/layerId`, or the job id.
+    /// The item/group/user id, `serviceName/layerId`, the job id, or the record's globalId.
     pub id: String,
     /// The ArcGIS webhook's name (or id) that sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -63,10 +63,10 @@ pub fn explain(
         .get(hook)
         .ok_or_else(|| ExplainError::UnknownHook(hook.to_string()))?;
     let decoded = arcgis::body::decode(encoding, body)?;
-    let payload = String::from_utf8_lossy(&decoded.json).into_owned();
-    let events = arcgis::parse(h.kind, hook, &decoded.json)?;
+    let prepared = arcgis::prepare(h.kind, hook, &decoded.json, &h.redact)?;
+    let payload = &*prepared.payload;
     let mut out = Vec::new();
-    for event in events {
+    for event in prepared.events {
         let routes = config
             .routes
             .matching(&event)
@@ -82,7 +82,7 @@ pub fn explain(
                 r#type: entry.config.type_name(),
                 message: entry
                     .config
-                    .preview(&sink, &config.renderer, &event, &payload)?,
+                    .preview(&sink, &config.renderer, &event, payload)?,
                 sink,
             });
         }

@@ -33,6 +33,71 @@ pub enum PayloadFormat {
     Template,
 }
 
+/// The templates shipped in `templates/`, built into the binary so that an email sink works
+/// wherever its config file lives; a file of the same name in the templates directory wins.
+const BUILTIN: [(&str, &str); 15] = [
+    (
+        "digest.html.tera",
+        include_str!("../templates/digest.html.tera"),
+    ),
+    (
+        "digest.subject.tera",
+        include_str!("../templates/digest.subject.tera"),
+    ),
+    (
+        "digest.txt.tera",
+        include_str!("../templates/digest.txt.tera"),
+    ),
+    (
+        "feature-service.html.tera",
+        include_str!("../templates/feature-service.html.tera"),
+    ),
+    (
+        "feature-service.subject.tera",
+        include_str!("../templates/feature-service.subject.tera"),
+    ),
+    (
+        "feature-service.txt.tera",
+        include_str!("../templates/feature-service.txt.tera"),
+    ),
+    (
+        "geoprocessing.html.tera",
+        include_str!("../templates/geoprocessing.html.tera"),
+    ),
+    (
+        "geoprocessing.subject.tera",
+        include_str!("../templates/geoprocessing.subject.tera"),
+    ),
+    (
+        "geoprocessing.txt.tera",
+        include_str!("../templates/geoprocessing.txt.tera"),
+    ),
+    (
+        "portal.html.tera",
+        include_str!("../templates/portal.html.tera"),
+    ),
+    (
+        "portal.subject.tera",
+        include_str!("../templates/portal.subject.tera"),
+    ),
+    (
+        "portal.txt.tera",
+        include_str!("../templates/portal.txt.tera"),
+    ),
+    (
+        "survey123.html.tera",
+        include_str!("../templates/survey123.html.tera"),
+    ),
+    (
+        "survey123.subject.tera",
+        include_str!("../templates/survey123.subject.tera"),
+    ),
+    (
+        "survey123.txt.tera",
+        include_str!("../templates/survey123.txt.tera"),
+    ),
+];
+
 /// All compiled templates, by name; built at config load so that mistakes surface there.
 #[derive(Debug, Clone)]
 pub struct Renderer {
@@ -93,7 +158,8 @@ impl Renderer {
         };
     }
 
-    /// Compiles `dir/<file>` under `name`; a missing file is a problem at `key` when `required`.
+    /// Compiles `dir/<file>` under `name`, or the built-in template of that file name when the
+    /// file is not there; when neither exists it is a problem at `key` if `required`.
     pub fn add_file(
         &mut self,
         name: &str,
@@ -104,6 +170,17 @@ impl Renderer {
     ) -> bool {
         let path = self.dir.join(file);
         if !path.exists() {
+            if let Some((_, text)) = BUILTIN.iter().find(|(f, _)| *f == file) {
+                Arc::make_mut(&mut self.needs).remove(name);
+                let tera = Arc::make_mut(&mut self.tera);
+                return match tera.add_raw_template(name, text) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        problems.push(Problem::new(key, error_chain(&e)));
+                        false
+                    }
+                };
+            }
             if required {
                 problems.push(Problem::new(
                     key,

@@ -1,23 +1,36 @@
-//! `x-esriHook-Signature`: `sha256=` + base64(HMAC-SHA256(key, body)), checked in constant time.
+//! Authenticating a delivery the way its sender does: the `x-esriHook-Signature` HMAC
+//! (`sha256=` + base64(HMAC-SHA256(key, body))), the organization webhooks' `secret` header, or a
+//! `secret` in the payload URL; every comparison in constant time.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::Secret;
+use subtle::ConstantTimeEq;
+
+use crate::config::{AuthWay, Secret};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Name of the header (and form field) carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-esriHook-Signature";
 
-/// Why a delivery's signature was refused.
+/// Name of the header (and URL query parameter) carrying a shared secret.
+pub const SECRET_HEADER: &str = "secret";
+
+/// Why a delivery was not authenticated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
-    /// No signature, and the hook requires one.
-    #[error("missing x-esriHook-Signature: this hook requires signed deliveries")]
-    Missing,
+    /// No credential of a way the hook accepts, and the hook requires one.
+    #[error("no credential: this hook accepts {0}")]
+    Missing(String),
+    /// A `secret` header or URL secret that matches none of the hook's secrets.
+    #[error("the {0} matches none of the hook's secrets")]
+    SecretMismatch(&'static str),
+    /// A credential sent twice (two `secret` headers, two URL secrets): refused as ambiguous.
+    #[error("the {0} was sent more than once")]
+    Ambiguous(&'static str),
     /// The value is not `sha256=` followed by a base64 (or hex) digest.
     #[error("malformed x-esriHook-Signature: expected sha256=<base64 digest>, {0}")]
     Malformed(String),
@@ -107,12 +120,259 @@ pub fn verify(value: &str, keys: &[Secret], candidates: &[&[u8]]) -> Result<usiz
     Err(VerifyError::Mismatch)
 }
 
+/// A credential as the request carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// Not sent.
+    Absent,
+    /// Sent once, with these bytes exactly as they arrived.
+    One(&'a [u8]),
+    /// Sent more than once.
+    Many,
+}
+
+/// Everything a request offers to authenticate itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// `x-esriHook-Signature`, from the header or the form field.
+    pub signature: Option<&'a str>,
+    /// The texts the signature may have been computed over, most likely first.
+    pub signed: &'a [&'a [u8]],
+    /// The `secret` request header.
+    pub secret_header: Presented<'a>,
+    /// The `secret` query parameter of the payload URL, not decoded.
+    pub url_secret: Presented<'a>,
+}
+
+/// What the hook to authenticate against wants.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// The ways it accepts.
+    pub ways: &'a [AuthWay],
+    /// Its keys and secrets.
+    pub secrets: &'a [Secret],
+    /// Whether a delivery with no credential is refused.
+    pub required: bool,
+}
+
+impl Policy<'_> {
+    /// The accepted ways in words, for a 401 body.
+    pub fn describe(&self) -> String {
+        let words: Vec<&str> = self
+            .ways
+            .iter()
+            .map(|w| match w {
+                AuthWay::Signature => "an x-esriHook-Signature (header or form field)",
+                AuthWay::SecretHeader => "a `secret` header",
+                AuthWay::UrlSecret => "a `secret` parameter in the payload URL",
+            })
+            .collect();
+        words.join(" or ")
+    }
+}
+
+/// Authenticates a delivery: it passes when any credential of an accepted way matches; it is
+/// refused when credentials were sent and none matches, or none was sent and one is required.
+/// Credentials of ways the hook does not accept are ignored. Returns the way that matched.
+pub fn authenticate(
+    policy: Policy<'_>,
+    creds: Credentials<'_>,
+) -> Result<Option<AuthWay>, VerifyError> {
+    let mut refusal = None;
+    if policy.secrets.is_empty() {
+        // Nothing to check against: only a hook that does not require it gets here.
+        return if policy.required {
+            Err(VerifyError::Missing(policy.describe()))
+        } else {
+            Ok(None)
+        };
+    }
+    for way in policy.ways {
+        let outcome = match way {
+            AuthWay::Signature => creds
+                .signature
+                .map(|sig| verify(sig, policy.secrets, creds.signed).map(|_| ())),
+            AuthWay::SecretHeader => {
+                shared_secret(creds.secret_header, policy.secrets, "secret header")
+            }
+            AuthWay::UrlSecret => shared_secret(creds.url_secret, policy.secrets, "URL secret"),
+        };
+        match outcome {
+            Some(Ok(())) => return Ok(Some(*way)),
+            Some(Err(e)) => {
+                refusal.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match refusal {
+        Some(e) => Err(e),
+        None if policy.required => Err(VerifyError::Missing(policy.describe())),
+        None => Ok(None),
+    }
+}
+
+/// Checks a shared secret sent as it is; `None` when it was not sent.
+fn shared_secret(
+    presented: Presented<'_>,
+    secrets: &[Secret],
+    what: &'static str,
+) -> Option<Result<(), VerifyError>> {
+    match presented {
+        Presented::Absent => None,
+        Presented::Many => Some(Err(VerifyError::Ambiguous(what))),
+        Presented::One(value) => Some(if matches_secret(value, secrets) {
+            Ok(())
+        } else {
+            Err(VerifyError::SecretMismatch(what))
+        }),
+    }
+}
+
+/// Whether `value` equals one of `secrets`, compared in constant time (per secret; every secret
+/// is compared, so the time does not tell which one matched).
+pub fn matches_secret(value: &[u8], secrets: &[Secret]) -> bool {
+    secrets.iter().fold(false, |found, s| {
+        bool::from(s.expose().as_bytes().ct_eq(value)) | found
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn keys(k: &[&str]) -> Vec<Secret> {
         k.iter().map(|s| Secret::resolve(s).unwrap()).collect()
+    }
+
+    /// JSON text with the whitespace outside strings removed, keys left in their order.
+    fn minify(text: &str) -> String {
+        let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+        for c in text.chars() {
+            if in_string {
+                in_string = escaped || c != '"';
+                escaped = !escaped && c == '\\';
+            } else if c.is_whitespace() {
+                continue;
+            } else {
+                in_string = c == '"';
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// The protocol notes' check body: a real ArcGIS Online delivery, minified.
+    fn check_body() -> String {
+        let text = include_str!(
+            "../tests/real/aws-lambda-demo_agol-fs_json_FeaturesCreated_percent-encoded-changesUrl.json"
+        );
+        let body = minify(text);
+        assert_eq!(body.len(), 433);
+        assert!(body.starts_with(r#"[{"name":"aws_lambda""#));
+        body
+    }
+
+    #[test]
+    fn check_values_of_the_protocol_notes() {
+        use crate::arcgis::body::{BodyEncoding, decode};
+        let body = check_body();
+        // JSON body, key "bananas".
+        let json_sig = "sha256=DNDstHS04lyi+0KNP4R+dDFM462zJU2LvMVewqBJFZs=";
+        assert_eq!(sign(b"bananas", body.as_bytes()), json_sig);
+        assert_eq!(
+            verify(json_sig, &keys(&["bananas"]), &[body.as_bytes()]),
+            Ok(0)
+        );
+        // Form body: the field's value is the HMAC of the payload value as it is on the wire.
+        let form = format!(
+            "payload={body}&x-esriHook-Signature=sha256%3D3PxDnST54eDa1vXjcyJnYRVgKjVCuWtQzme%2FdPfobEY%3D"
+        );
+        let d = decode(BodyEncoding::Form, form.as_bytes()).unwrap();
+        assert_eq!(&*d.json, body.as_bytes());
+        let field = d.form_signature.as_deref().unwrap();
+        let signed: Vec<&[u8]> = d.signed_candidates.iter().map(|c| c.as_ref()).collect();
+        assert_eq!(verify(field, &keys(&["MYSECRETKEY"]), &signed), Ok(0));
+        assert_eq!(
+            verify(field, &keys(&["MYSECRETKEY"]), &signed[..1]),
+            Ok(0),
+            "the raw payload value is the first candidate"
+        );
+        // The HMAC of the whole body up to the `&` is another value, as the notes say.
+        assert_eq!(
+            sign(b"MYSECRETKEY", format!("payload={body}").as_bytes()),
+            "sha256=4PmA7zo8TGutRxw1TrY8TpvOsa5cmRVSzfaF3LerQFA="
+        );
+        // CRC, key MYSECRETKEY, token abc123.
+        assert_eq!(
+            sign(b"MYSECRETKEY", b"abc123"),
+            "sha256=JZBRSjXI4VWGz/kfx+MhyuzBzDmFvu6acHbGAAl80LU="
+        );
+    }
+
+    #[test]
+    fn authentication_by_each_way() {
+        let secrets = keys(&["s3cret", "older"]);
+        const ALL: &[AuthWay] = &[
+            AuthWay::Signature,
+            AuthWay::SecretHeader,
+            AuthWay::UrlSecret,
+        ];
+        let policy = |ways: &'static [AuthWay], required| Policy {
+            ways,
+            secrets: &secrets,
+            required,
+        };
+        let body: &[u8] = b"{}";
+        let good_sig = sign(b"older", body);
+        let creds = |sig: Option<&'static str>, header, url| Credentials {
+            signature: sig,
+            signed: &[b"{}"],
+            secret_header: header,
+            url_secret: url,
+        };
+        let sig: &'static str = Box::leak(good_sig.into_boxed_str());
+        use Presented::*;
+        assert_eq!(
+            authenticate(policy(ALL, true), creds(Some(sig), Absent, Absent)),
+            Ok(Some(AuthWay::Signature))
+        );
+        assert_eq!(
+            authenticate(policy(ALL, true), creds(None, One(b"s3cret"), Absent)),
+            Ok(Some(AuthWay::SecretHeader))
+        );
+        assert_eq!(
+            authenticate(policy(ALL, true), creds(None, Absent, One(b"older"))),
+            Ok(Some(AuthWay::UrlSecret))
+        );
+        // A way the hook does not accept is ignored.
+        assert!(matches!(
+            authenticate(
+                policy(&[AuthWay::Signature], true),
+                creds(None, One(b"s3cret"), Absent)
+            ),
+            Err(VerifyError::Missing(_))
+        ));
+        assert_eq!(
+            authenticate(policy(ALL, true), creds(None, One(b" s3cret"), Absent)),
+            Err(VerifyError::SecretMismatch("secret header"))
+        );
+        assert_eq!(
+            authenticate(policy(ALL, true), creds(None, Many, Absent)),
+            Err(VerifyError::Ambiguous("secret header"))
+        );
+        assert_eq!(
+            authenticate(policy(ALL, true), creds(None, Absent, One(b"s3cre%74"))),
+            Err(VerifyError::SecretMismatch("URL secret"))
+        );
+        // Not required: nothing sent passes, a wrong credential still does not.
+        assert_eq!(
+            authenticate(policy(ALL, false), creds(None, Absent, Absent)),
+            Ok(None)
+        );
+        assert!(authenticate(policy(ALL, false), creds(None, One(b"no"), Absent)).is_err());
+        let e = authenticate(policy(ALL, true), creds(None, Absent, Absent)).unwrap_err();
+        assert!(e.to_string().contains("a `secret` header"), "{e}");
     }
 
     #[test]

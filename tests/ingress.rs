@@ -237,7 +237,7 @@ async fn refusals_answer_the_right_code_and_enqueue_nothing() {
             None,
             good.clone(),
             401,
-            "signature_missing",
+            "auth_missing",
         ),
         (
             "wrong key",
@@ -414,7 +414,7 @@ async fn refusals_answer_the_right_code_and_enqueue_nothing() {
         metric(
             &d,
             "hookbridge_requests_total",
-            &["outcome=\"signature_missing\""]
+            &["outcome=\"auth_missing\""]
         )
         .await,
         1.0

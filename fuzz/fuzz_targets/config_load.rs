@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(cfg.sinks.keys().eq(again.sinks.keys()));
             assert_eq!(again.storage.path, cfg.storage.path);
             for hook in cfg.hooks.values() {
-                if hook.require_signature == Some(true) {
+                if hook.require_auth == Some(true) {
                     assert!(!hook.secrets.is_empty());
                 }
             }

@@ -79,14 +79,21 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedBody<'_>, Pa
     }
 }
 
+/// A form body arrives in one of two layouts (protocol notes §4):
+/// 1. `payload=<JSON>` with the JSON as it is (only string values carry escapes), which is what
+///    Esri's own receiver reads: the signature is over those raw bytes, and they are the JSON;
+/// 2. `payload=<the JSON percent-encoded as a whole>`: the JSON is the decoded value.
+///
+/// Layout 1 is never decoded: a form decoder turns `+` into a space and rewrites `%3a`, so its
+/// output is neither what was signed nor what was sent.
 fn decode_form(body: &[u8]) -> Result<DecodedBody<'_>, ParseError> {
-    let mut payload: Option<Cow<'_, str>> = None;
+    let mut decoded: Option<Cow<'_, str>> = None;
     let mut signature = None;
     let mut payloads = 0;
     for (k, v) in form_urlencoded::parse(body) {
         if k == "payload" {
             payloads += 1;
-            payload = Some(v);
+            decoded = Some(v);
         } else if k.eq_ignore_ascii_case(SIGNATURE_HEADER) {
             if signature.is_some() {
                 return Err(ParseError::Form(format!(
@@ -101,46 +108,67 @@ fn decode_form(body: &[u8]) -> Result<DecodedBody<'_>, ParseError> {
             "the form has {payloads} payload fields; expected exactly one"
         )));
     }
-    let Some(decoded) = payload else {
+    let Some(decoded) = decoded else {
         return Err(ParseError::Form(
             "the form has no payload field; expected payload=<json>".into(),
         ));
     };
-    // Without the signature field: what a sender that appends its signature would have signed.
-    let unsigned = strip_signature_field(body);
-    let mut candidates = vec![Cow::Borrowed(body)];
-    if let Some(u) = unsigned {
-        candidates.push(Cow::Owned(u));
+    let mut candidates = Vec::with_capacity(4);
+    let raw = raw_payload_value(body);
+    if let Some(raw) = raw {
+        candidates.push(Cow::Borrowed(raw));
     }
-    // Esri's own samples read the raw text after `payload=`; a sender that did not escape `&`
-    // inside the JSON breaks the form split, so fall back to that raw text when it parses.
-    let decoded_bytes = decoded.as_bytes().to_vec();
-    let json = if serde_json::from_slice::<serde::de::IgnoredAny>(&decoded_bytes).is_ok() {
-        decoded_bytes
-    } else {
-        raw_payload_text(body).unwrap_or(decoded_bytes)
+    candidates.push(Cow::Borrowed(body));
+    if let Some(unsigned) = strip_signature_field(body) {
+        candidates.push(Cow::Owned(unsigned));
+    }
+    let json = match raw.filter(|r| is_json(r)) {
+        // Layout 1, or a sender that left `&` unescaped inside the JSON (the raw text up to the
+        // signature field is then the JSON).
+        Some(raw) => Cow::Borrowed(raw),
+        None => {
+            // Layout 2: what the sender encoded is the decoded value, so it may have signed that.
+            let text = decoded.into_owned().into_bytes();
+            candidates.push(Cow::Owned(text.clone()));
+            Cow::Owned(text)
+        }
     };
-    candidates.push(Cow::Owned(json.clone()));
     Ok(DecodedBody {
-        json: Cow::Owned(json),
+        json,
         form_signature: signature,
         signed_candidates: candidates,
     })
 }
 
-/// The raw text between `payload=` and a trailing signature field, if it parses as JSON.
-fn raw_payload_text(body: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let start = text.find("payload=")? + "payload=".len();
-    let rest = &text[start..];
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+}
+
+/// The `payload` field's value exactly as it is on the wire: up to the next `&`, or, when that
+/// is not JSON, up to the signature field (a sender that did not escape `&` inside the JSON).
+fn raw_payload_value(body: &[u8]) -> Option<&[u8]> {
+    let start = body
+        .split(|b| *b == b'&')
+        .scan(0usize, |offset, field| {
+            let at = *offset;
+            *offset += field.len() + 1;
+            Some((at, field))
+        })
+        .find(|(_, field)| field.starts_with(b"payload="))
+        .map(|(at, _)| at + b"payload=".len())?;
+    let rest = &body[start..];
+    let next = rest.iter().position(|b| *b == b'&').unwrap_or(rest.len());
+    if next == rest.len() || is_json(&rest[..next]) {
+        return Some(&rest[..next]);
+    }
     let lower = rest.to_ascii_lowercase();
+    let marker = format!("&{}=", SIGNATURE_HEADER.to_ascii_lowercase());
     let end = lower
-        .find(&format!("&{}=", SIGNATURE_HEADER.to_ascii_lowercase()))
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
         .unwrap_or(rest.len());
-    let candidate = &rest.as_bytes()[..end];
-    serde_json::from_slice::<serde::de::IgnoredAny>(candidate)
-        .ok()
-        .map(|_| candidate.to_vec())
+    let long = &rest[..end];
+    Some(if is_json(long) { long } else { &rest[..next] })
 }
 
 /// The body with its `x-esriHook-Signature=` field removed, if it had one.

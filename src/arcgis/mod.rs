@@ -1,19 +1,43 @@
-//! ArcGIS payloads → events: organization (portal), feature-service and geoprocessing webhooks.
+//! ArcGIS payloads → events: organization (portal), feature-service, geoprocessing and
+//! Survey123 webhooks, in every shape ArcGIS sends (see the protocol notes, v2).
 
 pub mod body;
 mod feature;
 mod geoprocessing;
+pub mod json;
 mod portal;
+mod survey123;
 
+use std::sync::Arc;
+
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::HookKind;
 use crate::event::{Event, EventKind};
+use json::RedactPath;
 
-/// Why a body is not a payload of the hook's kind (answered with 400).
+/// What a hook expects to receive, which picks the payload parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookKind {
+    /// Organization webhooks: `{info, events}`.
+    Portal,
+    /// Feature-service webhooks: the ArcGIS Online array or either single-object shape.
+    FeatureService,
+    /// Geoprocessing job webhooks.
+    Geoprocessing,
+    /// Survey123 webhooks: one record submitted or edited.
+    #[serde(rename = "survey123")]
+    Survey123,
+    /// Detect the kind from the payload's shape.
+    Auto,
+}
+
+/// Why a body is not a payload of the hook's kind (answered with 400). Messages name the JSON
+/// path and the expected type, never a value from the body.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
-    /// Not JSON at all (or too deeply nested).
+    /// Not JSON at all (or too deeply nested, or an object with a key twice).
     #[error("body is not valid JSON: {0}")]
     Json(String),
     /// A form body without a usable `payload` field.
@@ -29,29 +53,74 @@ pub enum ParseError {
     },
     /// `kind = "auto"` and the shape is none of the known ones.
     #[error(
-        "unrecognized payload: expected a portal object {{info, events}}, a feature-service array, or a geoprocessing job {{jobId, jobStatus}}"
+        "unrecognized payload: expected a portal object {{info, events}}, a feature-service array, \
+         a feature-service object with changeType, an ArcGIS Enterprise feature-service object \
+         {{serviceType, changesUrl, events}}, a geoprocessing job {{jobId, statusURL, events}} or \
+         {{jobId, jobStatus}}, or a Survey123 record {{eventType, feature}}"
     )]
     Unrecognized,
 }
 
+/// A delivery's payload made ready for the queue: its events, and the text to store (the
+/// payload as received, or re-encoded when something had to be removed from it).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The events it holds, in payload order.
+    pub events: Vec<Event>,
+    /// The payload text to store and hand to sinks: credentials and redacted paths removed.
+    pub payload: Arc<str>,
+}
+
+/// The one path from a payload's JSON to its events, shared by the ingress, `explain` and the
+/// fuzz targets: strict JSON (no duplicate keys), credentials and `redact` paths removed, then
+/// parsed by the hook's kind (or the detected one).
+pub fn prepare(
+    kind: HookKind,
+    hook: &str,
+    json: &[u8],
+    redact: &[RedactPath],
+) -> Result<Prepared, ParseError> {
+    let mut value = json::parse_strict(json)?;
+    let mut removed = remove_token(&mut value);
+    for path in redact {
+        removed |= path.remove(&mut value);
+    }
+    let events = parse_value(kind, hook, &value)?;
+    let payload: Arc<str> = if removed {
+        Arc::from(value.to_string())
+    } else {
+        Arc::from(String::from_utf8_lossy(json).as_ref())
+    };
+    Ok(Prepared { events, payload })
+}
+
 /// Parses a payload's JSON text for `hook` into its events (empty when it holds none).
 pub fn parse(kind: HookKind, hook: &str, json: &[u8]) -> Result<Vec<Event>, ParseError> {
-    let value: Value = serde_json::from_slice(json).map_err(|e| ParseError::Json(e.to_string()))?;
-    parse_value(kind, hook, value)
+    prepare(kind, hook, json, &[]).map(|p| p.events)
 }
 
 /// Parses an already decoded payload.
-pub fn parse_value(kind: HookKind, hook: &str, value: Value) -> Result<Vec<Event>, ParseError> {
+fn parse_value(kind: HookKind, hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
     let kind = match kind {
-        HookKind::Auto => detect(&value).ok_or(ParseError::Unrecognized)?,
+        HookKind::Auto => detect(value).ok_or(ParseError::Unrecognized)?,
         k => k,
     };
     match kind {
         HookKind::Portal => portal::parse(hook, value),
         HookKind::FeatureService => feature::parse(hook, value),
         HookKind::Geoprocessing => geoprocessing::parse(hook, value),
+        HookKind::Survey123 => survey123::parse(hook, value),
         HookKind::Auto => Err(ParseError::Unrecognized),
     }
+}
+
+/// Removes Survey123's `portalInfo.token` (a user's live ArcGIS token) wherever a body has it.
+fn remove_token(value: &mut Value) -> bool {
+    let [outer, inner] = survey123::TOKEN_PATH;
+    value
+        .get_mut(outer)
+        .and_then(Value::as_object_mut)
+        .is_some_and(|o| o.remove(inner).is_some())
 }
 
 /// Where the `index`-th event's properties sit verbatim in its payload, as a JSON pointer, so that
@@ -62,39 +131,28 @@ pub fn parse_value(kind: HookKind, hook: &str, value: Value) -> Result<Vec<Event
 pub fn properties_pointer(kind: EventKind, index: usize) -> Option<String> {
     match kind {
         EventKind::Portal => Some(portal::properties_pointer(index)),
-        EventKind::FeatureService | EventKind::Geoprocessing => None,
+        EventKind::FeatureService | EventKind::Geoprocessing | EventKind::Survey123 => None,
     }
 }
 
 /// Guesses the webhook family from the payload's shape.
 fn detect(value: &Value) -> Option<HookKind> {
-    match value {
-        Value::Array(_) => Some(HookKind::FeatureService),
-        Value::Object(o) if o.contains_key("info") && o.contains_key("events") => {
-            Some(HookKind::Portal)
-        }
-        Value::Object(_) if geoprocessing::looks_like_job(value) => Some(HookKind::Geoprocessing),
-        _ => None,
+    let o = match value {
+        Value::Array(_) => return Some(HookKind::FeatureService),
+        Value::Object(o) => o,
+        _ => return None,
+    };
+    if o.contains_key("info") && o.contains_key("events") {
+        Some(HookKind::Portal)
+    } else if survey123::looks_like_survey(o) {
+        Some(HookKind::Survey123)
+    } else if geoprocessing::looks_like_job(value) {
+        Some(HookKind::Geoprocessing)
+    } else if feature::looks_like_single(o) {
+        Some(HookKind::FeatureService)
+    } else {
+        None
     }
-}
-
-/// Deserializes `value` into `T`, naming the JSON path of the first mismatch.
-fn typed<T: serde::de::DeserializeOwned>(
-    kind: &'static str,
-    value: Value,
-) -> Result<T, ParseError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        ParseError::Shape {
-            kind,
-            detail: if path == "." {
-                inner
-            } else {
-                format!("at {path}: {inner}")
-            },
-        }
-    })
 }
 
 /// An epoch-milliseconds value that may arrive as a number or a numeric string.

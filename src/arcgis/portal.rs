@@ -1,86 +1,80 @@
 //! Organization (portal) webhooks: `{info: {...}, events: [...]}`, one event per entry.
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{ParseError, millis, text, typed};
+use super::ParseError;
+use super::json::At;
 use crate::event::{DedupKey, Event, EventKind};
-
-#[derive(Deserialize)]
-struct Payload {
-    info: Info,
-    events: Vec<PortalEvent>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Info {
-    webhook_name: Option<String>,
-    webhook_id: Option<String>,
-    #[serde(rename = "portalURL")]
-    portal_url: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PortalEvent {
-    username: Option<String>,
-    user_id: Option<String>,
-    when: Option<Value>,
-    operation: String,
-    source: String,
-    #[serde(default)]
-    id: Value,
-    #[serde(default)]
-    properties: Option<Map<String, Value>>,
-}
 
 /// Parses a portal payload. `info.when` (the delivery time) is left out of the dedup key
 /// because ArcGIS changes it on every retry; the events themselves stay the same.
-pub(super) fn parse(hook: &str, value: Value) -> Result<Vec<Event>, ParseError> {
-    let p: Payload = typed("portal", value)?;
-    let webhook = p.info.webhook_name.clone().or(p.info.webhook_id.clone());
-    let sender = p
-        .info
-        .webhook_id
-        .or(p.info.webhook_name)
-        .unwrap_or_default();
-    Ok(p.events
-        .into_iter()
-        .map(|e| {
-            let properties = e.properties.unwrap_or_default();
-            let id = text(&e.id);
-            let when = millis(e.when.as_ref());
-            let when_text = e.when.as_ref().map(text).unwrap_or_default();
-            let props_text = Value::Object(properties.clone()).to_string();
-            let key = DedupKey::from_parts(&[
-                "portal",
-                hook,
-                &sender,
-                &e.source,
-                &e.operation,
-                &id,
-                e.username.as_deref().unwrap_or(""),
-                e.user_id.as_deref().unwrap_or(""),
-                &when_text,
-                &props_text,
-            ]);
-            Event {
-                event_id: key.to_string(),
-                kind: EventKind::Portal,
-                source: e.source,
-                operation: e.operation,
-                id,
-                webhook: webhook.clone(),
-                user: e.username,
-                when,
-                portal: p.info.portal_url.clone(),
-                properties,
-                hook: hook.to_string(),
-                accepted_at: 0,
-            }
-        })
-        .collect())
+pub(super) fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
+    let top = At {
+        kind: "portal",
+        path: "",
+    };
+    let o = top.object(value)?;
+    let info = match o.get("info") {
+        Some(v) => At {
+            path: "info",
+            ..top
+        }
+        .object(v)?,
+        None => return Err(top.error("info", "missing; expected an object")),
+    };
+    let at_info = At {
+        path: "info",
+        ..top
+    };
+    let webhook_name = at_info.text(info, "webhookName")?;
+    let webhook_id = at_info.text(info, "webhookId")?;
+    let portal_url = at_info.text(info, "portalURL")?;
+    let webhook = webhook_name.clone().or(webhook_id.clone());
+    let sender = webhook_id.or(webhook_name).unwrap_or_default();
+    let entries = top.array(o, "events")?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let path = format!("events[{i}]");
+        let at = At { path: &path, ..top };
+        let e = at.object(entry)?;
+        let operation = at.string(e, "operation")?;
+        let source = at.string(e, "source")?;
+        let username = at.text(e, "username")?;
+        let user_id = at.text(e, "userId")?;
+        let id = at.text(e, "id")?.unwrap_or_default();
+        let when = at.millis(e, "when")?;
+        let properties: Map<String, Value> =
+            at.opt_object(e, "properties")?.cloned().unwrap_or_default();
+        let when_text = e.get("when").map(super::text).unwrap_or_default();
+        let props_text = Value::Object(properties.clone()).to_string();
+        let key = DedupKey::from_parts(&[
+            "portal",
+            hook,
+            &sender,
+            &source,
+            &operation,
+            &id,
+            username.as_deref().unwrap_or(""),
+            user_id.as_deref().unwrap_or(""),
+            &when_text,
+            &props_text,
+        ]);
+        out.push(Event {
+            event_id: key.to_string(),
+            kind: EventKind::Portal,
+            source,
+            operation,
+            id,
+            webhook: webhook.clone(),
+            user: username,
+            when,
+            portal: portal_url.clone(),
+            properties,
+            hook: hook.to_string(),
+            accepted_at: 0,
+        });
+    }
+    Ok(out)
 }
 
 /// The JSON pointer of the `index`-th event's properties in a portal payload.
@@ -103,7 +97,7 @@ mod tests {
 
     #[test]
     fn group_update_fields() {
-        let ev = parse("portal", sample("portal-group-update.json")).unwrap();
+        let ev = parse("portal", &sample("portal-group-update.json")).unwrap();
         assert_eq!(ev.len(), 1);
         let e = &ev[0];
         assert_eq!(e.kind, EventKind::Portal);
@@ -122,12 +116,12 @@ mod tests {
         let a = sample("portal-item-share-multi.json");
         let mut b = a.clone();
         b["info"]["when"] = Value::from(1800000000000_i64);
-        let ka: Vec<String> = parse("p", a.clone())
+        let ka: Vec<String> = parse("p", &a)
             .unwrap()
             .into_iter()
             .map(|e| e.event_id)
             .collect();
-        let kb: Vec<String> = parse("p", b)
+        let kb: Vec<String> = parse("p", &b)
             .unwrap()
             .into_iter()
             .map(|e| e.event_id)
@@ -136,7 +130,7 @@ mod tests {
         assert_ne!(ka[0], ka[1]);
         let mut c = a;
         c["events"][0]["when"] = Value::from(1);
-        let kc: Vec<String> = parse("p", c)
+        let kc: Vec<String> = parse("p", &c)
             .unwrap()
             .into_iter()
             .map(|e| e.event_id)
@@ -149,7 +143,7 @@ mod tests {
     fn missing_operation_names_the_path() {
         let mut v = sample("portal-user-role.json");
         v["events"][0].as_object_mut().unwrap().remove("operation");
-        let err = parse("p", v).unwrap_err().to_string();
+        let err = parse("p", &v).unwrap_err().to_string();
         assert!(err.contains("events[0]"), "{err}");
         assert!(err.contains("operation"), "{err}");
     }
@@ -157,7 +151,7 @@ mod tests {
     #[test]
     fn properties_pointer_finds_each_events_properties() {
         let v = sample("portal-item-share-multi.json");
-        let ev = parse("p", v.clone()).unwrap();
+        let ev = parse("p", &v).unwrap();
         assert_eq!(ev.len(), 2);
         for (i, e) in ev.iter().enumerate() {
             let at = v.pointer(&properties_pointer(i)).unwrap();

@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 pub use secret::Secret;
 
+pub use crate::arcgis::HookKind;
+use crate::arcgis::json::RedactPath;
+
 use crate::render::Renderer;
 use crate::route::{RouteConfig, RouteTable};
 use crate::sinks::SinkConfig;
@@ -68,18 +71,39 @@ pub enum ConfigError {
     },
 }
 
-/// What a hook expects to receive, which picks the payload parser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How a hook authenticates a delivery; a hook accepts any of the ways it lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum HookKind {
-    /// Organization webhooks: `{info, events}`.
-    Portal,
-    /// Feature-service webhooks: an array of layer change batches.
-    FeatureService,
-    /// Geoprocessing job webhooks.
-    Geoprocessing,
-    /// Detect the kind from the payload's shape.
-    Auto,
+pub enum AuthWay {
+    /// `x-esriHook-Signature`: HMAC-SHA256 of the body, as a header or a form field.
+    Signature,
+    /// A request header `secret` equal to one of the hook's secrets (organization webhooks).
+    SecretHeader,
+    /// A query parameter `secret` in the payload URL equal to one of the secrets (Survey123).
+    UrlSecret,
+}
+
+impl AuthWay {
+    /// How the way is written in the config and named in answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthWay::Signature => "signature",
+            AuthWay::SecretHeader => "secret-header",
+            AuthWay::UrlSecret => "url-secret",
+        }
+    }
+
+    /// The ways a hook of `kind` accepts when its `auth` is not set: how that sender can
+    /// authenticate.
+    pub fn defaults(kind: HookKind) -> &'static [AuthWay] {
+        use AuthWay::*;
+        match kind {
+            HookKind::Portal => &[Signature, SecretHeader],
+            HookKind::FeatureService | HookKind::Geoprocessing => &[Signature],
+            HookKind::Survey123 => &[UrlSecret],
+            HookKind::Auto => &[Signature, SecretHeader, UrlSecret],
+        }
+    }
 }
 
 /// `[hooks.NAME]`: one payload URL, `POST /hooks/NAME`.
@@ -89,18 +113,40 @@ pub struct HookConfig {
     /// The payload kind this hook accepts.
     #[serde(default = "default_kind")]
     pub kind: HookKind,
-    /// Signature keys; any one may match (rotation). The first answers CRC challenges.
+    /// Keys and shared secrets; any one may match (rotation). The first answers CRC challenges.
     #[serde(default)]
     pub secrets: Vec<Secret>,
-    /// Refuse unsigned deliveries; defaults to true when secrets are set.
-    pub require_signature: Option<bool>,
+    /// The ways a delivery may authenticate; by default those the hook's kind of sender uses.
+    pub auth: Option<Vec<AuthWay>>,
+    /// Refuse unauthenticated deliveries; defaults to true when secrets are set.
+    /// (`require_signature` is its older name.)
+    #[serde(alias = "require_signature")]
+    pub require_auth: Option<bool>,
+    /// JSON paths removed from the payload before it is stored or sent (personal data).
+    #[serde(default, deserialize_with = "redact_paths")]
+    pub redact: Vec<RedactPath>,
 }
 
 impl HookConfig {
-    /// Whether an unsigned delivery is refused.
-    pub fn signature_required(&self) -> bool {
-        self.require_signature.unwrap_or(!self.secrets.is_empty())
+    /// Whether an unauthenticated delivery is refused.
+    pub fn auth_required(&self) -> bool {
+        self.require_auth.unwrap_or(!self.secrets.is_empty())
     }
+
+    /// The ways a delivery may authenticate.
+    pub fn auth_ways(&self) -> &[AuthWay] {
+        match &self.auth {
+            Some(ways) => ways,
+            None => AuthWay::defaults(self.kind),
+        }
+    }
+}
+
+fn redact_paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RedactPath>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|p| RedactPath::parse(p).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 fn default_kind() -> HookKind {
@@ -370,10 +416,32 @@ impl Config {
                     "a hook name may use only letters, digits, '-' and '_'",
                 ));
             }
-            if hook.require_signature == Some(true) && hook.secrets.is_empty() {
+            if hook.require_auth == Some(true) && hook.secrets.is_empty() {
                 problems.push(Problem::new(
                     format!("hooks.{name}.secrets"),
-                    "require_signature is true but no secret is configured",
+                    "require_auth is true but no secret is configured",
+                ));
+            }
+            let explicit_url = hook.kind == HookKind::Survey123
+                || hook
+                    .auth
+                    .as_ref()
+                    .is_some_and(|w| w.contains(&AuthWay::UrlSecret));
+            if explicit_url {
+                for (i, secret) in hook.secrets.iter().enumerate() {
+                    if !url_safe(secret.expose()) {
+                        problems.push(Problem::new(
+                            format!("hooks.{name}.secrets[{i}]"),
+                            "a secret sent in the payload URL must use only A-Z a-z 0-9 - . _ ~ \
+                             (it is compared exactly as it arrives, never percent-decoded)",
+                        ));
+                    }
+                }
+            }
+            if hook.auth.as_ref().is_some_and(Vec::is_empty) {
+                problems.push(Problem::new(
+                    format!("hooks.{name}.auth"),
+                    "lists no way; expected any of \"signature\", \"secret-header\", \"url-secret\"",
                 ));
             }
         }
@@ -433,6 +501,13 @@ impl Config {
             Err(problems)
         }
     }
+}
+
+/// Whether a secret can travel in a URL as it is.
+fn url_safe(secret: &str) -> bool {
+    secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Whether `name` is a safe hook or sink name (it appears in URLs, keys and metric labels).
@@ -560,6 +635,30 @@ to = ["nope"]
         assert!(all.contains("hooks.p.secrets"), "{all}");
         assert!(all.contains("routes[0].to"), "{all}");
         assert!(all.contains("routes[0].match.colour"), "{all}");
+    }
+
+    #[test]
+    fn hook_auth_ways_are_checked() {
+        let p = problems("[hooks.s]\nkind = \"survey123\"\nsecrets = [\"a+b/c\"]\n");
+        assert!(p[0].starts_with("hooks.s.secrets[0]"), "{p:?}");
+        let p = problems("[hooks.s]\nauth = [\"carrier-pigeon\"]\n");
+        assert!(p[0].starts_with("hooks.s.auth"), "{p:?}");
+        assert!(p[0].contains("secret-header"), "{p:?}");
+        let p = problems("[hooks.s]\nauth = []\nsecrets = [\"k\"]\n");
+        assert!(p[0].starts_with("hooks.s.auth"), "{p:?}");
+        let p = problems("[hooks.s]\nredact = [\"a..b\"]\n");
+        assert!(p[0].starts_with("hooks.s.redact"), "{p:?}");
+        let cfg = Config::parse(
+            Path::new("routes.toml"),
+            "[hooks.a]\nkind = \"portal\"\nsecrets = [\"k\"]\nrequire_signature = false\n[hooks.b]\nkind = \"survey123\"\n",
+        )
+        .unwrap();
+        assert!(!cfg.hooks["a"].auth_required());
+        assert_eq!(
+            cfg.hooks["a"].auth_ways(),
+            &[AuthWay::Signature, AuthWay::SecretHeader]
+        );
+        assert_eq!(cfg.hooks["b"].auth_ways(), &[AuthWay::UrlSecret]);
     }
 
     #[test]

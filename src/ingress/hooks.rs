@@ -3,7 +3,6 @@
 //! A POST goes down the data flow: size → content type → body → signature → parse → route →
 //! durable accept, and only then the 2xx.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -14,18 +13,21 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use crate::arcgis::{self, ParseError, body::BodyEncoding, body::ContentTypeError};
-use crate::config::HookConfig;
+use crate::arcgis::body::{BodyEncoding, ContentTypeError, DecodedBody};
+use crate::arcgis::{self, ParseError};
+use crate::config::{Config, HookConfig};
 use crate::metrics::METRICS;
 use crate::queue::{AcceptOutcome, RoutedEvent};
-use crate::verify::{self, SIGNATURE_HEADER, VerifyError};
+use crate::verify::{
+    self, Credentials, Policy, Presented, SECRET_HEADER, SIGNATURE_HEADER, VerifyError,
+};
 
 /// Why a delivery was refused; each maps to one status code and one metric label.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
-    /// No such hook is configured.
-    #[error("no hook named {0:?} is configured")]
-    UnknownHook(String),
+    /// No such hook is configured (the name is not echoed: it comes from the request).
+    #[error("no hook of that name is configured")]
+    UnknownHook,
     /// The body did not arrive within `server.read_timeout`.
     #[error("the body did not arrive within {0:?}")]
     Timeout(std::time::Duration),
@@ -38,9 +40,9 @@ pub enum IngressError {
     /// The body could not be read to its end.
     #[error("body could not be read: {0}")]
     Body(String),
-    /// Signature missing or wrong.
+    /// Not authenticated the way the hook requires.
     #[error(transparent)]
-    Signature(#[from] VerifyError),
+    Auth(#[from] VerifyError),
     /// Not a payload of the hook's kind.
     #[error(transparent)]
     Parse(#[from] ParseError),
@@ -49,15 +51,18 @@ pub enum IngressError {
     Unavailable(String),
 }
 
+/// Longest `message` in an error answer: enough to name a path and a type, never a whole value.
+const MAX_MESSAGE: usize = 512;
+
 impl IngressError {
     fn status(&self) -> StatusCode {
         match self {
-            IngressError::UnknownHook(_) => StatusCode::NOT_FOUND,
+            IngressError::UnknownHook => StatusCode::NOT_FOUND,
             IngressError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngressError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::Body(_) | IngressError::Parse(_) => StatusCode::BAD_REQUEST,
-            IngressError::Signature(_) => StatusCode::UNAUTHORIZED,
+            IngressError::Auth(_) => StatusCode::UNAUTHORIZED,
             IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -65,24 +70,56 @@ impl IngressError {
     /// The `outcome` label of `hookbridge_requests_total` and the `error` field of the answer.
     pub fn label(&self) -> &'static str {
         match self {
-            IngressError::UnknownHook(_) => "unknown_hook",
+            IngressError::UnknownHook => "unknown_hook",
             IngressError::TooLarge(_) => "too_large",
             IngressError::Timeout(_) => "timeout",
             IngressError::ContentType(_) => "unsupported_media_type",
             IngressError::Body(_) => "bad_body",
-            IngressError::Signature(VerifyError::Missing) => "signature_missing",
-            IngressError::Signature(_) => "signature_invalid",
+            IngressError::Auth(VerifyError::Missing(_)) => "auth_missing",
+            IngressError::Auth(VerifyError::SecretMismatch(_) | VerifyError::Ambiguous(_)) => {
+                "secret_invalid"
+            }
+            IngressError::Auth(_) => "signature_invalid",
             IngressError::Parse(_) => "bad_payload",
             IngressError::Unavailable(_) => "unavailable",
         }
     }
 
+    /// The message for answers and logs: control characters escaped (no forged log lines), cut
+    /// at `MAX_MESSAGE` characters.
+    fn message(&self) -> String {
+        let mut out = String::new();
+        for (i, c) in self.to_string().chars().enumerate() {
+            if i == MAX_MESSAGE {
+                out.push('…');
+                break;
+            }
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     fn response(&self) -> HttpResponse {
         HttpResponse::build(self.status()).json(json!({
             "error": self.label(),
-            "message": self.to_string(),
+            "message": self.message(),
         }))
     }
+}
+
+/// The configured hook a path names. A name outside `[A-Za-z0-9_-]{1,64}` is refused before the
+/// lookup, so a hostile name never reaches a log line or an answer.
+fn find_hook<'c>(config: &'c Config, name: &str) -> Option<&'c HookConfig> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    plain.then(|| config.hooks.get(name)).flatten()
 }
 
 /// `POST /hooks/{hook}`.
@@ -93,13 +130,18 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let hook = hook.into_inner();
+    let name = hook.into_inner();
+    // One snapshot for the whole request: a reload in between must not mix two configs.
     let config = state.config();
-    let known = config.hooks.contains_key(&hook);
-    let label = if known { hook.as_str() } else { "(unknown)" };
-    let result = match config.hooks.get(&hook) {
-        None => Err(IngressError::UnknownHook(hook.clone())),
-        Some(h) => accept(&req, &hook, h, body, &state).await,
+    let found = find_hook(&config, &name);
+    let label = if found.is_some() {
+        name.as_str()
+    } else {
+        "(unknown)"
+    };
+    let result = match found {
+        None => Err(IngressError::UnknownHook),
+        Some(h) => accept(&req, &name, h, &config, body, &state).await,
     };
     let response = match result {
         Ok(outcome) => {
@@ -119,7 +161,13 @@ pub async fn receive(
                 .requests
                 .with_label_values(&[label, e.label()])
                 .inc();
-            tracing::info!(hook = %hook, status = e.status().as_u16(), reason = e.label(), "delivery refused: {e}");
+            tracing::info!(
+                hook = label,
+                status = e.status().as_u16(),
+                reason = e.label(),
+                "delivery refused: {}",
+                e.message()
+            );
             e.response()
         }
     };
@@ -134,13 +182,14 @@ async fn accept(
     req: &HttpRequest,
     name: &str,
     hook: &HookConfig,
+    config: &Config,
     mut payload: web::Payload,
     state: &AppState,
 ) -> Result<AcceptOutcome, IngressError> {
     if !state.is_accepting() {
         return Err(IngressError::Unavailable("shutting down".into()));
     }
-    let limit = state.config().server.max_body.as_u64();
+    let limit = config.server.max_body.as_u64();
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -155,7 +204,7 @@ async fn accept(
         .map(|v| v.to_str().unwrap_or("(not text)"));
     let encoding = BodyEncoding::from_content_type(content_type)?;
 
-    let read_timeout = state.config().server.read_timeout;
+    let read_timeout = config.server.read_timeout;
     let raw = tokio::time::timeout(read_timeout, read_body(&mut payload, declared, limit))
         .await
         .map_err(|_| IngressError::Timeout(read_timeout))??;
@@ -164,31 +213,15 @@ async fn accept(
     }
 
     let decoded = arcgis::body::decode(encoding, &raw);
-    let header_sig = req
-        .headers()
-        .get(SIGNATURE_HEADER)
-        .map(|v| v.to_str().map(str::to_string).unwrap_or_default());
-    let signature =
-        header_sig.or_else(|| decoded.as_ref().ok().and_then(|d| d.form_signature.clone()));
-    match signature {
-        Some(sig) if !hook.secrets.is_empty() => {
-            let candidates: Vec<&[u8]> = match &decoded {
-                Ok(d) => d.signed_candidates.iter().map(|c| c.as_ref()).collect(),
-                Err(_) => vec![&raw[..]],
-            };
-            verify::verify(&sig, &hook.secrets, &candidates)?;
-        }
-        None if hook.signature_required() => return Err(VerifyError::Missing.into()),
-        _ => {}
-    }
+    authenticate(req, hook, &raw, decoded.as_ref().ok())?;
     let decoded = decoded?;
-    let events = arcgis::parse(hook.kind, name, &decoded.json)?;
-    if events.is_empty() {
+    let prepared = arcgis::prepare(hook.kind, name, &decoded.json, &hook.redact)?;
+    if prepared.events.is_empty() {
         return Ok(AcceptOutcome::default());
     }
 
-    let config = state.config();
-    let routed: Vec<RoutedEvent> = events
+    let routed: Vec<RoutedEvent> = prepared
+        .events
         .into_iter()
         .enumerate()
         .map(|(i, event)| RoutedEvent {
@@ -197,7 +230,6 @@ async fn accept(
             event,
         })
         .collect();
-    let text: Arc<str> = Arc::from(String::from_utf8_lossy(&decoded.json).as_ref());
     let kinds: Vec<(&'static str, bool, String)> = routed
         .iter()
         .map(|r| {
@@ -210,7 +242,7 @@ async fn accept(
         .collect();
     let outcome = state
         .queue
-        .accept(text, routed)
+        .accept(prepared.payload, routed)
         .await
         .map_err(|e| IngressError::Unavailable(e.to_string()))?;
     for (kind, unrouted, id) in kinds {
@@ -231,6 +263,55 @@ async fn accept(
         .with_label_values(&[name])
         .inc_by(outcome.duplicates.len() as u64);
     Ok(outcome)
+}
+
+/// Checks the delivery's credentials against the hook: the signature (header, else form field),
+/// the `secret` header, and the URL's `secret` parameter, as the hook's `auth` allows.
+fn authenticate(
+    req: &HttpRequest,
+    hook: &HookConfig,
+    raw: &[u8],
+    decoded: Option<&DecodedBody<'_>>,
+) -> Result<(), VerifyError> {
+    let header_sig = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .map(|v| v.to_str().unwrap_or_default());
+    let signature = header_sig.or_else(|| decoded.and_then(|d| d.form_signature.as_deref()));
+    let signed: Vec<&[u8]> = match decoded {
+        Some(d) => d.signed_candidates.iter().map(|c| c.as_ref()).collect(),
+        None => vec![raw],
+    };
+    let mut headers = req.headers().get_all(SECRET_HEADER);
+    let secret_header = match (headers.next(), headers.next()) {
+        (None, _) => Presented::Absent,
+        (Some(v), None) => Presented::One(v.as_bytes()),
+        (Some(_), Some(_)) => Presented::Many,
+    };
+    let mut params = req
+        .query_string()
+        .split('&')
+        .filter_map(|p| p.strip_prefix("secret="));
+    let url_secret = match (params.next(), params.next()) {
+        (None, _) => Presented::Absent,
+        (Some(v), None) => Presented::One(v.as_bytes()),
+        (Some(_), Some(_)) => Presented::Many,
+    };
+    let policy = Policy {
+        ways: hook.auth_ways(),
+        secrets: &hook.secrets,
+        required: hook.auth_required(),
+    };
+    verify::authenticate(
+        policy,
+        Credentials {
+            signature,
+            signed: &signed,
+            secret_header,
+            url_secret,
+        },
+    )
+    .map(|_| ())
 }
 
 /// Reads the body, refusing it as soon as it passes `limit`.
@@ -263,8 +344,8 @@ pub async fn check(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let config = state.config();
-    let Some(h) = config.hooks.get(hook.as_str()) else {
-        return IngressError::UnknownHook(hook.into_inner()).response();
+    let Some(h) = find_hook(&config, &hook) else {
+        return IngressError::UnknownHook.response();
     };
     match (&query.crc_token, h.secrets.first()) {
         (Some(token), Some(key)) => HttpResponse::Ok().json(json!({
@@ -280,7 +361,7 @@ pub async fn check(
 
 /// `HEAD /hooks/{hook}`: 200 for a configured hook, 404 otherwise.
 pub async fn head(hook: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    if state.config().hooks.contains_key(hook.as_str()) {
+    if find_hook(&state.config(), &hook).is_some() {
         HttpResponse::Ok().finish()
     } else {
         HttpResponse::NotFound().finish()

@@ -24,7 +24,7 @@ use self::compose::{
 use self::smtp::{SmtpTarget, classify};
 use super::{Delivery, Outcome, Sink, SinkError};
 use crate::config::{HookKind, Problem, Secret};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::queue::now_ms;
 use crate::render::{RenderError, Renderer};
 
@@ -48,8 +48,11 @@ pub struct EmailConfig {
     /// Blind-copy recipients.
     #[serde(default)]
     pub bcc: Vec<String>,
-    /// Template base name: `templates/NAME.subject.tera`, `NAME.txt.tera`, optional `NAME.html.tera`.
-    pub template: String,
+    /// Template base name: `templates/NAME.subject.tera`, `NAME.txt.tera`, optional `NAME.html.tera`
+    /// (built-in ones when the files are not there). By default each event's kind names its
+    /// template (`portal`, `feature-service`, `geoprocessing`, `survey123`), and a digest's is
+    /// `digest`.
+    pub template: Option<String>,
     /// Collect a window's events into one mail.
     #[serde(default, with = "humantime_serde")]
     pub digest: Option<Duration>,
@@ -65,8 +68,8 @@ fn default_timeout() -> Duration {
 /// Largest digest: the dispatcher hands the whole window over at once.
 const DIGEST_BATCH: usize = 1000;
 
-/// Sample payloads `hookbridge check` renders the templates with, one per webhook kind.
-const SAMPLES: [(HookKind, &str); 3] = [
+/// Sample payloads `hookbridge check` renders the templates with, one per shape ArcGIS sends.
+const SAMPLES: [(HookKind, &str); 7] = [
     (
         HookKind::Portal,
         r#"{"info": {"webhookName": "Item activity", "webhookId": "0d8d2d0a6c5a4a3f",
@@ -83,11 +86,47 @@ const SAMPLES: [(HookKind, &str); 3] = [
             "events": ["FeaturesCreated"]}]"#,
     ),
     (
+        HookKind::FeatureService,
+        r#"{"layerId": 0, "serviceName": "Parcels", "changeType": "FeaturesUpdated",
+            "orgId": "ABCD1EFghIJK2LmN",
+            "changesUrl": "https://services.example.com/ABCD/ArcGIS/rest/services/Parcels/FeatureServer/extractChanges?serverGens=[1,2]"}"#,
+    ),
+    (
+        HookKind::FeatureService,
+        r#"{"serviceType": "FeatureServer", "name": "Mains edits",
+            "id": "c4a7db24-0c5e-4a00-9103-0c7d2fdc03b4", "folderName": "Water", "serviceName": "Mains",
+            "changesUrl": "https://gis.example.org/server/rest/services/Water/Mains/FeatureServer/extractChanges?serverGens=%5B1,2%5D",
+            "events": [{"eventType": "FeaturesCreated", "when": 1730385704000}]}"#,
+    ),
+    (
+        HookKind::Geoprocessing,
+        r#"{"serviceType": "GPServer", "jobId": "j6e2c1b7f", "name": "buffer-jobs",
+            "statusURL": "https://gis.example.org/server/rest/services/Tools/Buffer/GPServer/Buffer/jobs/j6e2c1b7f",
+            "taskName": "Buffer", "folderName": "Tools", "serviceName": "Buffer",
+            "events": [{"eventType": "esriJobSucceeded", "when": 1730385704000}]}"#,
+    ),
+    (
         HookKind::Geoprocessing,
         r#"{"webhookName": "buffer-jobs", "jobId": "j6e2c1b7f", "jobStatus": "esriJobSucceeded",
             "serviceName": "Buffer", "taskName": "BufferPoints"}"#,
     ),
+    (
+        HookKind::Survey123,
+        r#"{"eventType": "addData",
+            "feature": {"attributes": {"globalid": "{B3863DFC-3E46-4A7B-8366-7B7D0BA85C0D}", "objectid": 11,
+                "what_industry_do_you_work_in": "Science"}, "geometry": {"x": 5.1, "y": 52.1,
+                "spatialReference": {"wkid": 4326}},
+              "layerInfo": {"id": 0, "name": "survey", "globalIdField": "globalid", "objectIdField": "objectid"},
+              "result": {"globalId": "{B3863DFC-3E46-4A7B-8366-7B7D0BA85C0D}", "objectId": 11}},
+            "surveyInfo": {"formItemId": "9300861aa41049b9bf28897ba2f48796", "formTitle": "Welcome Survey",
+              "serviceUrl": "https://services.example.com/ABCD/arcgis/rest/services/survey123_x/FeatureServer"},
+            "userInfo": {"username": "jsmith", "fullName": "Jo Smith"},
+            "portalInfo": {"url": "https://www.arcgis.com"}}"#,
+    ),
 ];
+
+/// The kinds of event a mail may be about, each with a built-in template of its name.
+const EVENT_KINDS: [&str; 4] = ["portal", "feature-service", "geoprocessing", "survey123"];
 
 impl EmailConfig {
     /// The address lists in `ADDRESS_FIELDS` order.
@@ -109,25 +148,44 @@ impl EmailConfig {
         )
     }
 
+    /// The template base name for an event of `kind`.
+    fn template_for(&self, kind: EventKind) -> &str {
+        match (&self.template, self.digest) {
+            (Some(t), _) => t,
+            (None, Some(_)) => "digest",
+            (None, None) => kind.as_str(),
+        }
+    }
+
+    /// Every template base name the sink may render.
+    fn template_names(&self) -> Vec<&str> {
+        match (&self.template, self.digest) {
+            (Some(t), _) => vec![t.as_str()],
+            (None, Some(_)) => vec!["digest"],
+            (None, None) => EVENT_KINDS.to_vec(),
+        }
+    }
+
     pub(super) fn register_templates(&self, name: &str, r: &mut Renderer, p: &mut Vec<Problem>) {
         let before = p.len();
         let key = format!("sinks.{name}.template");
-        let t = &self.template;
-        r.add_file(
-            &format!("{t}.subject"),
-            &format!("{t}.subject.tera"),
-            true,
-            &key,
-            p,
-        );
-        r.add_file(&format!("{t}.txt"), &format!("{t}.txt.tera"), true, &key, p);
-        r.add_file(
-            &format!("{t}.html"),
-            &format!("{t}.html.tera"),
-            false,
-            &key,
-            p,
-        );
+        for t in self.template_names() {
+            r.add_file(
+                &format!("{t}.subject"),
+                &format!("{t}.subject.tera"),
+                true,
+                &key,
+                p,
+            );
+            r.add_file(&format!("{t}.txt"), &format!("{t}.txt.tera"), true, &key, p);
+            r.add_file(
+                &format!("{t}.html"),
+                &format!("{t}.html.tera"),
+                false,
+                &key,
+                p,
+            );
+        }
         if self.to.is_empty() {
             p.push(Problem::new(
                 format!("sinks.{name}.to"),
@@ -156,8 +214,9 @@ impl EmailConfig {
         }
     }
 
-    /// Renders the templates with sample events: a digest must render for all of them at once,
-    /// a per-event template for at least one kind (templates are often written for one kind).
+    /// Renders the templates with sample events: a digest must render for all of them at once;
+    /// a named template for at least one sample (templates are often written for one kind); the
+    /// default per-kind templates each for every sample of their kind.
     fn check_render(&self, name: &str, r: &Renderer, p: &mut Vec<Problem>) {
         let samples: Vec<(Event, String)> = SAMPLES
             .iter()
@@ -173,22 +232,28 @@ impl EmailConfig {
         let key = format!("sinks.{name}.template");
         if self.digest.is_some() {
             let ctx = digest_context(samples.iter().map(|(e, j)| (e, j.as_str())));
-            if let Err(e) = render_mail(name, self, r, &ctx) {
+            if let Err(e) = render_mail(name, self, self.template_for(EventKind::Portal), r, &ctx) {
                 p.push(Problem::new(key, format!("with sample events: {e}")));
             }
             return;
         }
         let mut errors = Vec::new();
         for (event, json) in &samples {
-            match render_mail(name, self, r, &single_context(event, json)) {
-                Ok(_) => return,
+            let t = self.template_for(event.kind);
+            match render_mail(name, self, t, r, &single_context(event, json)) {
+                Ok(_) if self.template.is_some() => return,
+                Ok(_) => {}
                 Err(e) => errors.push(format!("{} sample: {e}", event.kind.as_str())),
             }
         }
-        p.push(Problem::new(
-            key,
-            format!("renders for no sample event; {}", errors.join("; ")),
-        ));
+        if self.template.is_some() || !errors.is_empty() {
+            let what = if self.template.is_some() {
+                "renders for no sample event"
+            } else {
+                "a default template fails"
+            };
+            p.push(Problem::new(key, format!("{what}; {}", errors.join("; "))));
+        }
     }
 
     pub(super) fn preview(
@@ -202,7 +267,7 @@ impl EmailConfig {
             Some(_) => digest_context(std::iter::once((event, payload))),
             None => single_context(event, payload),
         };
-        let mail = render_mail(name, self, r, &ctx)?;
+        let mail = render_mail(name, self, self.template_for(event.kind), r, &ctx)?;
         let mut v = json!(mail);
         if let (Some(window), Value::Object(m)) = (self.digest, &mut v) {
             m.insert(
@@ -250,8 +315,14 @@ pub struct EmailSink {
 
 impl EmailSink {
     /// Renders a mail; a failure is the payload's fault and is not going to change on retry.
-    fn compose(&self, ctx: &tera::Context, message_id: String) -> Result<lettre::Message, String> {
-        let mail: RenderedMail = render_mail(&self.name, &self.config, &self.renderer, ctx)
+    fn compose(
+        &self,
+        kind: EventKind,
+        ctx: &tera::Context,
+        message_id: String,
+    ) -> Result<lettre::Message, String> {
+        let t = self.config.template_for(kind);
+        let mail: RenderedMail = render_mail(&self.name, &self.config, t, &self.renderer, ctx)
             .map_err(|e| e.to_string())?;
         mail.message(message_id)
     }
@@ -284,7 +355,8 @@ impl EmailSink {
             self.name,
             self.domain
         );
-        let outcome = match self.compose(&ctx, id) {
+        let kind = batch.first().map_or(EventKind::Portal, |d| d.event.kind);
+        let outcome = match self.compose(kind, &ctx, id) {
             Ok(m) => self.deliver(m).await?,
             Err(e) => Outcome::Reject(e),
         };
@@ -320,7 +392,7 @@ impl Sink for EmailSink {
         for d in batch {
             let ctx = single_context(&d.event, &d.payload);
             let id = format!("<{}.{}@{}>", d.event.event_id, self.name, self.domain);
-            let message = match self.compose(&ctx, id) {
+            let message = match self.compose(d.event.kind, &ctx, id) {
                 Ok(m) => m,
                 Err(e) => {
                     outcomes.push(Outcome::Reject(e));
@@ -390,7 +462,7 @@ mod tests {
 
     #[test]
     fn default_templates_pass_check() {
-        for t in ["portal", "feature-service", "geoprocessing"] {
+        for t in ["portal", "feature-service", "geoprocessing", "survey123"] {
             let k = keys(&format!(
                 "from = \"hb@example.org\"\nto = [\"a@example.org\"]\ntemplate = \"{t}\""
             ));
@@ -400,6 +472,50 @@ mod tests {
             "from = \"hb@example.org\"\nto = [\"a@example.org\"]\ntemplate = \"digest\"\ndigest = \"5m\"",
         );
         assert!(k.is_empty(), "{k:?}");
+    }
+
+    #[test]
+    fn built_in_templates_need_no_templates_directory() {
+        // No `templates` key and no templates/ beside this config: the built-in ones are used,
+        // one per event kind, each rendering every sample of its kind (check_render).
+        let text = "[sinks.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:2525\"\nfrom = \"hb@example.org\"\nto = [\"a@example.org\"]\n";
+        let cfg = Config::parse(Path::new("/nonexistent/routes.toml"), text).unwrap();
+        let crate::sinks::SinkConfig::Email(mail) = &cfg.sinks["mail"].config else {
+            panic!("not an email sink");
+        };
+        for (kind, json) in SAMPLES {
+            let event = crate::arcgis::parse(kind, "h", json.as_bytes())
+                .unwrap()
+                .remove(0);
+            let ctx = single_context(&event, json);
+            let m = render_mail(
+                "mail",
+                mail,
+                mail.template_for(event.kind),
+                &cfg.renderer,
+                &ctx,
+            )
+            .unwrap();
+            assert!(!m.subject.is_empty() && m.html.is_some(), "{kind:?}");
+            assert!(m.text.contains(&event.event_id), "{kind:?}: {}", m.text);
+        }
+        let survey = crate::arcgis::parse(HookKind::Survey123, "h", SAMPLES[6].1.as_bytes())
+            .unwrap()
+            .remove(0);
+        let m = render_mail(
+            "mail",
+            mail,
+            "survey123",
+            &cfg.renderer,
+            &single_context(&survey, SAMPLES[6].1),
+        )
+        .unwrap();
+        assert_eq!(m.subject, "Welcome Survey: new record by jsmith");
+        assert!(
+            m.text.contains("what_industry_do_you_work_in: Science"),
+            "{}",
+            m.text
+        );
     }
 
     #[test]

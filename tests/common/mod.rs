@@ -285,16 +285,52 @@ impl Daemon {
         signature: Option<&str>,
         body: Vec<u8>,
     ) -> Answer {
+        let headers: Vec<(&str, &str)> = signature
+            .map(|s| ("x-esriHook-Signature", s))
+            .into_iter()
+            .collect();
+        self.post_with(&format!("/hooks/{hook}"), content_type, &headers, body)
+            .await
+    }
+
+    /// Posts `body` to `path` (which may carry a query) with extra headers (repeatable).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Answer {
         let client = reqwest::Client::new();
-        let mut req = client.post(format!("{}/hooks/{hook}", self.url)).body(body);
+        let mut req = client.post(format!("{}{path}", self.url)).body(body);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        if let Some(sig) = signature {
-            req = req.header("x-esriHook-Signature", sig);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let resp = req.send().await.expect("request");
         Answer::from(resp).await
+    }
+
+    /// Every byte of every file under `rel` in the test directory, concatenated (for searches).
+    pub fn bytes_under(&self, rel: &str) -> Vec<u8> {
+        fn walk(dir: &Path, out: &mut Vec<u8>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.extend_from_slice(&bytes);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.path(rel), &mut out);
+        out
     }
 
     /// Posts a JSON body signed with the sample key.

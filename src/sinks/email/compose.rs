@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::EmailConfig;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::render::{RenderError, Renderer};
 
 /// Longest subject sent, in characters; a longer one is cut with an ellipsis.
@@ -82,6 +82,15 @@ fn utc(ms: i64) -> Option<String> {
 /// feature layer (from its `changesUrl`).
 fn link(event: &Event) -> Option<String> {
     let id = utf8_percent_encode(&event.id, NON_ALPHANUMERIC).to_string();
+    if event.kind == EventKind::Survey123 {
+        let props = &event.properties;
+        let service = props.get("surveyInfo")?.get("serviceUrl")?.as_str()?;
+        let layer = props.get("layerInfo").and_then(|l| l.get("id"));
+        return Some(match layer {
+            Some(Value::Number(n)) => format!("{}/{n}", service.trim_end_matches('/')),
+            _ => service.to_string(),
+        });
+    }
     if let Some(portal) = &event.portal {
         let base = portal.trim_end_matches('/');
         return match event.source.as_str() {
@@ -147,6 +156,7 @@ pub(crate) fn digest_context<'a>(
 pub(crate) fn render_mail(
     sink: &str,
     c: &EmailConfig,
+    t: &str,
     r: &Renderer,
     ctx: &tera::Context,
 ) -> Result<RenderedMail, RenderError> {
@@ -165,7 +175,6 @@ pub(crate) fn render_mail(
         }
         Ok(out)
     };
-    let t = &c.template;
     let html_name = format!("{t}.html");
     Ok(RenderedMail {
         from: list("from", std::slice::from_ref(&c.from))?
