@@ -63,7 +63,11 @@ pub fn explain(
         .get(hook)
         .ok_or_else(|| ExplainError::UnknownHook(hook.to_string()))?;
     let decoded = arcgis::body::decode(encoding, body)?;
-    let prepared = arcgis::prepare(h.kind, hook, &decoded.json, &h.redact)?;
+    let limits = arcgis::Limits {
+        redact: &h.redact,
+        max_events: config.server.max_events,
+    };
+    let prepared = arcgis::prepare(h.kind, hook, &decoded.json, limits)?;
     let payload = &*prepared.payload;
     let mut out = Vec::new();
     for event in prepared.events {

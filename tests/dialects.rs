@@ -1,6 +1,7 @@
 //! Every ArcGIS dialect through the real daemon: each delivery captured from a real site
 //! (tests/real/), each shape in each body encoding it arrives in, each way a sender
 //! authenticates, and the Survey123 token that must never be stored.
+#![allow(clippy::type_complexity)]
 
 mod common;
 

@@ -650,3 +650,149 @@ async fn hostile_corpus() {
     );
     assert!(count + raw_count + 2 >= 40);
 }
+
+/// The daemon's log has no line that did not come from hookbridge: every line starts with a
+/// timestamp or is a continuation hookbridge wrote itself.
+fn assert_no_forged_lines(log: &str, marker: &str) {
+    assert!(
+        !log.contains(marker),
+        "a request value reached the log raw:\n{log}"
+    );
+    for c in ['\u{1b}', '\0'] {
+        assert!(
+            !log.contains(c),
+            "a control character reached the log: {c:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_values_never_reach_logs_or_answers_raw() {
+    let d = Daemon::start(CONFIG);
+    let addr = d.url.trim_start_matches("http://").to_string();
+    // Hook names with line breaks, escape and NUL bytes: 404, not echoed, not logged.
+    for name in [
+        "a%0AFORGED-LINE",
+        "b%0D%0AFORGED-LINE",
+        "c%1B[31mFORGED-LINE",
+        "d%00FORGED-LINE",
+    ] {
+        let body = unique(900);
+        let request = signed_json(&format!("/hooks/{name}"), &body);
+        assert_eq!(raw(&addr, &request), 404, "{name}");
+    }
+    let long = "h".repeat(60_000);
+    let a = d.post_signed(&long, &unique(901)).await;
+    assert!(
+        a.status == 404 || a.status == 414 || a.status == 431,
+        "{}",
+        a.status
+    );
+    assert!(
+        a.text.len() < 600,
+        "a long hook name is echoed: {} bytes",
+        a.text.len()
+    );
+    assert!(!a.text.contains("hhhhhhhhhhhhhhhh"), "{}", a.text);
+    let a = d
+        .post_signed(
+            "FORGED-LINE-65-chars-long-name-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            &unique(902),
+        )
+        .await;
+    assert_eq!(a.status, 404, "a name over 64 characters is not a hook");
+    assert!(!a.text.contains("FORGED"), "{}", a.text);
+
+    // A payload value in an error: named by path and type, never echoed, answer bounded.
+    let marker = "ECHOED-PAYLOAD-VALUE";
+    let big = format!(
+        r#"{{"info":{{}},"events":"{marker}{}"}}"#,
+        "v".repeat(200_000)
+    );
+    let a = d.post_signed("portal", big.as_bytes()).await;
+    assert_eq!(a.status, 400, "{}", &a.text[..a.text.len().min(300)]);
+    assert!(a.text.len() < 600, "error answer of {} bytes", a.text.len());
+    assert!(!a.text.contains(marker), "{}", a.text);
+    assert!(
+        a.text
+            .contains("at events: expected an array, found a string"),
+        "{}",
+        a.text
+    );
+    // A key with control characters in an error message is escaped.
+    let dup = format!("{{\"info\":{{}},\"k\\u001b[31m{marker}\":1,\"k\\u001b[31m{marker}\":2}}");
+    let a = d.post_signed("portal", dup.as_bytes()).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(!a.text.contains('\u{1b}'), "{}", a.text);
+
+    still_fast(&d, 903, "the echo cases").await;
+    assert_eq!(accepted(&d).await, 1.0, "only the good delivery was stored");
+    let log = d.log_text();
+    assert_no_forged_lines(&log, "FORGED-LINE");
+    assert!(
+        !log.contains("vvvvvvvvvvvvvvvv"),
+        "a payload value reached the log"
+    );
+}
+
+/// A portal delivery with `n` distinct item events, about 80 bytes each.
+fn portal_events(n: usize, tag: &str) -> Vec<u8> {
+    let events: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"operation":"add","source":"item","id":"{tag}-{i:06}","when":{i}}}"#))
+        .collect();
+    format!(
+        r#"{{"info":{{"webhookName":"bulk"}},"events":[{}]}}"#,
+        events.join(",")
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn the_event_cap_refuses_a_maximal_request_fast_and_stores_nothing() {
+    let config = CONFIG.replace("max_body = \"256KiB\"", "max_body = \"1MiB\"");
+    let d = Daemon::start(&config);
+    let over = portal_events(10_001, "over");
+    let started = Instant::now();
+    let a = d.post_signed("portal", &over).await;
+    let refused_in = started.elapsed();
+    assert_eq!(a.status, 413, "{}", a.text);
+    assert_eq!(a.json["error"], "too_many_events", "{}", a.text);
+    assert!(a.text.contains("server.max_events (10000)"), "{}", a.text);
+    assert_eq!(
+        accepted(&d).await,
+        0.0,
+        "the refused delivery stored something"
+    );
+
+    // Just under the cap: accepted in full while /healthz keeps answering.
+    let under = portal_events(10_000, "under");
+    let url = d.url.clone();
+    let probe = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut worst = Duration::ZERO;
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let t = Instant::now();
+            let ok = client
+                .get(format!("{url}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            assert!(ok, "/healthz failed during a maximal request");
+            worst = worst.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worst
+    });
+    let started = Instant::now();
+    let a = d.post_signed("portal", &under).await;
+    let accepted_in = started.elapsed();
+    assert_eq!(a.status, 200, "{}", &a.text[..a.text.len().min(300)]);
+    assert_eq!(a.accepted().len(), 10_000);
+    let worst = probe.await.expect("probe");
+    assert_eq!(accepted(&d).await, 10_000.0);
+    eprintln!(
+        "max_events: 10 001 events refused (413) in {refused_in:?}; 10 000 events ({} KiB) accepted in {accepted_in:?}; slowest /healthz meanwhile {worst:?}",
+        under.len() / 1024
+    );
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::{Daemon, FILE_CONFIG, KEY, sample, sign};
 use serde_json::Value;
 
-const ADMIN: &str = "admin-test-token";
+const ADMIN: &str = "admin-test-token-0123";
 
 fn with_admin(config: &str) -> String {
     config.replace(

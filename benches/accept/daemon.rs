@@ -13,7 +13,7 @@ pub fn sign(body: &[u8]) -> String {
 }
 
 /// Writes a config with a signed portal hook, a signed feature-service hook (`features`), the
-/// admin token "bench", `sinks` (TOML tables) and one route sending every event to `to`;
+/// admin token "bench-admin-token-0123", `sinks` (TOML tables) and one route sending every event to `to`;
 /// returns its path.
 fn write(dir: &Path, port: u16, sinks: &str, to: &str) -> PathBuf {
     let config = dir.join("routes.toml");
@@ -23,7 +23,7 @@ fn write(dir: &Path, port: u16, sinks: &str, to: &str) -> PathBuf {
             r#"
 [server]
 listen = "127.0.0.1:{port}"
-admin_token = "bench"
+admin_token = "bench-admin-token-0123"
 [storage]
 path = "{dir}/data"
 [hooks.portal]

@@ -200,11 +200,11 @@ pub fn metric(text: &str, name: &str, filters: &[&str]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-/// POSTs to an admin endpoint of the benchmark daemon (token "bench").
+/// POSTs to an admin endpoint of the benchmark daemon (token "bench-admin-token-0123").
 pub async fn admin_post(port: u16, path: &str) {
     let ok = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}{path}"))
-        .bearer_auth("bench")
+        .bearer_auth("bench-admin-token-0123")
         .timeout(Duration::from_secs(10))
         .send()
         .await

@@ -51,6 +51,14 @@ pub enum ParseError {
         /// What was wrong, with the JSON path.
         detail: String,
     },
+    /// More events in one delivery than `server.max_events` (answered with 413).
+    #[error("the payload holds {count} events, more than server.max_events ({max})")]
+    TooManyEvents {
+        /// How many it holds.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// `kind = "auto"` and the shape is none of the known ones.
     #[error(
         "unrecognized payload: expected a portal object {{info, events}}, a feature-service array, \
@@ -71,19 +79,44 @@ pub struct Prepared {
     pub payload: Arc<str>,
 }
 
+/// What a hook asks of a payload beyond its kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    /// Paths removed before anything is stored.
+    pub redact: &'a [RedactPath],
+    /// Most events one payload may hold.
+    pub max_events: usize,
+}
+
+impl Limits<'_> {
+    /// No redaction, no cap (tools and tests).
+    pub const NONE: Limits<'static> = Limits {
+        redact: &[],
+        max_events: usize::MAX,
+    };
+}
+
 /// The one path from a payload's JSON to its events, shared by the ingress, `explain` and the
-/// fuzz targets: strict JSON (no duplicate keys), credentials and `redact` paths removed, then
-/// parsed by the hook's kind (or the detected one).
+/// fuzz targets: strict JSON (no duplicate keys), credentials and `redact` paths removed, the
+/// event count checked against the cap before any event is built, then parsed by the hook's
+/// kind (or the detected one).
 pub fn prepare(
     kind: HookKind,
     hook: &str,
     json: &[u8],
-    redact: &[RedactPath],
+    limits: Limits<'_>,
 ) -> Result<Prepared, ParseError> {
     let mut value = json::parse_strict(json)?;
     let mut removed = remove_token(&mut value);
-    for path in redact {
+    for path in limits.redact {
         removed |= path.remove(&mut value);
+    }
+    let count = event_count(&value);
+    if count > limits.max_events {
+        return Err(ParseError::TooManyEvents {
+            count,
+            max: limits.max_events,
+        });
     }
     let events = parse_value(kind, hook, &value)?;
     let payload: Arc<str> = if removed {
@@ -96,7 +129,7 @@ pub fn prepare(
 
 /// Parses a payload's JSON text for `hook` into its events (empty when it holds none).
 pub fn parse(kind: HookKind, hook: &str, json: &[u8]) -> Result<Vec<Event>, ParseError> {
-    prepare(kind, hook, json, &[]).map(|p| p.events)
+    prepare(kind, hook, json, Limits::NONE).map(|p| p.events)
 }
 
 /// Parses an already decoded payload.
@@ -111,6 +144,22 @@ fn parse_value(kind: HookKind, hook: &str, value: &Value) -> Result<Vec<Event>, 
         HookKind::Geoprocessing => geoprocessing::parse(hook, value),
         HookKind::Survey123 => survey123::parse(hook, value),
         HookKind::Auto => Err(ParseError::Unrecognized),
+    }
+}
+
+/// How many events a payload would make, counted without building them: the entries of every
+/// `events` list (of each object element, for the ArcGIS Online array), at least one.
+fn event_count(value: &Value) -> usize {
+    let entries = |v: &Value| match v {
+        Value::Object(o) => o
+            .get("events")
+            .and_then(Value::as_array)
+            .map_or(1, Vec::len),
+        _ => 0,
+    };
+    match value {
+        Value::Array(layers) => layers.iter().map(entries).sum(),
+        other => entries(other).max(1),
     }
 }
 

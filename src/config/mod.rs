@@ -175,6 +175,9 @@ pub struct ServerConfig {
     /// Largest body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body: bytesize::ByteSize,
+    /// Most events one delivery may hold; more get 413 before anything is parsed into events.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
     /// Bearer token for `/admin`; the admin API is off without one.
     pub admin_token: Option<Secret>,
     /// How long a graceful stop may take before in-flight work is abandoned (it stays queued).
@@ -191,6 +194,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             tls: None,
             max_body: default_max_body(),
+            max_events: default_max_events(),
             admin_token: None,
             shutdown_timeout: default_shutdown_timeout(),
             read_timeout: default_read_timeout(),
@@ -200,6 +204,12 @@ impl Default for ServerConfig {
 
 fn default_listen() -> String {
     "0.0.0.0:8080".into()
+}
+/// Far above a real delivery (ArcGIS batches a feature service's changes per layer and change
+/// type, and an organization event is one change), far below what a request may cost: see
+/// docs/reliability.md, "Hostile load".
+fn default_max_events() -> usize {
+    10_000
 }
 fn default_max_body() -> bytesize::ByteSize {
     bytesize::ByteSize::mib(1)
@@ -393,6 +403,21 @@ impl Config {
         if raw.server.max_body.as_u64() == 0 {
             problems.push(Problem::new("server.max_body", "must be larger than 0"));
         }
+        if raw.server.max_events == 0 {
+            problems.push(Problem::new("server.max_events", "must be at least 1"));
+        }
+        if let Some(token) = &raw.server.admin_token {
+            let t = token.expose();
+            if t.trim().is_empty() || t.chars().count() < MIN_ADMIN_TOKEN {
+                problems.push(Problem::new(
+                    "server.admin_token",
+                    format!(
+                        "must be at least {MIN_ADMIN_TOKEN} characters and not only whitespace \
+                         (e.g. `openssl rand -hex 24`)"
+                    ),
+                ));
+            }
+        }
         let mut server = raw.server;
         if let Some(tls) = &mut server.tls {
             tls.cert = base.join(&tls.cert);
@@ -502,6 +527,9 @@ impl Config {
         }
     }
 }
+
+/// Shortest admin token accepted: it guards replay, purge and pause over the network.
+const MIN_ADMIN_TOKEN: usize = 16;
 
 /// Whether a secret can travel in a URL as it is.
 fn url_safe(secret: &str) -> bool {
@@ -659,6 +687,21 @@ to = ["nope"]
             &[AuthWay::Signature, AuthWay::SecretHeader]
         );
         assert_eq!(cfg.hooks["b"].auth_ways(), &[AuthWay::UrlSecret]);
+    }
+
+    #[test]
+    fn weak_admin_tokens_and_zero_limits_are_refused() {
+        for token in ["x", "                    ", "short-token-15c"] {
+            let p = problems(&format!("[server]\nadmin_token = {token:?}\n"));
+            assert!(p[0].starts_with("server.admin_token"), "{token:?}: {p:?}");
+            assert!(
+                !p[0].contains("short-token-15c"),
+                "echoes the token: {p:?}"
+            );
+        }
+        assert!(problems("[server]\nadmin_token = \"0123456789abcdef\"\n").is_empty());
+        let p = problems("[server]\nmax_events = 0\n");
+        assert!(p[0].starts_with("server.max_events"), "{p:?}");
     }
 
     #[test]

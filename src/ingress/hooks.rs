@@ -3,6 +3,7 @@
 //! A POST goes down the data flow: size → content type → body → signature → parse → route →
 //! durable accept, and only then the 2xx.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -61,6 +62,7 @@ impl IngressError {
             IngressError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngressError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngressError::Parse(ParseError::TooManyEvents { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::Body(_) | IngressError::Parse(_) => StatusCode::BAD_REQUEST,
             IngressError::Auth(_) => StatusCode::UNAUTHORIZED,
             IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -80,6 +82,7 @@ impl IngressError {
                 "secret_invalid"
             }
             IngressError::Auth(_) => "signature_invalid",
+            IngressError::Parse(ParseError::TooManyEvents { .. }) => "too_many_events",
             IngressError::Parse(_) => "bad_payload",
             IngressError::Unavailable(_) => "unavailable",
         }
@@ -215,7 +218,11 @@ async fn accept(
     let decoded = arcgis::body::decode(encoding, &raw);
     authenticate(req, hook, &raw, decoded.as_ref().ok())?;
     let decoded = decoded?;
-    let prepared = arcgis::prepare(hook.kind, name, &decoded.json, &hook.redact)?;
+    let limits = arcgis::Limits {
+        redact: &hook.redact,
+        max_events: config.server.max_events,
+    };
+    let prepared = arcgis::prepare(hook.kind, name, &decoded.json, limits)?;
     if prepared.events.is_empty() {
         return Ok(AcceptOutcome::default());
     }
@@ -245,8 +252,9 @@ async fn accept(
         .accept(prepared.payload, routed)
         .await
         .map_err(|e| IngressError::Unavailable(e.to_string()))?;
+    let stored: HashSet<&str> = outcome.accepted.iter().map(String::as_str).collect();
     for (kind, unrouted, id) in kinds {
-        if !outcome.accepted.contains(&id) {
+        if !stored.contains(id.as_str()) {
             continue;
         }
         METRICS
