@@ -35,6 +35,7 @@ const TEMPLATES: [(&str, &str); 8] = [
 ];
 const STYLE: &str = include_str!("static/style.css");
 const SCRIPT: &str = include_str!("static/ui.js");
+const ICON: &str = include_str!("static/icon.svg");
 
 /// The status page's shared state: its sessions and compiled templates.
 #[derive(Debug)]
@@ -165,6 +166,7 @@ async fn asset(state: web::Data<AppState>, file: web::Path<String>) -> HttpRespo
     let (body, kind) = match file.as_str() {
         "style.css" => (STYLE, "text/css; charset=utf-8"),
         "ui.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        "icon.svg" => (ICON, "image/svg+xml"),
         _ => return HttpResponse::NotFound().finish(),
     };
     HttpResponse::Ok().content_type(kind).body(body)

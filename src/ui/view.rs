@@ -30,7 +30,7 @@ pub fn span(ms: u64) -> String {
 
 /// A size: `12.3 MiB`.
 pub fn bytes(n: u64) -> String {
-    bytesize::ByteSize(n).to_string()
+    bytesize::ByteSize(n).to_string_as(true)
 }
 
 /// `/ui/<path>?k=v&...` with the pairs whose value is set, percent-encoded.
@@ -147,6 +147,7 @@ mod tests {
         assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(span(192_400), "3m 12s");
         assert_eq!(span(10), "under a second");
+        assert_eq!(bytes(100 * 1024 * 1024), "100.0 MiB");
         assert_eq!(
             link("/ui/events", &[("q", Some("a b&c")), ("hook", None)]),
             "/ui/events?q=a+b%26c"

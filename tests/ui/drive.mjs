@@ -37,7 +37,15 @@ const page = context.pages()[0] ?? (await context.newPage());
 page.setDefaultTimeout(15000);
 page.on("dialog", (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
 page.on("pageerror", (e) => problems.push(String(e)));
-page.on("console", (m) => { if (m.type() === "error") problems.push(m.text()); });
+// HTTP failures are judged by their responses (a wrong token's 401 is expected), the rest of
+// the console's errors (script errors, resources the CSP blocked) are problems.
+page.on("console", (m) => {
+  if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(m.text());
+});
+page.on("response", (r) => {
+  const expected = r.status() === 401 && r.url() === BASE_URL + "/ui/signin";
+  if (r.status() >= 400 && !expected) problems.push(r.status() + " for " + r.url());
+});
 context.on("request", (r) => { if (!r.url().startsWith(BASE_URL)) elsewhere.push(r.url()); });
 const shot = (name) => page.screenshot({ path: join(SHOTS, name + ".png"), fullPage: true });
 const heading = (name) => page.getByRole("heading", { level: 1, name }).waitFor();
@@ -94,6 +102,9 @@ try {
   check(/451/.test(row), "with the mail server's last answer");
   check(/audit\s+ready/.test(row) && /log\s+delivered/.test(row), "audit ready, log delivered");
   await shot("events-search");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot("events-phone");
+  await page.setViewportSize({ width: 1280, height: 860 });
 
   // Its page: fields, payload, routes and the attempt history.
   await rows.first().getByRole("link").first().click();
