@@ -5,6 +5,8 @@
 //! drives Debian's chromium through the pages with playwright-core (tests/ui/drive.mjs).
 
 mod common;
+#[path = "ui/scenario.rs"]
+mod scenario;
 #[path = "ui/smtp.rs"]
 mod smtp;
 
@@ -12,197 +14,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, FILE_CONFIG, free_port, sample};
+use common::{Daemon, FILE_CONFIG};
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
-use smtp::FakeSmtp;
-
-/// The admin token: long enough that finding it in a page or log by chance is impossible.
-const TOKEN: &str = "ui-test-admin-token-5f1c9a7e2b";
-/// The item the share event is about (it waits at the mail sink).
-const SHARE_ITEM: &str = "6cd80cb32d4a4b4d858a020e57fba7b1";
-/// The item the delete event is about (the mail sink refuses it: a dead letter).
-const DEAD_ITEM: &str = "7dd95fadaec84859ab8ed1059e675e0c";
-/// Markup a hostile payload carries; it must never reach a page unescaped.
-const HOSTILE: [&str; 3] = [
-    "<script>alert('id')</script>",
-    "<img src=x onerror=alert(1)>",
-    "</pre><script>alert(2)</script>",
-];
-
-fn config(smtp_port: u16, closed_port: u16) -> String {
-    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    format!(
-        r#"
-templates = "{templates}"
-
-[server]
-listen = "127.0.0.1:{{port}}"
-admin_token = "{TOKEN}"
-
-[storage]
-path = "{{dir}}/data"
-
-[hooks.portal]
-kind = "portal"
-secrets = ["example-signature-key"]
-
-[hooks.features]
-kind = "feature-service"
-secrets = ["example-signature-key"]
-
-[sinks.log]
-type = "file"
-path = "{{dir}}/events.jsonl"
-
-[sinks.mail]
-type = "email"
-smtp = "smtp://127.0.0.1:{smtp_port}"
-from = "hookbridge@example.org"
-to = ["{{{{ operation }}}}@example.org"]
-template = "portal"
-timeout = "5s"
-retry = {{ attempts = 3, backoff = {{ first = "1h", max = "1h" }} }}
-
-[sinks.audit]
-type = "rabbitmq"
-url = "amqp://guest:guest@127.0.0.1:{closed_port}/%2f"
-exchange = "arcgis"
-routing_key = "{{{{ source }}}}.{{{{ operation }}}}"
-
-[[routes]]
-name = "everything to the log"
-match = {{}}
-to = ["log"]
-
-[[routes]]
-name = "portal events to mail and audit"
-match = {{ kind = "portal" }}
-to = ["mail", "audit"]
-"#,
-        templates = templates.display()
-    )
-}
-
-/// A portal payload whose values are markup and script.
-fn hostile_payload() -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "info": { "webhookName": HOSTILE[1], "webhookId": "w1", "when": 1700000999000u64 },
-        "events": [{
-            "username": HOSTILE[1],
-            "when": 1700000999001u64,
-            "operation": "delete",
-            "source": "item",
-            "id": HOSTILE[0],
-            "properties": { "title": HOSTILE[2] }
-        }]
-    }))
-    .expect("json")
-}
-
-/// The daemon and its SMTP server, with deliveries in every state the pages show.
-struct Scenario {
-    d: Daemon,
-    smtp: FakeSmtp,
-}
-
-impl Scenario {
-    async fn start() -> Scenario {
-        let smtp = FakeSmtp::start();
-        let d = Daemon::start(&config(smtp.port, free_port()));
-        for (hook, name) in [
-            ("portal", "portal-group-update.json"),
-            ("portal", "portal-item-share-multi.json"),
-            ("features", "feature-created.json"),
-        ] {
-            let answer = d.post_signed(hook, &sample(name)).await;
-            assert_eq!(answer.status, 200, "{name}: {}", answer.text);
-        }
-        let answer = d.post_signed("portal", &hostile_payload()).await;
-        assert_eq!(answer.status, 200, "{}", answer.text);
-        let refused = d.post("portal", Some("application/json"), None, b"{}".to_vec());
-        assert_eq!(refused.await.status, 401);
-        let s = Scenario { d, smtp };
-        s.wait_for(|q| {
-            let mail = &q["sinks"]["mail"];
-            mail["waiting"] == 2 && mail["dead"] == 2 && q["sinks"]["log"]["ready"] == 0
-        })
-        .await;
-        s
-    }
-
-    async fn admin(&self, path: &str) -> serde_json::Value {
-        let r = reqwest::Client::new()
-            .get(format!("{}{path}", self.d.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("admin API");
-        r.json().await.expect("admin JSON")
-    }
-
-    /// Waits (20 s at most) until the admin API's queue stats satisfy `done`.
-    async fn wait_for(&self, done: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let q = self.admin("/admin/queue").await;
-            if done(&q) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "queue never got there: {q}\n{}",
-                self.d.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// A client that follows no redirect, so each answer can be looked at.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
-
-/// A signed-in session: its cookie header and the CSRF token its pages carry.
-struct Signed {
-    cookie: String,
-    csrf: String,
-}
-
-async fn sign_in(base: &str) -> (Signed, String) {
-    let r = client()
-        .post(format!("{base}/ui/signin"))
-        .form(&[("token", TOKEN)])
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()[LOCATION], "/ui");
-    let set = r.headers()[SET_COOKIE]
-        .to_str()
-        .expect("cookie")
-        .to_string();
-    let cookie = set.split(';').next().expect("pair").to_string();
-    let page = client()
-        .get(format!("{base}/ui"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .expect("overview")
-        .text()
-        .await
-        .expect("text");
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.get(..64))
-        .expect("a CSRF token in the page")
-        .to_string();
-    (Signed { cookie, csrf }, set)
-}
+use scenario::{DEAD_ITEM, HOSTILE, SHARE_ITEM, Scenario, TOKEN, client, sign_in};
 
 #[tokio::test]
 async fn security() {
@@ -418,6 +232,46 @@ async fn security() {
 
     assert!(!s.d.log_text().contains(TOKEN), "the token reached the log");
     let _ = s.smtp.accepted();
+}
+
+#[tokio::test]
+async fn the_cookie_is_secure_over_tls() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a cert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).expect("write");
+    std::fs::write(dir.path().join("tls.key"), cert.key_pair.serialize_pem()).expect("write");
+    let config = FILE_CONFIG.replace(
+        "max_body = \"64KiB\"",
+        &format!(
+            "max_body = \"64KiB\"\nadmin_token = \"{TOKEN}\"\n\
+             tls = {{ cert = \"{0}/tls.crt\", key = \"{0}/tls.key\" }}",
+            dir.path().display()
+        ),
+    );
+    let d = Daemon::start(&config);
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("pem");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = https
+        .post(format!("{}/ui/signin", d.url))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(r.status(), 303);
+    let set = r.headers()[SET_COOKIE].to_str().unwrap_or("").to_string();
+    for flag in [
+        "Secure",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/ui",
+        "Max-Age=",
+    ] {
+        assert!(set.contains(flag), "{flag} missing: {set}");
+    }
 }
 
 #[tokio::test]
