@@ -92,7 +92,6 @@ pub async fn overview(state: web::Data<AppState>, session: web::ReqData<Session>
                 "waiting": counts.waiting,
                 "dead": counts.dead,
                 "dead_url": view::link("/ui/dead", &[("sink", Some(name))]),
-                "waiting_url": view::link("/ui/events", &[("state", Some("waiting"))]),
                 "oldest": oldest.get(name).copied().flatten().map(|at| view::span(now.saturating_sub(at))),
                 "last_error": last.map(|l| l.message.as_str()),
                 "last_error_at": last.map(|l| view::when(l.at)),
@@ -338,9 +337,10 @@ pub async fn dead(
             })
         })
         .collect();
-    let rows: Vec<Value> = letters
-        .iter()
-        .rev()
+    let mut newest: Vec<_> = letters.iter().collect();
+    newest.sort_by_key(|l| std::cmp::Reverse(l.died_at));
+    let rows: Vec<Value> = newest
+        .into_iter()
         .take(DEAD_SHOWN)
         .map(|l| {
             json!({
