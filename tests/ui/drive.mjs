@@ -73,6 +73,13 @@ try {
   check((await mail.locator("td").nth(2).innerText()) === "2", "two deliveries wait at the mail sink");
   await page.getByRole("button", { name: "Pause auto-refresh" }).waitFor();
   await shot("overview");
+  const asOf = await page.getByText(/^As of /).innerText();
+  await page.waitForFunction((before) => !document.body.innerText.includes(before), asOf, { timeout: 12000 });
+  check(true, "the overview refreshes by itself");
+  await page.keyboard.press("Tab");
+  check(await page.evaluate(() => document.activeElement.textContent) === "Skip to content", "the first Tab reaches the skip link");
+  await page.keyboard.press("Enter");
+  check(await page.evaluate(() => document.activeElement.id) === "main", "the skip link moves focus to the content");
   await page.setViewportSize({ width: 390, height: 844 });
   await shot("overview-phone");
   await page.setViewportSize({ width: 1280, height: 860 });
