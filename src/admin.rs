@@ -7,10 +7,12 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::config::Secret;
+use crate::dispatch::LastError;
 use crate::ingress::AppState;
 
 /// Registers the admin routes.
@@ -91,7 +93,7 @@ fn refuse(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
             "expected Authorization: Bearer <admin_token>",
         ));
     }
-    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+    if token_matches(given, token) {
         None
     } else {
         Some(error(
@@ -100,6 +102,11 @@ fn refuse(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
             "the bearer token does not match server.admin_token",
         ))
     }
+}
+
+/// Whether `given` is the admin token, compared in constant time (the API and the status page).
+pub fn token_matches(given: &str, token: &Secret) -> bool {
+    bool::from(given.as_bytes().ct_eq(token.expose().as_bytes()))
 }
 
 /// Runs a blocking queue read off the async workers and answers its result as JSON.
@@ -180,41 +187,67 @@ async fn event_status(state: web::Data<AppState>, id: web::Path<String>) -> Http
     }
 }
 
-async fn sinks(state: web::Data<AppState>) -> HttpResponse {
+/// One running sink as an operator sees it: the admin API's `/admin/sinks` and the status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkState {
+    /// Sink name.
+    pub sink: String,
+    /// Whether sending is paused.
+    pub paused: bool,
+    /// Whether it has connected since the daemon started.
+    pub connected: bool,
+    /// Its most recent failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+/// Every running sink's state, by name.
+pub fn sink_states(state: &AppState) -> Vec<SinkState> {
     let waiting = state.health.waiting_for();
-    let list: Vec<_> = state
+    state
         .controls
         .iter()
-        .map(|(name, c)| {
-            json!({
-                "sink": name,
-                "paused": c.is_paused(),
-                "connected": !waiting.contains(name),
-            })
+        .map(|(name, c)| SinkState {
+            sink: name.clone(),
+            paused: c.is_paused(),
+            connected: !waiting.contains(name),
+            last_error: c.last_error(),
         })
-        .collect();
-    HttpResponse::Ok().json(list)
+        .collect()
+}
+
+/// Pauses or resumes a running sink; false when no running sink has that name.
+pub fn set_paused(state: &AppState, name: &str, paused: bool, by: &str) -> bool {
+    match state.controls.get(name) {
+        Some(c) => {
+            c.set_paused(paused);
+            tracing::info!(sink = %name, paused, by, "sink pause changed");
+            true
+        }
+        None => false,
+    }
+}
+
+async fn sinks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(sink_states(&state))
 }
 
 async fn pause(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
-    set_paused(state, name.into_inner(), true)
+    pause_answer(&state, name.into_inner(), true)
 }
 
 async fn resume(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
-    set_paused(state, name.into_inner(), false)
+    pause_answer(&state, name.into_inner(), false)
 }
 
-fn set_paused(state: web::Data<AppState>, name: String, paused: bool) -> HttpResponse {
-    match state.controls.get(&name) {
-        Some(c) => {
-            c.set_paused(paused);
-            tracing::info!(sink = %name, paused, "sink pause changed through the admin API");
-            HttpResponse::Ok().json(json!({ "sink": name, "paused": paused }))
-        }
-        None => error(
+fn pause_answer(state: &AppState, name: String, paused: bool) -> HttpResponse {
+    if set_paused(state, &name, paused, "admin API") {
+        HttpResponse::Ok().json(json!({ "sink": name, "paused": paused }))
+    } else {
+        error(
             actix_web::http::StatusCode::NOT_FOUND,
             "unknown_sink",
             format!("no running sink named {name:?}"),
-        ),
+        )
     }
 }

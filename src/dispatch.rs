@@ -1,8 +1,8 @@
 //! One loop per sink: take deliveries, send, record the outcome, retry with backoff, dead-letter.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -17,11 +17,22 @@ use crate::metrics::METRICS;
 use crate::queue::{Decision, Queue, now_ms};
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
-/// Operator control over one sink's dispatcher: pause and resume (from the admin API).
+/// Operator control over one sink's dispatcher: pause and resume (from the admin API), and
+/// the last failure it met, so that an operator sees why a sink is behind.
 #[derive(Debug, Default)]
 pub struct SinkControl {
     paused: AtomicBool,
     changed: Notify,
+    last_error: Mutex<Option<LastError>>,
+}
+
+/// A sink's most recent failure (connect, outage, or one delivery's), for the status page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastError {
+    /// When it happened, epoch ms.
+    pub at: u64,
+    /// What the destination or the sink reported.
+    pub message: String,
 }
 
 impl SinkControl {
@@ -34,6 +45,23 @@ impl SinkControl {
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::SeqCst);
         self.changed.notify_waiters();
+    }
+
+    /// Remembers a failure as the sink's last error.
+    pub fn record_error(&self, message: &str) {
+        let mut slot = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(LastError {
+            at: now_ms(),
+            message: message.to_string(),
+        });
+    }
+
+    /// The sink's last failure, if it has met one since the daemon started.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -163,6 +191,9 @@ impl Dispatcher {
                         .deliveries
                         .with_label_values(&[&self.name, "unavailable"])
                         .inc_by(batch.len() as u64);
+                    let error = e.to_string();
+                    self.control.record_error(&error);
+                    self.queue.record_unavailable(&self.name, &batch, &error);
                     // The other batches in flight likely fail the same way: one outage, one wait.
                     if backoff.is_none() {
                         outage += 1;
@@ -223,10 +254,12 @@ impl Dispatcher {
             let label = match decision {
                 Decision::Delivered => "delivered",
                 Decision::Retry { error, .. } => {
+                    self.control.record_error(error);
                     tracing::warn!(sink = %self.name, event_id = %d.event.event_id, attempt = d.attempts + 1, %error, "delivery failed; will retry");
                     "retry"
                 }
                 Decision::Dead { error } => {
+                    self.control.record_error(error);
                     tracing::error!(sink = %self.name, event_id = %d.event.event_id, attempts = d.attempts + 1, %error, "delivery is dead-lettered");
                     "dead"
                 }
@@ -237,7 +270,10 @@ impl Dispatcher {
                 .inc();
         }
         match self.queue.complete(&self.name, &decisions) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.queue.record_attempts(&self.name, &decisions, now);
+                true
+            }
             Err(e) => {
                 tracing::error!(sink = %self.name, error = %e, "cannot record delivery outcomes; they will be sent again");
                 false
@@ -273,6 +309,7 @@ impl Dispatcher {
                     }
                     Err(e) => {
                         attempt += 1;
+                        self.control.record_error(&e.to_string());
                         let delay = backoff_delay(&self.retry.backoff, attempt);
                         tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink cannot connect yet");
                         if !self.pause(delay).await {

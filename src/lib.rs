@@ -19,4 +19,5 @@ pub mod serve;
 pub mod shutdown;
 pub mod sinks;
 pub mod tls;
+pub mod ui;
 pub mod verify;

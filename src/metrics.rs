@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder, exponential_buckets,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder, exponential_buckets,
 };
 
 /// The process-wide metrics (the one global: Prometheus registries are meant to be shared).
@@ -41,6 +41,8 @@ pub struct Metrics {
     pub sink_errors: IntCounterVec,
     /// SIGHUP reloads by result (ok, invalid).
     pub config_reloads: IntCounterVec,
+    /// Status page sign-ins refused for a wrong token.
+    pub ui_signin_failures: IntCounter,
 }
 
 impl Metrics {
@@ -156,6 +158,11 @@ impl Metrics {
                 &["result"],
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            ui_signin_failures: IntCounter::new(
+                "hookbridge_ui_signin_failures_total",
+                "Status page sign-ins refused for a wrong token",
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -173,6 +180,7 @@ impl Metrics {
             Box::new(m.sink_up.clone()),
             Box::new(m.sink_errors.clone()),
             Box::new(m.config_reloads.clone()),
+            Box::new(m.ui_signin_failures.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

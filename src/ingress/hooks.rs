@@ -149,10 +149,9 @@ pub async fn receive(
     let response = match result {
         Ok(outcome) => {
             let duplicate = outcome.accepted.is_empty() && !outcome.duplicates.is_empty();
-            METRICS
-                .requests
-                .with_label_values(&[label, if duplicate { "duplicate" } else { "accepted" }])
-                .inc();
+            let counted = if duplicate { "duplicate" } else { "accepted" };
+            METRICS.requests.with_label_values(&[label, counted]).inc();
+            state.traffic.record(label, counted);
             let mut r = HttpResponse::Ok();
             if duplicate {
                 r.insert_header(("x-hookbridge-duplicate", "true"));
@@ -164,6 +163,7 @@ pub async fn receive(
                 .requests
                 .with_label_values(&[label, e.label()])
                 .inc();
+            state.traffic.record(label, e.label());
             tracing::info!(
                 hook = label,
                 status = e.status().as_u16(),

@@ -1,6 +1,7 @@
-//! The actix-web application: hooks, health, readiness and metrics.
+//! The actix-web application: hooks, health, readiness, metrics, admin API and status page.
 
 pub mod hooks;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +60,10 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Pause/resume per running sink.
     pub controls: BTreeMap<String, Arc<SinkControl>>,
+    /// Deliveries per hook and outcome over the last hour and day.
+    pub traffic: traffic::Traffic,
+    /// The status page's sessions and templates.
+    pub ui: crate::ui::Ui,
     accepting: AtomicBool,
 }
 
@@ -75,6 +80,8 @@ impl AppState {
             queue,
             health,
             controls,
+            traffic: traffic::Traffic::default(),
+            ui: crate::ui::Ui::default(),
             accepting: AtomicBool::new(true),
         }
     }
@@ -117,7 +124,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(readyz))
     .route("/metrics", web::get().to(metrics))
-    .configure(crate::admin::routes);
+    .configure(crate::admin::routes)
+    .configure(crate::ui::routes);
 }
 
 async fn healthz() -> HttpResponse {

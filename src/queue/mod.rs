@@ -5,8 +5,10 @@
 //! dispatchers read and complete deliveries directly; a completion lost in a crash only means a
 //! delivery is sent again, which at-least-once allows.
 
+mod browse;
 mod commit;
 mod dead;
+mod history;
 pub mod keys;
 mod retention;
 mod status;
@@ -23,8 +25,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use browse::{EventQuery, RecentEvents};
 pub use commit::{AcceptOutcome, RoutedEvent};
 pub use dead::DeadLetter;
+pub use history::Attempt;
 pub use retention::Retention;
 pub use status::{DeliveryStatus, EventStatus};
 

@@ -1,5 +1,7 @@
 //! Delivery status by event id: the equivalent of ArcGIS's notification status page.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::keys::*;
@@ -9,6 +11,9 @@ use crate::event::{DedupKey, Event};
 /// Where one event stands at each sink it was routed to.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventStatus {
+    /// The event's queue sequence number (what its attempt history is keyed by).
+    #[serde(skip)]
+    pub seq: u64,
     /// The event, while it is still stored.
     pub event: Option<Event>,
     /// When it was accepted, epoch ms.
@@ -34,6 +39,10 @@ pub struct DeliveryStatus {
     pub at: Option<u64>,
 }
 
+/// Waiting deliveries by event seq, read in one pass over the waiting rows (they are keyed by
+/// due time, not by event, so looking one event up means reading them all anyway).
+pub(super) type WaitingIndex = HashMap<u64, Vec<DeliveryStatus>>;
+
 impl Queue {
     /// The status of an event id, or `None` if it was never accepted (or has been forgotten).
     pub fn status(
@@ -50,8 +59,19 @@ impl Queue {
         let (Some(accepted_at), Some(seq)) = (u64_at(&d, 0), u64_at(&d, 8)) else {
             return Ok(None);
         };
+        let waiting = self.waiting_index(sinks, |s| s == seq)?;
+        Ok(Some(EventStatus {
+            seq,
+            event: self.stored_event(seq)?,
+            accepted_at,
+            deliveries: self.deliveries(seq, sinks, &waiting)?,
+        }))
+    }
+
+    /// The event stored under `seq`, its properties restored, while it is still stored.
+    pub(super) fn stored_event(&self, seq: u64) -> Result<Option<Event>, QueueError> {
         let ekey = seq_key(EVENT, seq);
-        let event = match self.tree.get(&ekey)? {
+        Ok(match self.tree.get(&ekey)? {
             Some(v) => {
                 let (row, inline) = EventRow::decode(&ekey, &v)?;
                 let body = match (inline, &row.properties_at) {
@@ -62,7 +82,45 @@ impl Queue {
                 Some(row.restore(&ekey, body.as_ref().and_then(BodyRow::json)))
             }
             None => None,
-        };
+        })
+    }
+
+    /// The waiting deliveries of the `sinks` for the events `wanted` picks.
+    pub(super) fn waiting_index(
+        &self,
+        sinks: &[String],
+        wanted: impl Fn(u64) -> bool,
+    ) -> Result<WaitingIndex, QueueError> {
+        let mut index = WaitingIndex::new();
+        for sink in sinks {
+            for item in self.tree.scan_prefix(sink_prefix(WAITING, sink)) {
+                let (k, v) = item?;
+                let Some((_, rest)) = split_sink(&k) else {
+                    continue;
+                };
+                let Some(seq) = u64_at(rest, 8).filter(|s| wanted(*s)) else {
+                    continue;
+                };
+                let row: DeliveryRow = decode(&k, &v)?;
+                index.entry(seq).or_default().push(DeliveryStatus {
+                    sink: sink.clone(),
+                    state: "waiting",
+                    attempts: row.attempts,
+                    error: row.last_error,
+                    at: u64_at(rest, 0),
+                });
+            }
+        }
+        Ok(index)
+    }
+
+    /// Every sink's record of the event `seq`: delivered, ready, waiting (from `waiting`), dead.
+    pub(super) fn deliveries(
+        &self,
+        seq: u64,
+        sinks: &[String],
+        waiting: &WaitingIndex,
+    ) -> Result<Vec<DeliveryStatus>, QueueError> {
         let mut deliveries = Vec::new();
         for item in self.tree.scan_prefix(seq_key(DONE, seq)) {
             let (k, v) = item?;
@@ -87,22 +145,8 @@ impl Queue {
                     at: None,
                 });
             }
-            for item in self.tree.scan_prefix(sink_prefix(WAITING, sink)) {
-                let (k, v) = item?;
-                let Some((_, rest)) = split_sink(&k) else {
-                    continue;
-                };
-                if u64_at(rest, 8) == Some(seq) {
-                    let row: DeliveryRow = decode(&k, &v)?;
-                    deliveries.push(DeliveryStatus {
-                        sink: sink.clone(),
-                        state: "waiting",
-                        attempts: row.attempts,
-                        error: row.last_error,
-                        at: u64_at(rest, 0),
-                    });
-                }
-            }
+            let rows = waiting.get(&seq).into_iter().flatten();
+            deliveries.extend(rows.filter(|d| &d.sink == sink).cloned());
             let xkey = sink_seq_key(DEAD, sink, seq);
             if let Some(v) = self.tree.get(&xkey)? {
                 let letter: DeadLetter = decode(&xkey, &v)?;
@@ -115,10 +159,6 @@ impl Queue {
                 });
             }
         }
-        Ok(Some(EventStatus {
-            event,
-            accepted_at,
-            deliveries,
-        }))
+        Ok(deliveries)
     }
 }

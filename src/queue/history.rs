@@ -1,0 +1,175 @@
+//! Attempt history: each send of a delivery and what came of it, for the status page.
+//!
+//! Kept in its own sled tree beside the queue, written after a batch's outcome is recorded.
+//! It is a record for people, not state the queue runs on: a write that fails is logged and
+//! the delivery goes on as if it had been written. Rows go with their events (see `prune`).
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::*;
+use super::{Decision, Queue, QueueError, decode, encode};
+use crate::sinks::Delivery;
+
+/// The tree that holds attempt rows: key = event seq, sink, 0, attempt time (ms).
+const TREE: &str = "history";
+/// Most rows one prune removes, so a prune never holds a dispatcher up for long.
+const PRUNE_LIMIT: usize = 1_000;
+
+/// One attempt at delivering an event to a sink.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attempt {
+    /// The sink.
+    pub sink: String,
+    /// When the outcome was recorded, epoch ms.
+    pub at: u64,
+    /// `delivered`, `retry`, `dead`, or `unavailable` (the sink was down; no attempt spent).
+    pub outcome: String,
+    /// What the destination reported, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the next attempt is due, for retries, epoch ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<u64>,
+}
+
+fn row_key(seq: u64, sink: &str, at: u64) -> Vec<u8> {
+    let mut k = seq.to_be_bytes().to_vec();
+    k.extend_from_slice(sink.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&at.to_be_bytes());
+    k
+}
+
+impl Queue {
+    fn history(&self) -> Result<sled::Tree, QueueError> {
+        Ok(self.db.open_tree(TREE)?)
+    }
+
+    /// Records the outcomes of a batch `sink` sent at `now`; failures are logged, not returned.
+    pub fn record_attempts(&self, sink: &str, results: &[(&Delivery, Decision)], now: u64) {
+        let rows = results.iter().map(|(d, decision)| {
+            let (outcome, error, next_at) = match decision {
+                Decision::Delivered => ("delivered", None, None),
+                Decision::Retry { due_ms, error } => ("retry", Some(error.clone()), Some(*due_ms)),
+                Decision::Dead { error } => ("dead", Some(error.clone()), None),
+            };
+            (d.seq, outcome, error, next_at)
+        });
+        self.write_attempts(sink, now, rows);
+    }
+
+    /// Records that a batch could not be sent because `sink` was down as a whole.
+    pub fn record_unavailable(&self, sink: &str, batch: &[Delivery], error: &str) {
+        let rows = batch
+            .iter()
+            .map(|d| (d.seq, "unavailable", Some(error.to_string()), None));
+        self.write_attempts(sink, super::now_ms(), rows);
+    }
+
+    fn write_attempts(
+        &self,
+        sink: &str,
+        at: u64,
+        rows: impl Iterator<Item = (u64, &'static str, Option<String>, Option<u64>)>,
+    ) {
+        let result = self.history().and_then(|tree| {
+            let mut batch = sled::Batch::default();
+            for (seq, outcome, error, next_at) in rows {
+                let attempt = Attempt {
+                    sink: sink.to_string(),
+                    at,
+                    outcome: outcome.to_string(),
+                    error,
+                    next_at,
+                };
+                batch.insert(row_key(seq, sink, at), encode(&attempt));
+            }
+            tree.apply_batch(batch)?;
+            self.prune(&tree)
+        });
+        if let Err(e) = result {
+            tracing::warn!(sink, error = %e, "cannot record the attempt history");
+        }
+    }
+
+    /// Removes history rows of events the queue no longer holds (retention removes events in
+    /// seq order, so those are the rows below the oldest stored event).
+    fn prune(&self, history: &sled::Tree) -> Result<(), QueueError> {
+        let oldest = match self.tree.scan_prefix([EVENT]).next() {
+            Some(item) => u64_at(&item?.0, 1).unwrap_or(0),
+            None => u64::MAX,
+        };
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in history
+            .range(..oldest.to_be_bytes().to_vec())
+            .take(PRUNE_LIMIT)
+        {
+            batch.remove(item?.0);
+            n += 1;
+        }
+        if n > 0 {
+            history.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Every recorded attempt for the event with sequence number `seq`, oldest first per sink.
+    pub fn attempts(&self, seq: u64) -> Result<Vec<Attempt>, QueueError> {
+        let tree = self.history()?;
+        let mut out = Vec::new();
+        for item in tree.scan_prefix(seq.to_be_bytes()) {
+            let (k, v) = item?;
+            out.push(decode::<Attempt>(&k, &v)?);
+        }
+        out.sort_by_key(|a| a.at);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::queue::tests::event;
+    use crate::queue::{Retention, RoutedEvent};
+
+    #[tokio::test]
+    async fn attempts_are_recorded_in_order_and_go_with_their_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let retention = Retention {
+            dedup_window: day,
+            keep_delivered: day,
+            keep_dead: day,
+            min_free: 0,
+        };
+        let queue = Queue::open(dir.path(), retention).unwrap();
+        let routed = RoutedEvent {
+            event: event(1),
+            sinks: vec!["s".into()],
+            properties_at: None,
+        };
+        queue.accept(Arc::from("{}"), vec![routed]).await.unwrap();
+        let taken = queue.take("s", 10, &Default::default()).unwrap();
+        let d = &taken[0];
+        queue.record_unavailable("s", &taken, "broker down");
+        let retry = Decision::Retry {
+            due_ms: 5_000,
+            error: "451 later".into(),
+        };
+        queue.record_attempts("s", &[(d, retry)], super::super::now_ms() + 10);
+        let got = queue.attempts(d.seq).unwrap();
+        let outcomes: Vec<_> = got.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["unavailable", "retry"]);
+        assert_eq!(got[1].next_at, Some(5_000));
+        assert_eq!(got[1].error.as_deref(), Some("451 later"));
+        assert!(queue.attempts(d.seq + 1).unwrap().is_empty());
+
+        queue.tree.remove(seq_key(EVENT, d.seq)).unwrap();
+        queue.record_attempts("s", &[], 0);
+        assert!(queue.attempts(d.seq).unwrap().is_empty(), "pruned");
+        queue.close().unwrap();
+    }
+}
