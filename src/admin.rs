@@ -205,7 +205,7 @@ pub struct SinkState {
 pub fn sink_states(state: &AppState) -> Vec<SinkState> {
     let waiting = state.health.waiting_for();
     state
-        .controls
+        .controls()
         .iter()
         .map(|(name, c)| SinkState {
             sink: name.clone(),
@@ -218,7 +218,7 @@ pub fn sink_states(state: &AppState) -> Vec<SinkState> {
 
 /// Pauses or resumes a running sink; false when no running sink has that name.
 pub fn set_paused(state: &AppState, name: &str, paused: bool, by: &str) -> bool {
-    match state.controls.get(name) {
+    match state.controls().get(name) {
         Some(c) => {
             c.set_paused(paused);
             tracing::info!(sink = %name, paused, by, "sink pause changed");

@@ -158,44 +158,42 @@ impl Renderer {
         };
     }
 
-    /// Compiles `dir/<file>` under `name`, or the built-in template of that file name when the
-    /// file is not there; when neither exists it is a problem at `key` if `required`.
-    pub fn add_file(
-        &mut self,
-        name: &str,
-        file: &str,
-        required: bool,
-        key: &str,
-        problems: &mut Vec<Problem>,
-    ) -> bool {
-        let path = self.dir.join(file);
-        if !path.exists() {
-            if let Some((_, text)) = BUILTIN.iter().find(|(f, _)| *f == file) {
-                Arc::make_mut(&mut self.needs).remove(name);
-                let tera = Arc::make_mut(&mut self.tera);
-                return match tera.add_raw_template(name, text) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        problems.push(Problem::new(key, error_chain(&e)));
-                        false
+    /// Compiles a mail's template set `base`: `base.subject`, `base.txt` and the optional
+    /// `base.html`. The set comes whole from the templates directory when that holds
+    /// `base.subject.tera` or `base.txt.tera`, else whole from the built-in templates, so a
+    /// directory's own text is never mixed with a built-in HTML part.
+    pub fn add_set(&mut self, base: &str, key: &str, problems: &mut Vec<Problem>) {
+        let file = |part: &str| format!("{base}.{part}.tera");
+        let in_dir = ["subject", "txt"]
+            .iter()
+            .any(|part| self.dir.join(file(part)).exists());
+        for (part, required) in [("subject", true), ("txt", true), ("html", false)] {
+            let name = format!("{base}.{part}");
+            let file = file(part);
+            let builtin = BUILTIN.iter().find(|(f, _)| *f == file).map(|(_, t)| *t);
+            let added = match (in_dir, builtin) {
+                (true, _) if self.dir.join(&file).exists() => {
+                    let path = self.dir.join(&file);
+                    let tera = Arc::make_mut(&mut self.tera);
+                    tera.add_template_file(&path, Some(&name))
+                }
+                (false, Some(text)) => Arc::make_mut(&mut self.tera).add_raw_template(&name, text),
+                _ => {
+                    if required {
+                        problems.push(Problem::new(
+                            key,
+                            format!(
+                                "template file {} does not exist, and there is no built-in template {base:?}",
+                                self.dir.join(&file).display()
+                            ),
+                        ));
                     }
-                };
-            }
-            if required {
-                problems.push(Problem::new(
-                    key,
-                    format!("template file {} does not exist", path.display()),
-                ));
-            }
-            return false;
-        }
-        Arc::make_mut(&mut self.needs).remove(name);
-        let tera = Arc::make_mut(&mut self.tera);
-        match tera.add_template_file(&path, Some(name)) {
-            Ok(()) => true,
-            Err(e) => {
+                    continue;
+                }
+            };
+            Arc::make_mut(&mut self.needs).remove(&name);
+            if let Err(e) = added {
                 problems.push(Problem::new(key, error_chain(&e)));
-                false
             }
         }
     }
@@ -278,22 +276,15 @@ fn error_chain(e: &tera::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
 
     fn event() -> Event {
         Event {
             event_id: "ab".repeat(16),
-            kind: EventKind::Portal,
-            source: "item".into(),
             operation: "delete".into(),
             id: "i1".into(),
-            webhook: None,
             user: Some("<script>".into()),
-            when: None,
-            portal: None,
-            properties: Default::default(),
             hook: "portal".into(),
-            accepted_at: 0,
+            ..crate::event::sample(1)
         }
     }
 

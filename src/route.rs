@@ -201,7 +201,6 @@ fn scalar(v: &toml::Value) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::config::{RetryConfig, SinkEntry};
-    use crate::event::EventKind;
     use crate::sinks::SinkConfig;
     use serde_json::json;
 
@@ -233,18 +232,14 @@ mod tests {
 
     fn event(source: &str, operation: &str, props: serde_json::Value) -> Event {
         Event {
-            event_id: "00".repeat(16),
-            kind: EventKind::Portal,
             source: source.into(),
             operation: operation.into(),
             id: "x".into(),
             webhook: Some("w".into()),
             user: Some("u".into()),
-            when: None,
-            portal: None,
             properties: props.as_object().cloned().unwrap_or_default(),
             hook: "portal".into(),
-            accepted_at: 0,
+            ..crate::event::sample(0)
         }
     }
 

@@ -1,7 +1,13 @@
-//! `hookbridge serve`: open the queue, start one dispatcher per sink, serve HTTP, stop cleanly.
+//! `hookbridge serve`: open the queue, start one dispatcher per sink, serve HTTP, reload on
+//! SIGHUP, stop cleanly.
 //!
 //! Shutdown order matters: stop taking deliveries (503), let in-flight requests finish and
 //! commit, let each dispatcher finish the send in hand, then flush and close the queue.
+//!
+//! A reload builds the new config's sinks first (a sink that cannot be built refuses the whole
+//! reload, and the old config keeps serving), then stops the old dispatchers after the sends
+//! in hand, starts the new ones, and swaps the config in. Deliveries stay in the queue
+//! meanwhile, so nothing is lost and nothing is sent twice beyond at-least-once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,13 +19,13 @@ use sd_notify::NotifyState;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, RetryConfig};
 use crate::dispatch::{Dispatcher, SinkControl};
 use crate::ingress::{self, AppState, Health};
 use crate::metrics::METRICS;
 use crate::queue::{Queue, QueueError, Retention};
 use crate::shutdown::{Request, Signals};
-use crate::sinks::SinkError;
+use crate::sinks::{Sink, SinkError};
 use crate::tls::{CertStore, TlsError};
 
 /// Why the daemon could not start or stop cleanly.
@@ -54,6 +60,98 @@ pub fn retention(config: &Config) -> Retention {
     }
 }
 
+/// The sinks of a config, built (settings checked, clients made) but not yet sending.
+struct Built<'c> {
+    sinks: Vec<(&'c String, RetryConfig, Arc<dyn Sink>)>,
+}
+
+impl<'c> Built<'c> {
+    /// Builds every sink of `config`; fails when one cannot be built.
+    fn new(config: &'c Config) -> Result<Self, ServeError> {
+        let mut sinks = Vec::with_capacity(config.sinks.len());
+        for (name, entry) in &config.sinks {
+            let sink = entry
+                .config
+                .build(name, &config.renderer)
+                .map_err(|source| ServeError::Sink {
+                    name: name.clone(),
+                    source,
+                })?;
+            match sink {
+                Some(sink) => sinks.push((name, entry.retry, sink)),
+                None => tracing::warn!(
+                    sink = %name,
+                    r#type = entry.config.type_name(),
+                    "this sink type cannot send in this build; its deliveries wait in the queue"
+                ),
+            }
+        }
+        Ok(Built { sinks })
+    }
+
+    /// Starts a dispatcher per sink. A sink keeps its pause state and last error across
+    /// generations (`controls`).
+    fn start(
+        self,
+        queue: &Arc<Queue>,
+        health: &Arc<Health>,
+        parent: &CancellationToken,
+        controls: &BTreeMap<String, Arc<SinkControl>>,
+    ) -> Sinks {
+        let stop = parent.child_token();
+        let mut running = Sinks {
+            stop: stop.clone(),
+            tasks: JoinSet::new(),
+            controls: BTreeMap::new(),
+        };
+        for (name, retry, sink) in self.sinks {
+            health.register(name);
+            let control = controls.get(name).cloned().unwrap_or_default();
+            running.controls.insert(name.clone(), control.clone());
+            running.tasks.spawn(
+                Dispatcher {
+                    name: name.clone(),
+                    sink,
+                    queue: queue.clone(),
+                    retry,
+                    health: health.clone(),
+                    shutdown: stop.clone(),
+                    control,
+                }
+                .run(),
+            );
+        }
+        running
+    }
+}
+
+/// One generation of running sinks: a dispatcher each, stopped together by `stop`.
+struct Sinks {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    controls: BTreeMap<String, Arc<SinkControl>>,
+}
+
+impl Sinks {
+    /// Stops every dispatcher after the send in hand, waiting at most `bound`; what is not
+    /// finished by then stays queued.
+    async fn stop(mut self, bound: Duration) {
+        self.stop.cancel();
+        if tokio::time::timeout(bound, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                ?bound,
+                "dispatchers did not finish in time; their deliveries stay queued"
+            );
+            self.tasks.abort_all();
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut signals = Signals::install()?;
@@ -61,41 +159,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let queue = Queue::open(&config.storage.path, retention(&config))?;
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();
-    let mut dispatchers = JoinSet::new();
-    let mut controls = BTreeMap::new();
-    for (name, entry) in &config.sinks {
-        let sink = entry
-            .config
-            .build(name, &config.renderer)
-            .map_err(|source| ServeError::Sink {
-                name: name.clone(),
-                source,
-            })?;
-        match sink {
-            Some(sink) => {
-                health.register(name);
-                let control = Arc::new(SinkControl::default());
-                controls.insert(name.clone(), control.clone());
-                dispatchers.spawn(
-                    Dispatcher {
-                        name: name.clone(),
-                        sink,
-                        queue: queue.clone(),
-                        retry: entry.retry,
-                        health: health.clone(),
-                        shutdown: stop.clone(),
-                        control,
-                    }
-                    .run(),
-                );
-            }
-            None => tracing::warn!(
-                sink = %name,
-                r#type = entry.config.type_name(),
-                "this sink type cannot send in this build; its deliveries wait in the queue"
-            ),
-        }
-    }
+    let mut sinks = Built::new(&config)?.start(&queue, &health, &stop, &BTreeMap::new());
+    let controls = sinks.controls.clone();
 
     let state = web::Data::new(AppState::new(
         config.clone(),
@@ -144,7 +209,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 Request::Stop => break,
                 Request::Reload => {
                     notify(&[NotifyState::Reloading]);
-                    reload(&config.path, &state, certs.as_deref());
+                    sinks = reload(&config.path, &state, certs.as_deref(), sinks, &stop).await;
                     notify(&[NotifyState::Ready]);
                 }
             },
@@ -166,60 +231,98 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!("stopping: refusing new deliveries, finishing those in flight");
     state.stop_accepting();
     handle.stop(true).await;
-    stop.cancel();
-    let bound = config.server.shutdown_timeout;
-    if tokio::time::timeout(bound, async {
-        while dispatchers.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!(
-            ?bound,
-            "dispatchers did not finish in time; their deliveries stay queued"
-        );
-        dispatchers.abort_all();
-    }
+    sinks.stop(config.server.shutdown_timeout).await;
     queue.close()?;
     tracing::info!("stopped; everything accepted is on disk");
     Ok(())
 }
 
-/// Reloads the config file (and TLS files); an invalid one is refused and the old one keeps serving.
-fn reload(path: &Path, state: &AppState, certs: Option<&CertStore>) {
-    let result = match Config::load(path) {
-        Ok(new) => {
-            let tls = match (certs, &new.server.tls) {
-                (Some(store), Some(tls)) => store.reload(tls).map_err(|e| e.to_string()),
-                _ => Ok(()),
-            };
-            match tls {
-                Ok(()) => {
-                    let old = state.config();
-                    if old.sinks.keys().ne(new.sinks.keys())
-                        || old.storage.path != new.storage.path
-                        || old.listen != new.listen
-                    {
-                        tracing::warn!(
-                            "sinks, storage or listen changed: those changes take effect after a restart"
-                        );
-                    }
-                    state.set_config(Arc::new(new));
-                    tracing::info!("config reloaded");
-                    "ok"
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "config reload refused; the old config stays in force");
-                    "invalid"
-                }
-            }
-        }
+/// Reloads the config file (and TLS files) as a whole: routes, hooks, templates and sinks. An
+/// invalid config, or a sink that cannot be built, is refused and the old runtime keeps serving.
+/// Returns the sinks now running.
+async fn reload(
+    path: &Path,
+    state: &AppState,
+    certs: Option<&CertStore>,
+    sinks: Sinks,
+    parent: &CancellationToken,
+) -> Sinks {
+    let refuse = |error: &dyn std::fmt::Display| {
+        tracing::error!(error = %error, "config reload refused; the old config stays in force");
+        METRICS.config_reloads.with_label_values(&["invalid"]).inc();
+    };
+    let new = match Config::load(path) {
+        Ok(new) => Arc::new(new),
         Err(e) => {
-            tracing::error!(error = %e, "config reload refused; the old config stays in force");
-            "invalid"
+            refuse(&e);
+            return sinks;
         }
     };
-    METRICS.config_reloads.with_label_values(&[result]).inc();
+    if let (Some(store), Some(tls)) = (certs, &new.server.tls) {
+        if let Err(e) = store.reload(tls) {
+            refuse(&e);
+            return sinks;
+        }
+    }
+    let old = state.config();
+    let built = match Built::new(&new) {
+        Ok(built) => built,
+        Err(e) => {
+            refuse(&e);
+            return sinks;
+        }
+    };
+    for key in restart_only_changes(&old, &new) {
+        tracing::warn!(key, "changed, but takes effect only after a restart");
+    }
+    for name in old.hooks.keys().filter(|h| !new.hooks.contains_key(*h)) {
+        tracing::warn!(hook = %name, "hook removed: its deliveries now get 404");
+    }
+    for name in old.sinks.keys().filter(|s| !new.sinks.contains_key(*s)) {
+        state.health.unregister(name);
+        tracing::warn!(sink = %name, "sink removed: its pending deliveries wait in the queue until it is configured again");
+    }
+    // The old dispatchers finish their sends in hand before the new ones take over, so no
+    // delivery is in two dispatchers at once.
+    let controls = sinks.controls.clone();
+    sinks.stop(old.server.shutdown_timeout).await;
+    let next = built.start(&state.queue, &state.health, parent, &controls);
+    state.set_controls(next.controls.clone());
+    state.set_config(new.clone());
+    tracing::info!(
+        hooks = new.hooks.len(),
+        sinks = new.sinks.len(),
+        "config reloaded; sinks rebuilt"
+    );
+    METRICS.config_reloads.with_label_values(&["ok"]).inc();
+    next
+}
+
+/// The keys whose change needs a restart: the listener and the store.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.listen != new.listen {
+        keys.push("server.listen");
+    }
+    if old.server.max_body != new.server.max_body {
+        keys.push("server.max_body");
+    }
+    if old.server.read_timeout != new.server.read_timeout {
+        keys.push("server.read_timeout");
+    }
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        keys.push("server.tls");
+    }
+    if old.storage.path != new.storage.path {
+        keys.push("storage.path");
+    }
+    let (a, b) = (&old.storage, &new.storage);
+    if (a.dedup_window, a.keep_delivered, a.keep_dead, a.min_free)
+        != (b.dedup_window, b.keep_delivered, b.keep_dead, b.min_free)
+    {
+        keys.push("storage (dedup_window, keep_delivered, keep_dead, min_free)");
+    }
+    keys
 }
 
 /// The watchdog interval systemd asks for, 0 when none. As in libsystemd, an absent

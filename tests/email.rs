@@ -678,3 +678,102 @@ async fn explain_prints_the_rendered_mail() {
     assert!(mail["text"].as_str().unwrap().contains("Who:     admin"));
     assert!(mail["html"].as_str().unwrap().contains("<table"));
 }
+
+/// A portal delivery whose one event has the id `svc-<n>`.
+fn unique_portal(n: u64) -> Vec<u8> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&common::sample("portal-group-update.json")).expect("json");
+    v["events"][0]["id"] = serde_json::Value::from(format!("svc-{n:02}"));
+    serde_json::to_vec(&v).expect("json")
+}
+
+/// A config with a file sink rendering `line` and an email sink mailing to the test's SMTP server
+/// with the templates in `{dir}/mail`.
+fn reload_config(smtp: u16, line: &str) -> String {
+    format!(
+        r#"
+templates = "mail"
+[server]
+listen = "127.0.0.1:{{port}}"
+[storage]
+path = "{{dir}}/data"
+[hooks.portal]
+kind = "portal"
+secrets = ["example-signature-key"]
+[sinks.log]
+type = "file"
+path = "{{dir}}/events.jsonl"
+payload = "template"
+payload_template = '{line}'
+[sinks.mail]
+type = "email"
+smtp = "smtp://127.0.0.1:{smtp}"
+from = "hb@example.org"
+to = ["admins@example.org"]
+template = "note"
+[[routes]]
+match = {{}}
+to = ["log", "mail"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn sighup_rebuilds_sinks_with_new_templates() {
+    let smtp = SmtpServer::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    std::fs::write(mail.join("note.subject.tera"), "first subject {{ id }}").unwrap();
+    std::fs::write(mail.join("note.txt.tera"), "first body").unwrap();
+    let d = Daemon::start_in(
+        &reload_config(smtp.port, r#"{"v":1,"id":"{{ id }}"}"#),
+        dir,
+        &[],
+    );
+    assert_eq!(
+        d.post_signed("portal", &unique_portal(10)).await.status,
+        200
+    );
+    let lines = d.wait_lines("events.jsonl", 1).await;
+    assert_eq!(lines[0]["v"], 1, "{lines:?}");
+    smtp.wait_mails(1).await;
+
+    // Change the file sink's template and the mail template file, then reload.
+    std::fs::write(mail.join("note.subject.tera"), "second subject {{ id }}").unwrap();
+    std::fs::write(
+        &d.config,
+        reload_config(smtp.port, r#"{"v":2,"id":"{{ id }}"}"#)
+            .replace("{port}", d.url.rsplit(':').next().unwrap_or_default())
+            .replace("{dir}", &d.dir.path().display().to_string()),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !d.log_text().contains("config reloaded; sinks rebuilt") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        d.post_signed("portal", &unique_portal(11)).await.status,
+        200
+    );
+    let lines = d.wait_lines("events.jsonl", 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[1]["v"], 2,
+        "the next event uses the new template: {lines:?}"
+    );
+    let mails = smtp.wait_mails(2).await;
+    assert_eq!(mails[0].subject(), "first subject svc-10");
+    assert_eq!(
+        mails[1].subject(),
+        "second subject svc-11",
+        "the next mail uses the new file"
+    );
+    assert!(d.log_text().contains("config reloaded; sinks rebuilt"));
+}

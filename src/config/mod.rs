@@ -474,6 +474,7 @@ impl Config {
         let templates_dir = base.join(raw.templates.unwrap_or_else(|| PathBuf::from("templates")));
         let mut renderer = Renderer::new(templates_dir);
         let mut sinks = BTreeMap::new();
+        let raw_sinks_empty = raw.sinks.is_empty();
         for (name, table) in raw.sinks {
             let key = format!("sinks.{name}");
             if !valid_name(&name) {
@@ -510,6 +511,28 @@ impl Config {
                 RouteTable::default()
             }
         };
+        // An empty or truncated file must never be swapped in: every hook would answer 404.
+        for (key, empty, what) in [
+            (
+                "hooks",
+                raw.hooks.is_empty(),
+                "no hook: add a [hooks.NAME] table",
+            ),
+            (
+                "sinks",
+                sinks.is_empty() && raw_sinks_empty,
+                "no sink: add a [sinks.NAME] table",
+            ),
+            (
+                "routes",
+                raw.routes.is_empty(),
+                "no route: add a [[routes]] table",
+            ),
+        ] {
+            if empty {
+                problems.push(Problem::new(key, format!("the config has {what}")));
+            }
+        }
 
         if problems.is_empty() {
             Ok(Config {
@@ -591,6 +614,10 @@ pub fn table_into<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink and a route, so that a test's hooks make a complete config.
+    const SINK_AND_ROUTE: &str =
+        "\n[sinks.s]\ntype = \"file\"\npath = \"x.jsonl\"\n[[routes]]\nmatch = {}\nto = [\"s\"]\n";
 
     fn problems(text: &str) -> Vec<String> {
         match Config::parse(Path::new("routes.toml"), text) {
@@ -678,7 +705,7 @@ to = ["nope"]
         assert!(p[0].starts_with("hooks.s.redact"), "{p:?}");
         let cfg = Config::parse(
             Path::new("routes.toml"),
-            "[hooks.a]\nkind = \"portal\"\nsecrets = [\"k\"]\nrequire_signature = false\n[hooks.b]\nkind = \"survey123\"\n",
+            &format!("[hooks.a]\nkind = \"portal\"\nsecrets = [\"k\"]\nrequire_signature = false\n[hooks.b]\nkind = \"survey123\"\n{SINK_AND_ROUTE}"),
         )
         .unwrap();
         assert!(!cfg.hooks["a"].auth_required());
@@ -696,9 +723,21 @@ to = ["nope"]
             assert!(p[0].starts_with("server.admin_token"), "{token:?}: {p:?}");
             assert!(!p[0].contains("short-token-15c"), "echoes the token: {p:?}");
         }
-        assert!(problems("[server]\nadmin_token = \"0123456789abcdef\"\n").is_empty());
+        let good =
+            format!("[server]\nadmin_token = \"0123456789abcdef\"\n[hooks.h]{SINK_AND_ROUTE}");
+        assert!(problems(&good).is_empty(), "{:?}", problems(&good));
         let p = problems("[server]\nmax_events = 0\n");
         assert!(p[0].starts_with("server.max_events"), "{p:?}");
+    }
+
+    #[test]
+    fn an_empty_or_truncated_file_is_refused() {
+        let all = problems("").join("\n");
+        for key in ["hooks:", "sinks:", "routes:"] {
+            assert!(all.contains(key), "{all}");
+        }
+        let p = problems("[server]\nlisten = \"127.0.0.1:8080\"\n[hooks.h]\n");
+        assert_eq!(p.len(), 2, "{p:?}");
     }
 
     #[test]

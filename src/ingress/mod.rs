@@ -38,6 +38,14 @@ impl Health {
         METRICS.sink_up.with_label_values(&[sink]).set(1);
     }
 
+    /// Forgets a sink that a reload removed, so readiness no longer waits for it.
+    pub fn unregister(&self, sink: &str) {
+        if let Ok(mut m) = self.sinks.lock() {
+            m.remove(sink);
+        }
+        let _ = METRICS.sink_up.remove_label_values(&[sink]);
+    }
+
     /// The sinks that have not connected yet.
     pub fn waiting_for(&self) -> Vec<String> {
         match self.sinks.lock() {
@@ -58,8 +66,7 @@ pub struct AppState {
     pub queue: Arc<Queue>,
     /// Sink connectivity.
     pub health: Arc<Health>,
-    /// Pause/resume per running sink.
-    pub controls: BTreeMap<String, Arc<SinkControl>>,
+    controls: RwLock<Arc<BTreeMap<String, Arc<SinkControl>>>>,
     /// Deliveries per hook and outcome over the last hour and day.
     pub traffic: traffic::Traffic,
     /// The status page's sessions and templates.
@@ -77,9 +84,9 @@ impl AppState {
     ) -> Self {
         AppState {
             config: RwLock::new(config),
+            controls: RwLock::new(Arc::new(controls)),
             queue,
             health,
-            controls,
             traffic: traffic::Traffic::default(),
             ui: crate::ui::Ui::default(),
             accepting: AtomicBool::new(true),
@@ -99,6 +106,23 @@ impl AppState {
         match self.config.write() {
             Ok(mut c) => *c = config,
             Err(p) => *p.into_inner() = config,
+        }
+    }
+
+    /// Pause and resume of each running sink.
+    pub fn controls(&self) -> Arc<BTreeMap<String, Arc<SinkControl>>> {
+        match self.controls.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the running sinks' controls (after a reload rebuilt the sinks).
+    pub fn set_controls(&self, controls: BTreeMap<String, Arc<SinkControl>>) {
+        let controls = Arc::new(controls);
+        match self.controls.write() {
+            Ok(mut c) => *c = controls,
+            Err(p) => *p.into_inner() = controls,
         }
     }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::event::{DedupKey, EventKind};
 
 fn retention(window: Duration, delivered: Duration, dead: Duration) -> Retention {
     Retention {
@@ -23,20 +22,7 @@ fn long() -> Retention {
 
 /// A portal event for tests, its id derived from `n`.
 pub(crate) fn event(n: u64) -> Event {
-    Event {
-        event_id: DedupKey::from_parts(&["test", &n.to_string()]).to_string(),
-        kind: EventKind::Portal,
-        source: "item".into(),
-        operation: "add".into(),
-        id: format!("item-{n}"),
-        webhook: None,
-        user: None,
-        when: None,
-        portal: None,
-        properties: Default::default(),
-        hook: "h".into(),
-        accepted_at: 0,
-    }
+    crate::event::sample(n)
 }
 
 fn routed(ns: &[u64], sinks: &[&str]) -> Vec<RoutedEvent> {
@@ -47,6 +33,45 @@ fn routed(ns: &[u64], sinks: &[&str]) -> Vec<RoutedEvent> {
             properties_at: None,
         })
         .collect()
+}
+
+#[tokio::test]
+async fn floats_survive_the_stored_form() {
+    // Found by the parse_payload fuzzer: without serde_json's float_roundtrip, a large number
+    // parsed from a payload read back from the queue one ULP off. Through the queue's own rows,
+    // in both row forms (properties in the event row, and properties read back from the body).
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let texts = [
+        "1755719255557192552190",
+        "1.7557192555571923e21",
+        "0.30000000000000004",
+    ];
+    let mut expected = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let payload = format!(r#"{{"events":[{{"properties":{{"n":{text}}}}}]}}"#);
+        let mut e = event(100 + i as u64);
+        e.properties
+            .insert("n".into(), serde_json::from_str(text).unwrap());
+        expected.push((e.event_id.clone(), e.properties["n"].clone()));
+        let pointer = (i % 2 == 0).then(|| "/events/0/properties".to_string());
+        let routed = vec![RoutedEvent {
+            event: e,
+            sinks: vec!["s".into()],
+            properties_at: pointer,
+        }];
+        q.accept(Arc::from(payload.as_str()), routed).await.unwrap();
+    }
+    q.close().unwrap();
+    drop(q);
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let taken = q.take("s", 10, &HashSet::new()).unwrap();
+    assert_eq!(taken.len(), texts.len());
+    for (id, n) in expected {
+        let d = taken.iter().find(|d| d.event.event_id == id).unwrap();
+        assert_eq!(d.event.properties["n"], n, "{id}");
+    }
+    q.close().unwrap();
 }
 
 #[tokio::test]

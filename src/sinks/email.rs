@@ -170,21 +170,7 @@ impl EmailConfig {
         let before = p.len();
         let key = format!("sinks.{name}.template");
         for t in self.template_names() {
-            r.add_file(
-                &format!("{t}.subject"),
-                &format!("{t}.subject.tera"),
-                true,
-                &key,
-                p,
-            );
-            r.add_file(&format!("{t}.txt"), &format!("{t}.txt.tera"), true, &key, p);
-            r.add_file(
-                &format!("{t}.html"),
-                &format!("{t}.html.tera"),
-                false,
-                &key,
-                p,
-            );
+            r.add_set(t, &key, p);
         }
         if self.to.is_empty() {
             p.push(Problem::new(
@@ -447,7 +433,7 @@ mod tests {
             "smtp = \"smtp://127.0.0.1:2525\"\n"
         };
         let text = format!(
-            "templates = {:?}\n[sinks.mail]\ntype = \"email\"\n{smtp}{extra}\n",
+            "templates = {:?}\n[hooks.h]\n[[routes]]\nmatch = {{}}\nto = [\"mail\"]\n[sinks.mail]\ntype = \"email\"\n{smtp}{extra}\n",
             templates.display().to_string()
         );
         Config::parse(Path::new("routes.toml"), &text)
@@ -478,7 +464,7 @@ mod tests {
     fn built_in_templates_need_no_templates_directory() {
         // No `templates` key and no templates/ beside this config: the built-in ones are used,
         // one per event kind, each rendering every sample of its kind (check_render).
-        let text = "[sinks.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:2525\"\nfrom = \"hb@example.org\"\nto = [\"a@example.org\"]\n";
+        let text = "[hooks.h]\n[[routes]]\nmatch = {}\nto = [\"mail\"]\n[sinks.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:2525\"\nfrom = \"hb@example.org\"\nto = [\"a@example.org\"]\n";
         let cfg = Config::parse(Path::new("/nonexistent/routes.toml"), text).unwrap();
         let crate::sinks::SinkConfig::Email(mail) = &cfg.sinks["mail"].config else {
             panic!("not an email sink");

@@ -174,7 +174,6 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
 
     fn delivery(seq: u64) -> Delivery {
         Delivery {
@@ -182,17 +181,8 @@ mod tests {
             attempts: 0,
             event: Event {
                 event_id: format!("{seq:032x}"),
-                kind: EventKind::Portal,
-                source: "item".into(),
-                operation: "add".into(),
-                id: "i".into(),
-                webhook: None,
-                user: None,
-                when: None,
-                portal: None,
-                properties: Default::default(),
-                hook: "h".into(),
                 accepted_at: 1,
+                ..crate::event::sample(seq)
             },
             payload: Arc::from("{\"raw\":\n true}"),
         }

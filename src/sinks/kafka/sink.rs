@@ -220,7 +220,6 @@ impl Sink for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
     use crate::sinks::kafka::tests::config;
     use rdkafka::mocking::MockCluster;
     use std::sync::Arc;
@@ -231,17 +230,10 @@ mod tests {
             attempts: 0,
             event: Event {
                 event_id: format!("{seq:032x}"),
-                kind: EventKind::Portal,
-                source: "item".into(),
                 operation: operation.into(),
                 id: format!("item{seq}"),
-                webhook: None,
-                user: None,
-                when: None,
-                portal: None,
-                properties: Default::default(),
-                hook: "h".into(),
                 accepted_at: 1,
+                ..crate::event::sample(seq)
             },
             payload: Arc::from("{}"),
         }

@@ -144,24 +144,17 @@ pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::event::EventKind;
     use crate::sinks::rabbitmq::RabbitMqConfig;
 
     /// An accepted portal event.
     pub(in crate::sinks::rabbitmq) fn event() -> Event {
         Event {
             event_id: "ab".repeat(16),
-            kind: EventKind::Portal,
-            source: "item".into(),
             operation: "delete".into(),
             id: "i1".into(),
-            webhook: None,
-            user: None,
-            when: None,
-            portal: None,
-            properties: Default::default(),
             hook: "portal".into(),
             accepted_at: 1_700_000_123_456,
+            ..crate::event::sample(1)
         }
     }
 
