@@ -24,6 +24,9 @@ use super::{Queue, QueueError, now_ms};
 
 /// Most requests folded into one batch.
 const MAX_GROUP: usize = 1024;
+/// Rows per sled batch: sled keeps every node version an open batch replaced until the batch
+/// ends (about 14 KB per row), so a group is applied in chunks of whole events to bound memory.
+const CHUNK_ROWS: usize = 3_000;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
@@ -189,7 +192,12 @@ pub(super) fn tick(tx: mpsc::WeakSender<Command>) {
 
 /// A group being assembled: the requests that fit on the disk, their rows and their undo.
 struct Group {
-    batch: sled::Batch,
+    /// The group's rows, in chunks of about `CHUNK_ROWS`, applied in order.
+    chunks: Vec<sled::Batch>,
+    /// Rows in the last chunk.
+    rows: usize,
+    /// Whether the last chunk is full: the next row starts a new one.
+    full: bool,
     pending: Pending,
     seen: HashSet<[u8; 16]>,
     /// Bytes the group will take on disk so far.
@@ -218,10 +226,21 @@ impl Group {
             }
         }
         self.need += cost;
-        for (k, v) in staged.writes {
-            match v {
-                Some(v) => self.batch.insert(k, v),
-                None => self.batch.remove(k),
+        let mut ends = staged.ends.into_iter().peekable();
+        for (i, (k, v)) in staged.writes.into_iter().enumerate() {
+            if self.chunks.is_empty() || self.full {
+                self.chunks.push(sled::Batch::default());
+                (self.rows, self.full) = (0, false);
+            }
+            if let Some(batch) = self.chunks.last_mut() {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            self.rows += 1;
+            if ends.next_if(|end| *end == i + 1).is_some() {
+                self.full = self.rows >= CHUNK_ROWS;
             }
         }
         self.seen.extend(staged.claimed);
@@ -233,7 +252,9 @@ impl Group {
 fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
     let min_free = store.retention.min_free;
     let mut g = Group {
-        batch: sled::Batch::default(),
+        chunks: Vec::new(),
+        rows: 0,
+        full: false,
         pending: Pending::default(),
         seen: HashSet::new(),
         need: space::SLED_BYTES_PER_BATCH,
@@ -337,10 +358,10 @@ fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
     if g.pending.replies.is_empty() {
         return;
     }
-    let result = store
-        .faults
-        .check("apply")
-        .and_then(|()| store.tree.apply_batch(g.batch));
+    let result = g.chunks.into_iter().try_for_each(|chunk| {
+        store.faults.check("apply")?;
+        store.tree.apply_batch(chunk)
+    });
     match result {
         Ok(()) => flusher.submit(g.pending),
         Err(e) => store.fail(g.pending.replies, g.pending.undo, &QueueError::from(e)),

@@ -144,6 +144,7 @@ pub(super) fn stage_replay(
         let old = tree.get(&rkey)?.map(|v| v.to_vec());
         staged.put(rkey, encode(&DeliveryRow::default()), old);
         *staged.added.entry(letter.sink).or_default() += 1;
+        staged.end_unit();
         n += 1;
     }
     Ok((staged, n))

@@ -34,7 +34,9 @@ fn count(q: &Queue, prefix: u8) -> usize {
 
 #[tokio::test]
 async fn a_failed_apply_or_fsync_leaves_nothing_and_the_retry_is_accepted_whole() {
-    for step in 1..=2u64 {
+    // 1 500 events to two sinks: 6 000 rows, applied in two chunks, then fsync'd: writes 1-3.
+    let refused_ids: Vec<u64> = (2..1_502).collect();
+    for step in 1..=3u64 {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), long()).unwrap();
         let first = q
@@ -47,12 +49,12 @@ async fn a_failed_apply_or_fsync_leaves_nothing_and_the_retry_is_accepted_whole(
         q.tree.insert(&expired, &0u64.to_be_bytes()).unwrap();
         q.faults().fail_in(step);
         let refused = q
-            .accept(Arc::from("{\"n\":2}"), routed(&[2, 3, 4, 5], &["s", "t"]))
+            .accept(Arc::from("{\"n\":2}"), routed(&refused_ids, &["s", "t"]))
             .await;
         assert!(refused.is_err(), "step {step}: {refused:?}");
         assert!(!q.is_alive(), "step {step}: the queue stops accepting");
         assert!(
-            q.accept(Arc::from("{}"), routed(&[9], &["s"]))
+            q.accept(Arc::from("{}"), routed(&[9_999], &["s"]))
                 .await
                 .is_err()
         );
@@ -85,15 +87,32 @@ async fn a_failed_apply_or_fsync_leaves_nothing_and_the_retry_is_accepted_whole(
                 .any(|_| true)
         );
         let retry = q
-            .accept(Arc::from("{\"n\":2}"), routed(&[2, 3, 4, 5], &["s", "t"]))
+            .accept(Arc::from("{\"n\":2}"), routed(&refused_ids, &["s", "t"]))
             .await
             .unwrap();
-        assert_eq!(retry.accepted.len(), 4, "step {step}: {retry:?}");
+        assert_eq!(retry.accepted.len(), refused_ids.len(), "step {step}");
         assert!(retry.duplicates.is_empty());
-        let taken = q.take("t", 100, &HashSet::new()).unwrap();
-        assert_eq!(taken.len(), 4);
+        let taken = q.take("t", 10_000, &HashSet::new()).unwrap();
+        assert_eq!(taken.len(), refused_ids.len());
         q.close().unwrap();
     }
+    // And those were all the writes: a fourth is the next group's.
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    q.faults().fail_in(4);
+    let whole = q
+        .accept(Arc::from("{}"), routed(&refused_ids, &["s", "t"]))
+        .await;
+    assert_eq!(
+        whole.map(|o| o.accepted.len()).ok(),
+        Some(refused_ids.len())
+    );
+    assert!(
+        q.accept(Arc::from("{}"), routed(&[1], &["s"]))
+            .await
+            .is_err()
+    );
+    let _ = q.close();
 }
 
 #[tokio::test]
@@ -220,27 +239,46 @@ async fn sled_overhead_stays_under_the_factor() {
     }
 }
 
+/// A `/proc/self/status` figure in bytes (`VmRSS`, `VmHWM`), 0 where there is none.
+fn proc_status(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
 #[tokio::test]
 async fn accepting_grows_linearly_with_the_events_of_a_request() {
-    // Timings are printed (--nocapture), not asserted: the machine is shared.
+    // Timings and memory are printed (--nocapture), not asserted: the machine is shared, and
+    // other tests of this binary allocate beside it (run it alone for clean memory figures).
     let mut prev: Option<(u64, f64)> = None;
     for n in [5_000u64, 10_000, 20_000, 40_000] {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path(), long()).unwrap();
         let payload: Arc<str> = Arc::from("z".repeat(1_000_000));
         let evs = events(0, n, 20);
+        // Resets the peak RSS (VmHWM) to the current RSS.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let rss = proc_status("VmRSS");
         let started = Instant::now();
         let outcome = q.accept(payload, evs).await.unwrap();
         let secs = started.elapsed().as_secs_f64();
+        let peak = proc_status("VmHWM").saturating_sub(rss);
         assert_eq!(outcome.accepted.len() as u64, n);
+        q.close().unwrap();
+        drop(q);
+        let after = proc_status("VmRSS").saturating_sub(rss);
         let ratio = prev.map(|(pn, ps)| (secs / ps) / (n as f64 / pn as f64));
         eprintln!(
-            "accept of {n} events: {:.3} s ({:.1} µs/event; growth vs linear: {})",
-            secs,
+            "accept of {n} events: {secs:.3} s ({:.1} µs/event; growth vs linear: {}), peak RSS +{} MiB, after close +{} MiB",
             secs * 1e6 / n as f64,
-            ratio.map_or("-".into(), |r| format!("{r:.2}x"))
+            ratio.map_or("-".into(), |r| format!("{r:.2}x")),
+            peak >> 20,
+            after >> 20,
         );
         prev = Some((n, secs));
-        q.close().unwrap();
     }
 }

@@ -43,6 +43,9 @@ pub(super) struct Staged {
     pub claimed: Vec<[u8; 16]>,
     /// Deliveries added per sink.
     pub added: BTreeMap<String, i64>,
+    /// Where each unit (an event's rows, a dead letter's) ends in `writes`: a group is applied
+    /// in chunks cut only there, so that a crash between chunks leaves whole events.
+    pub ends: Vec<usize>,
     /// Bytes of keys and values written.
     bytes: u64,
 }
@@ -66,6 +69,11 @@ impl Staged {
     #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Marks the end of a unit of rows that must reach the store together.
+    pub fn end_unit(&mut self) {
+        self.ends.push(self.writes.len());
     }
 
     /// What these writes cost on disk, sled's overhead included.
@@ -166,6 +174,7 @@ pub(super) fn stage_accept(
         value.extend_from_slice(&seq.to_be_bytes());
         staged.put(dedup_key(&key.0), value, old_dedup);
         staged.claimed.push(key.0);
+        staged.end_unit();
     }
     Ok((staged, outcome))
 }
