@@ -140,3 +140,34 @@ async fn each_failed_write_of_the_commit_path_stores_nothing_of_its_request() {
         assert!(lost.is_empty(), "step {step}: never delivered: {lost:?}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_ends_within_shutdown_timeout_when_the_queue_cannot_be_flushed() {
+    let mut d = Daemon::start_env(CONFIG, &[("HOOKBRIDGE_FAULT_STALL_CLOSE", "1")]);
+    let a = d.post_signed("portal", &delivery("c", 3)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let asked = Instant::now();
+    let status = d.stop();
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(7), "the stop took {took:?}");
+    assert!(
+        !status.success(),
+        "an unflushed queue ends in a non-zero exit"
+    );
+    assert!(
+        d.log_text()
+            .contains("the queue could not be flushed in time"),
+        "{}",
+        d.log_text()
+    );
+    // What was acknowledged had been flushed before the 200: it is all there after a restart.
+    d.env.clear();
+    d.spawn();
+    let want: HashSet<String> = a.accepted().into_iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want.is_subset(&delivered(&d)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(want.is_subset(&delivered(&d)));
+    eprintln!("stop with a stalled flush: {took:?}, {status}");
+}

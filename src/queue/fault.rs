@@ -2,9 +2,10 @@
 //!
 //! Compiled in only for unit tests and with the `fault-injection` feature (which the
 //! integration tests turn on); elsewhere every check is a no-op. The daemon reads the plan from
-//! `HOOKBRIDGE_FAULT_WRITE=N` (count from 1: the group's apply, then its fsync, then the next
-//! group's apply, ...). `HOOKBRIDGE_FAULT_UNPRICED=1` skips the price check of deliveries, so
-//! that a test can make sled meet a real full disk.
+//! `HOOKBRIDGE_FAULT_WRITE=N` (count from 1: the apply of each chunk of a group, then its
+//! fsync, then the next group's chunks, ...). `HOOKBRIDGE_FAULT_UNPRICED=1` skips the price check of deliveries, so
+//! that a test can make sled meet a real full disk. `HOOKBRIDGE_FAULT_STALL_CLOSE=1` makes the
+//! final flush block for good, as sled's does on a store that met an I/O error.
 
 #[cfg(any(test, feature = "fault-injection"))]
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,8 @@ pub struct Faults {
     count: AtomicU64,
     #[cfg(any(test, feature = "fault-injection"))]
     unpriced: bool,
+    #[cfg(any(test, feature = "fault-injection"))]
+    stall_close: bool,
 }
 
 impl Faults {
@@ -26,6 +29,7 @@ impl Faults {
         #[cfg(any(test, feature = "fault-injection"))]
         let faults = Faults {
             unpriced: std::env::var("HOOKBRIDGE_FAULT_UNPRICED").is_ok_and(|v| v == "1"),
+            stall_close: std::env::var("HOOKBRIDGE_FAULT_STALL_CLOSE").is_ok_and(|v| v == "1"),
             ..Faults::default()
         };
         #[cfg(not(any(test, feature = "fault-injection")))]
@@ -50,6 +54,16 @@ impl Faults {
         return self.unpriced;
         #[cfg(not(any(test, feature = "fault-injection")))]
         false
+    }
+
+    /// Blocks for good when the final flush is to stall.
+    pub fn stall_close(&self) {
+        #[cfg(any(test, feature = "fault-injection"))]
+        if self.stall_close {
+            loop {
+                std::thread::park();
+            }
+        }
     }
 
     /// Makes the `n`th write from now fail (unit tests).

@@ -497,6 +497,7 @@ impl Queue {
             }
             return Err(self.store.earlier_failure());
         }
+        self.store.faults.stall_close();
         self.db.flush()?;
         Ok(())
     }
