@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::tests::{long, routed};
 use super::*;
+use serde_json::Value;
 
 /// Bytes allocated on disk under `dir` (the reserve file left out).
 fn allocated(dir: &Path) -> u64 {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::event::Event;
 use crate::event::{DedupKey, EventKind};
+use serde_json::Value;
 
 pub(crate) fn retention(window: Duration, delivered: Duration, dead: Duration) -> Retention {
     Retention {
