@@ -7,7 +7,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hookbridge::arcgis::body::BodyEncoding;
 use hookbridge::config::{Config, ConfigError, Secret};
-use hookbridge::queue::Queue;
+use hookbridge::queue::{Queue, QueueError};
+use hookbridge::serve::ServeError;
+
+/// Exit status when the queue's disk is below `storage.min_free` at start (EX_TEMPFAIL): the
+/// unit's `RestartPreventExitStatus=` keeps systemd from restarting into the same full disk.
+const EXIT_NO_ROOM: u8 = 75;
 
 /// ArcGIS webhooks in — verified, deduplicated, durable — out to Kafka, RabbitMQ, email and files.
 #[derive(Parser)]
@@ -162,8 +167,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => {
             let config = Config::load(&cli.config)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(hookbridge::serve::serve(config))?;
-            Ok(ExitCode::SUCCESS)
+            let result = runtime.block_on(hookbridge::serve::serve(config));
+            // A thread stuck in the store (see serve::close_by) must not hold the exit up.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(ServeError::Queue(e @ QueueError::NoRoomToStart { .. })) => {
+                    tracing::error!(error = %e, exit = EXIT_NO_ROOM, "not starting: the queue's disk is full");
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_NO_ROOM))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "serve failed");
+                    Err(e.into())
+                }
+            }
         }
         Command::Queue {
             command: QueueCommand::Stats,

@@ -48,6 +48,12 @@ pub enum ServeError {
     /// Binding the listener or installing signal handlers failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The queue was not flushed within `server.shutdown_timeout`; what it acknowledged was
+    /// flushed before the acknowledgement, anything else is refused on the next start.
+    #[error(
+        "the queue could not be flushed within server.shutdown_timeout ({0:?}); stopping without it"
+    )]
+    Unflushed(Duration),
 }
 
 /// The retention settings of a config.
@@ -229,12 +235,48 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     notify(&[NotifyState::Stopping]);
     tracing::info!("stopping: refusing new deliveries, finishing those in flight");
+    // The whole stop fits in shutdown_timeout: requests and sends in flight get what the final
+    // flush does not need, and the flush gets the rest.
+    let bound = config.server.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + bound;
+    let flush_share = (bound / 4).min(Duration::from_secs(10));
     state.stop_accepting();
-    handle.stop(true).await;
-    sinks.stop(config.server.shutdown_timeout).await;
-    queue.close()?;
+    if tokio::time::timeout_at(deadline - flush_share, handle.stop(true))
+        .await
+        .is_err()
+    {
+        tracing::warn!(?bound, "requests in flight did not finish in time");
+    }
+    let left = (deadline - flush_share).saturating_duration_since(tokio::time::Instant::now());
+    sinks.stop(left).await;
+    close_by(queue, deadline, bound).await?;
     tracing::info!("stopped; everything accepted is on disk");
     Ok(())
+}
+
+/// Closes the queue on a thread of its own (sled can block on a store that met an I/O error),
+/// waiting for it until `deadline` only.
+async fn close_by(
+    queue: Arc<Queue>,
+    deadline: tokio::time::Instant,
+    bound: Duration,
+) -> Result<(), ServeError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hookbridge-close".into())
+        .spawn(move || {
+            let _ = tx.send(queue.close());
+        })?;
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(_)) | Err(_) => {
+            tracing::error!(
+                ?bound,
+                "the queue could not be flushed in time; exiting without it"
+            );
+            Err(ServeError::Unflushed(bound))
+        }
+    }
 }
 
 /// Reloads the config file (and TLS files) as a whole: routes, hooks, templates and sinks. An

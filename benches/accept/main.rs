@@ -9,7 +9,8 @@
 //! - `BENCH_E2E_RATE` (1000): paced rate of the end-to-end phases;
 //! - `BENCH_BROKER_N` (20000): messages of the raw-client runs and events of the sink drains;
 //! - `BENCH_RAW_WINDOWS` (8): batches in flight at once in the pipelined raw-client runs;
-//! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka` (default: all);
+//! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka`, `maximal`
+//!   (default: all);
 //! - `BENCH_BACKLOG=N`: adds the backlog phase (RSS and restart-to-ready with N queued events).
 //!
 //! RabbitMQ is expected at 127.0.0.1:5672 (guest/guest; `BENCH_AMQP_URL` names another) and
@@ -22,6 +23,7 @@ mod e2e;
 mod file_sink;
 mod form;
 mod load;
+mod maximal;
 mod report;
 
 use std::process::{Command, Stdio};
@@ -112,6 +114,9 @@ fn main() {
         brokers::kafka::run(&rt, &mut report, &bench, &mut summary);
     }
     summary.print(&mut report, rate);
+    if wanted("maximal") {
+        maximal::run(&rt, &mut report);
+    }
     let n: u64 = env_or("BENCH_BACKLOG", 0);
     if n > 0 {
         backlog::run(&rt, &mut report, n, clients);

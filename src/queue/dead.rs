@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::keys::*;
+use super::stage::Staged;
 use super::{DeliveryRow, EventRow, Queue, QueueError, decode, encode};
 use crate::event::Event;
 use crate::metrics::METRICS;
@@ -94,19 +95,19 @@ impl Queue {
     }
 }
 
-/// Stages the replay of matching dead letters into `batch`: each goes back to its sink's ready
-/// rows with a fresh attempt count, and its event and body rows are restored if retention took them.
+/// Stages the replay of matching dead letters: each goes back to its sink's ready rows with a
+/// fresh attempt count, and its event and body rows are restored if retention took them. The
+/// staged `added` counts the revived deliveries per sink.
 pub(super) fn stage_replay(
     tree: &sled::Tree,
-    batch: &mut sled::Batch,
     sink: Option<&str>,
     event_id: Option<&str>,
-    revived: &mut BTreeMap<String, i64>,
-) -> Result<usize, QueueError> {
+) -> Result<(Staged, usize), QueueError> {
     let prefix = match sink {
         Some(s) => sink_prefix(DEAD, s),
         None => vec![DEAD],
     };
+    let mut staged = Staged::default();
     let mut n = 0;
     for item in tree.scan_prefix(prefix) {
         let (k, v) = item?;
@@ -114,7 +115,7 @@ pub(super) fn stage_replay(
         if event_id.is_some_and(|id| id != letter.event.event_id) {
             continue;
         }
-        batch.remove(k);
+        staged.remove(k.to_vec(), v.to_vec());
         // The event row may have gone with retention: write it again. While its request's body
         // row still exists (other events of the request are pending), point at it as before, so
         // that retention keeps that row; else the row carries its payload.
@@ -129,22 +130,22 @@ pub(super) fn stage_replay(
                     properties_at: None,
                 };
                 let inline = (!shared).then_some(letter.payload.as_bytes());
-                batch.insert(ekey, row.encode(inline));
+                staged.put(ekey, row.encode(inline), None);
             }
             Some(v) => {
                 let (row, inline) = EventRow::decode(&ekey, &v)?;
                 let bkey = seq_key(BODY, row.body);
                 if inline.is_none() && !tree.contains_key(&bkey)? {
-                    batch.insert(bkey, letter.payload.as_bytes());
+                    staged.put(bkey, letter.payload.as_bytes().to_vec(), None);
                 }
             }
         }
-        batch.insert(
-            sink_seq_key(READY, &letter.sink, letter.seq),
-            encode(&DeliveryRow::default()),
-        );
-        *revived.entry(letter.sink).or_default() += 1;
+        let rkey = sink_seq_key(READY, &letter.sink, letter.seq);
+        let old = tree.get(&rkey)?.map(|v| v.to_vec());
+        staged.put(rkey, encode(&DeliveryRow::default()), old);
+        *staged.added.entry(letter.sink).or_default() += 1;
+        staged.end_unit();
         n += 1;
     }
-    Ok(n)
+    Ok((staged, n))
 }

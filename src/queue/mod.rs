@@ -8,9 +8,17 @@
 mod browse;
 mod commit;
 mod dead;
+mod fault;
+mod flusher;
 mod history;
 pub mod keys;
 mod retention;
+pub mod rollback;
+mod rows;
+pub mod space;
+#[cfg(test)]
+mod space_tests;
+mod stage;
 mod status;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -21,21 +29,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use browse::{EventQuery, RecentEvents};
-pub use commit::{AcceptOutcome, RoutedEvent};
 pub use dead::DeadLetter;
 pub use history::Attempt;
 pub use retention::Retention;
+pub use rows::{DeliveryRow, EventRow};
+pub use stage::{AcceptOutcome, RoutedEvent};
 pub use status::{DeliveryStatus, EventStatus};
 
-use crate::event::Event;
 use crate::metrics::METRICS;
 use crate::sinks::Delivery;
 use keys::*;
+use rows::{BodyRow, corrupt, decode, encode};
 
 /// Why the queue could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -43,17 +51,39 @@ pub enum QueueError {
     /// sled failed (disk full, I/O error, corruption).
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
-    /// Free space is below `storage.min_free`.
-    #[error("only {free} bytes free on the queue's disk, below storage.min_free ({min_free})")]
+    /// Writing the delivery would take free space below `storage.min_free`.
+    #[error(
+        "only {free} bytes free on the queue's disk; this write needs about {need} and storage.min_free ({min_free}) must stay free"
+    )]
     DiskFull {
         /// Bytes available.
         free: u64,
         /// The configured floor.
         min_free: u64,
+        /// Bytes the write would take on disk (sled's overhead included).
+        need: u64,
     },
+    /// The disk is already below the floor at start: the store is not opened (opening writes).
+    #[error(
+        "only {free} bytes free on the queue's disk, {need} short of what starting needs (storage.min_free = {min_free}, plus the reserve); free space, then start again"
+    )]
+    NoRoomToStart {
+        /// Bytes available.
+        free: u64,
+        /// The configured floor.
+        min_free: u64,
+        /// Bytes missing.
+        need: u64,
+    },
+    /// A failed batch's rollback could not be recorded or applied.
+    #[error("{0}")]
+    Rollback(#[from] rollback::RollbackError),
     /// A group commit failed; nothing of that batch was acknowledged.
     #[error("the write failed: {0}")]
     Commit(String),
+    /// An earlier write failed: nothing more is written or acknowledged until a restart.
+    #[error("an earlier write failed (disk full or I/O error); restart once fixed")]
+    Failed,
     /// The committer has stopped (shutting down).
     #[error("the queue is shutting down")]
     Closed,
@@ -65,119 +95,6 @@ pub enum QueueError {
         /// Why.
         reason: String,
     },
-}
-
-/// A stored event and the body it came in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventRow {
-    /// The event.
-    pub event: Event,
-    /// Sequence number of its body row.
-    pub body: u64,
-    /// Where `event`'s properties sit in the body (a JSON pointer) when they were left out of
-    /// the row to store them once; see [`EventRow::restore`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub properties_at: Option<String>,
-}
-
-/// The first byte of an event row that carries its payload after the row's JSON (rows that
-/// start with `{` are the older, JSON-only form, whose payload is always in a body row).
-const ROW_WITH_PAYLOAD: u8 = 1;
-
-impl EventRow {
-    /// The stored form: the row's JSON, then `payload` when the event keeps its payload inline
-    /// (it was its request's only routed event), in which case `body` is the event's own seq.
-    pub fn encode(&self, payload: Option<&[u8]>) -> Vec<u8> {
-        let json = encode(self);
-        let payload = payload.unwrap_or_default();
-        let mut out = Vec::with_capacity(5 + json.len() + payload.len());
-        out.push(ROW_WITH_PAYLOAD);
-        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        out.extend_from_slice(&json);
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// Reads a stored row (either form) and the payload it carries inline, if any.
-    pub fn decode<'a>(key: &[u8], value: &'a [u8]) -> Result<(Self, Option<&'a [u8]>), QueueError> {
-        if value.first() != Some(&ROW_WITH_PAYLOAD) {
-            return Ok((decode(key, value)?, None));
-        }
-        let len = value
-            .get(1..5)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_be_bytes)
-            .ok_or_else(|| corrupt(key, "truncated event row"))? as usize;
-        let json = value
-            .get(5..5 + len)
-            .ok_or_else(|| corrupt(key, "truncated event row"))?;
-        let payload = &value[5 + len..];
-        Ok((decode(key, json)?, (!payload.is_empty()).then_some(payload)))
-    }
-
-    /// The stored event, with its properties put back from `body` (the payload's JSON) when the
-    /// row points there. Should they be missing, the event goes out without them (logged): one
-    /// damaged row must not stop its sink.
-    pub fn restore(self, key: &[u8], body: Option<&Value>) -> Event {
-        let EventRow {
-            mut event,
-            properties_at,
-            ..
-        } = self;
-        if let Some(at) = properties_at {
-            match body.and_then(|v| v.pointer(&at)).and_then(Value::as_object) {
-                Some(props) => event.properties = props.clone(),
-                None => tracing::error!(
-                    row = %String::from_utf8_lossy(key),
-                    event_id = %event.event_id,
-                    pointer = %at,
-                    "the event's properties are missing from its payload; delivering it without them"
-                ),
-            }
-        }
-        event
-    }
-}
-
-/// A body row read for a batch of deliveries: its text, and its JSON once an event needs it.
-struct BodyRow {
-    text: Arc<str>,
-    json: std::cell::OnceCell<Option<Value>>,
-}
-
-impl BodyRow {
-    /// Reads body row `seq` (`null` if it is gone).
-    fn load(tree: &sled::Tree, seq: u64) -> Result<Self, QueueError> {
-        Ok(match tree.get(seq_key(BODY, seq))? {
-            Some(b) => BodyRow::new(&b),
-            None => BodyRow::new(b"null"),
-        })
-    }
-
-    /// A payload's text.
-    fn new(payload: &[u8]) -> Self {
-        BodyRow {
-            text: Arc::from(String::from_utf8_lossy(payload).as_ref()),
-            json: std::cell::OnceCell::new(),
-        }
-    }
-
-    /// The body parsed, if it is JSON.
-    fn json(&self) -> Option<&Value> {
-        self.json
-            .get_or_init(|| serde_json::from_str(&self.text).ok())
-            .as_ref()
-    }
-}
-
-/// A pending delivery's state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DeliveryRow {
-    /// Failed attempts so far.
-    pub attempts: u32,
-    /// The last failure, for `queue stats` and dead letters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
 }
 
 /// What the dispatcher decided for one delivery after a send.
@@ -232,8 +149,8 @@ pub struct Queue {
     tx: std::sync::Mutex<Option<mpsc::Sender<commit::Command>>>,
     committer: std::sync::Mutex<Option<JoinHandle<()>>>,
     wake: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
-    /// Set when a commit failed: sled does not recover from that in-process.
-    failed: std::sync::atomic::AtomicBool,
+    /// The store as the committer sees it (fault plan included, for tests).
+    store: Arc<commit::Store>,
     dir: std::path::PathBuf,
     min_free: u64,
     counted: tokio::sync::watch::Sender<bool>,
@@ -254,8 +171,16 @@ pub fn now_ms() -> u64 {
 
 impl Queue {
     /// Opens (or creates) the queue in `dir` and starts its committer.
+    ///
+    /// Refuses (`NoRoomToStart`) without writing anything when the disk is below
+    /// `min_free`; removes a snapshot sled left torn; applies the rollbacks of batches whose
+    /// write failed before the last stop; and puts the disk reserve back in place.
     pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Queue>, QueueError> {
-        std::fs::create_dir_all(dir).map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
+        let io = |e| QueueError::Storage(sled::Error::Io(e));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let reserve = space::Reserve::new(dir, retention.min_free);
+        space::check_before_open(dir, retention.min_free, &reserve)?;
+        space::remove_torn_snapshots(&dir.join("queue")).map_err(io)?;
         // The node cache: writes go to the tail of each key range and dedup lookups are random,
         // so a larger cache buys little; 8 MiB keeps a million-event backlog under 128 MiB RSS.
         let db = sled::Config::new()
@@ -264,14 +189,39 @@ impl Queue {
             .flush_every_ms(Some(500))
             .open()?;
         let tree = db.open_tree("q")?;
+        let rollbacks = rollback::Rollbacks::new(dir);
+        let pending = rollbacks.pending()?;
+        if !pending.is_empty() {
+            for (path, undo) in &pending {
+                tracing::warn!(file = %path.display(), rows = undo.0.len(), "rolling back a batch whose write failed before the last stop");
+                tree.apply_batch(undo.to_batch())?;
+            }
+            db.flush()?;
+            for (path, _) in &pending {
+                rollbacks.done(path)?;
+            }
+        }
+        reserve.fill().map_err(io)?;
         let (tx, rx) = mpsc::channel(4096);
-        let queue = Arc::new(Queue {
+        let queue = Arc::new_cyclic(|weak| Queue {
             db: db.clone(),
             tree: tree.clone(),
             tx: std::sync::Mutex::new(Some(tx)),
             committer: std::sync::Mutex::new(None),
             wake: std::sync::Mutex::new(HashMap::new()),
-            failed: std::sync::atomic::AtomicBool::new(false),
+            store: Arc::new(commit::Store {
+                db: db.clone(),
+                tree: tree.clone(),
+                queue: weak.clone(),
+                retention,
+                dir: dir.to_path_buf(),
+                faults: fault::Faults::from_env(),
+                rollbacks,
+                reserve,
+                failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                pressure: std::sync::Mutex::new(None),
+                undoing: std::sync::Mutex::new(Vec::new()),
+            }),
             dir: dir.to_path_buf(),
             min_free: retention.min_free,
             counted: tokio::sync::watch::Sender::new(false),
@@ -294,7 +244,6 @@ impl Queue {
         if let Ok(mut slot) = queue.counting.lock() {
             *slot = Some(counting);
         }
-        let weak = Arc::downgrade(&queue);
         if let Some(tx) = queue.sender().ok().map(|t| t.downgrade()) {
             std::thread::Builder::new()
                 .name("hookbridge-tick".into())
@@ -304,8 +253,8 @@ impl Queue {
         let handle = std::thread::Builder::new()
             .name("hookbridge-commit".into())
             .spawn({
-                let dir = dir.to_path_buf();
-                move || commit::run(db, tree, rx, weak, retention, dir)
+                let store = queue.store.clone();
+                move || commit::run(store, rx)
             })
             .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
         if let Ok(mut slot) = queue.committer.lock() {
@@ -374,17 +323,28 @@ impl Queue {
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Why the queue refuses deliveries for lack of space right now, if it does.
+    /// Why the queue refuses deliveries for lack of space right now, if it does: even the
+    /// smallest would cross `storage.min_free`, or the last one refused for space still would.
     pub fn space_problem(&self) -> Option<String> {
-        commit::low_on_space(&self.dir, self.min_free).map(|e| e.to_string())
+        let last = *self
+            .store
+            .pressure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let need = last.unwrap_or(0).max(space::SLED_BYTES_PER_BATCH);
+        space::refuse(&self.dir, self.min_free, need).map(|e| e.to_string())
+    }
+
+    /// The injected-failure plan of the commit path (unit tests).
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> &fault::Faults {
+        &self.store.faults
     }
 
     /// Refuses at once after a failed commit: sled may block on a store that saw an I/O error.
     fn check_writable(&self) -> Result<(), QueueError> {
-        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(QueueError::Commit(
-                "an earlier write failed (disk full or I/O error); restart once fixed".into(),
-            ));
+        if self.store.has_failed() {
+            return Err(self.store.earlier_failure());
         }
         Ok(())
     }
@@ -394,7 +354,7 @@ impl Queue {
     /// After a failed commit (disk full, I/O error) sled refuses further writes until reopened,
     /// so `/readyz` turns 503 and the systemd watchdog is withheld: systemd restarts the daemon.
     pub fn is_alive(&self) -> bool {
-        !self.failed.load(std::sync::atomic::Ordering::SeqCst)
+        !self.store.has_failed()
             && self
                 .committer
                 .lock()
@@ -403,7 +363,8 @@ impl Queue {
                 .unwrap_or(false)
     }
 
-    /// Stops the committer after it has written what it was given, and flushes.
+    /// Stops the committer after it has written what it was given, and flushes; after a
+    /// failed write it does not flush (sled may block on such a store) and says so.
     pub fn close(&self) -> Result<(), QueueError> {
         self.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -418,6 +379,17 @@ impl Queue {
         if let Some(h) = handle {
             let _ = h.join();
         }
+        if self.store.has_failed() {
+            let undoing = match self.store.undoing.lock() {
+                Ok(mut t) => std::mem::take(&mut *t),
+                Err(p) => std::mem::take(&mut *p.into_inner()),
+            };
+            for h in undoing {
+                let _ = h.join();
+            }
+            return Err(self.store.earlier_failure());
+        }
+        self.store.faults.stall_close();
         self.db.flush()?;
         Ok(())
     }
@@ -677,21 +649,4 @@ impl Queue {
         }
         check(self)
     }
-}
-
-fn corrupt(key: &[u8], reason: &str) -> QueueError {
-    QueueError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_string(),
-    }
-}
-
-/// JSON-encodes a row.
-fn encode<T: Serialize>(row: &T) -> Vec<u8> {
-    serde_json::to_vec(row).unwrap_or_default()
-}
-
-/// JSON-decodes a row, naming it on failure.
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, QueueError> {
-    serde_json::from_slice(value).map_err(|e| corrupt(key, &e.to_string()))
 }

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::event::Event;
+use serde_json::Value;
 
-fn retention(window: Duration, delivered: Duration, dead: Duration) -> Retention {
+pub(crate) fn retention(window: Duration, delivered: Duration, dead: Duration) -> Retention {
     Retention {
         dedup_window: window,
         keep_delivered: delivered,
@@ -15,7 +17,7 @@ fn retention(window: Duration, delivered: Duration, dead: Duration) -> Retention
     }
 }
 
-fn long() -> Retention {
+pub(crate) fn long() -> Retention {
     let week = Duration::from_secs(7 * 86_400);
     retention(week, week, week)
 }
@@ -25,7 +27,7 @@ pub(crate) fn event(n: u64) -> Event {
     crate::event::sample(n)
 }
 
-fn routed(ns: &[u64], sinks: &[&str]) -> Vec<RoutedEvent> {
+pub(crate) fn routed(ns: &[u64], sinks: &[&str]) -> Vec<RoutedEvent> {
     ns.iter()
         .map(|n| RoutedEvent {
             event: event(*n),

@@ -201,6 +201,37 @@ impl Daemon {
         panic!("hookbridge did not become healthy:\n{}", self.log_text());
     }
 
+    /// Starts the process expecting it to refuse to start; returns its exit status.
+    pub fn spawn_expecting_exit(&mut self) -> ExitStatus {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("HOOKBRIDGE_LOG", "info,hookbridge=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hookbridge");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hookbridge did not exit at start:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
