@@ -161,19 +161,12 @@ mod tests {
 
     use super::*;
     use crate::queue::tests::event;
-    use crate::queue::{Decision, Retention, RoutedEvent};
+    use crate::queue::{Decision, RoutedEvent};
 
     #[tokio::test]
     async fn recent_lists_newest_first_and_filters() {
         let dir = tempfile::tempdir().unwrap();
-        let day = std::time::Duration::from_secs(86_400);
-        let retention = Retention {
-            dedup_window: day,
-            keep_delivered: day,
-            keep_dead: day,
-            min_free: 0,
-        };
-        let queue = Queue::open(dir.path(), retention).unwrap();
+        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
         let sinks = vec!["s".to_string()];
         for n in 0..5 {
             let mut e = event(n);

@@ -132,20 +132,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::queue::RoutedEvent;
     use crate::queue::tests::event;
-    use crate::queue::{Retention, RoutedEvent};
 
     #[tokio::test]
     async fn attempts_are_recorded_in_order_and_go_with_their_event() {
         let dir = tempfile::tempdir().unwrap();
-        let day = std::time::Duration::from_secs(86_400);
-        let retention = Retention {
-            dedup_window: day,
-            keep_delivered: day,
-            keep_dead: day,
-            min_free: 0,
-        };
-        let queue = Queue::open(dir.path(), retention).unwrap();
+        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
         let routed = RoutedEvent {
             event: event(1),
             sinks: vec!["s".into()],
