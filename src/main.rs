@@ -237,7 +237,7 @@ enum Store {
 fn open_queue(config: &Config) -> anyhow::Result<Store> {
     match Queue::open(&config.storage.path, hookbridge::serve::retention(config)) {
         Ok(q) => Ok(Store::Offline(q)),
-        Err(e) if e.to_string().contains("lock") => match &config.server.admin_token {
+        Err(e @ QueueError::Locked(_)) => match &config.server.admin_token {
             Some(token) => Ok(Store::Running(Admin::new(config, token.expose())?)),
             None => bail!(
                 "the data directory {} is in use: is `hookbridge serve` running? Stop it, or set server.admin_token to use the admin API ({e})",

@@ -51,6 +51,9 @@ pub enum QueueError {
     /// sled failed (disk full, I/O error, corruption).
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// Another process (a running daemon) holds the data directory.
+    #[error("the data directory {0} is in use by another hookbridge process")]
+    Locked(std::path::PathBuf),
     /// Writing the delivery would take free space below `storage.min_free`.
     #[error(
         "only {free} bytes free on the queue's disk; this write needs about {need} and storage.min_free ({min_free}) must stay free"
@@ -144,6 +147,8 @@ pub struct Stats {
 
 /// The queue: one sled tree and the committer thread in front of it.
 pub struct Queue {
+    /// Held while the queue is open: one process per data directory.
+    _lock: std::fs::File,
     db: sled::Db,
     tree: sled::Tree,
     tx: std::sync::Mutex<Option<mpsc::Sender<commit::Command>>>,
@@ -169,6 +174,22 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Takes the data directory's lock file (`<dir>/lock`, an exclusive `flock`), so that a second
+/// process is told the directory is in use before sled is opened.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, QueueError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(QueueError::Locked(dir.to_path_buf())),
+        Err(e) => Err(QueueError::Storage(sled::Error::Io(e.into()))),
+    }
+}
+
 impl Queue {
     /// Opens (or creates) the queue in `dir` and starts its committer.
     ///
@@ -178,6 +199,7 @@ impl Queue {
     pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Queue>, QueueError> {
         let io = |e| QueueError::Storage(sled::Error::Io(e));
         std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = lock_dir(dir)?;
         let reserve = space::Reserve::new(dir, retention.min_free);
         space::check_before_open(dir, retention.min_free, &reserve)?;
         space::remove_torn_snapshots(&dir.join("queue")).map_err(io)?;
@@ -204,6 +226,7 @@ impl Queue {
         reserve.fill().map_err(io)?;
         let (tx, rx) = mpsc::channel(4096);
         let queue = Arc::new_cyclic(|weak| Queue {
+            _lock: lock,
             db: db.clone(),
             tree: tree.clone(),
             tx: std::sync::Mutex::new(Some(tx)),

@@ -415,3 +415,17 @@ async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_k
     assert_eq!(pending, vec!["item-3", "item-1"]);
     q.close().unwrap();
 }
+
+#[tokio::test]
+async fn a_second_opener_is_told_the_directory_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    assert!(matches!(
+        Queue::open(dir.path(), long()),
+        Err(QueueError::Locked(_))
+    ));
+    q.close().unwrap();
+    drop(q);
+    let again = Queue::open(dir.path(), long()).unwrap();
+    again.close().unwrap();
+}
