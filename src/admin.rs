@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
 use crate::dispatch::LastError;
 use crate::ingress::AppState;
+use crate::secret::Secret;
 
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -11,10 +11,11 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Backoff, RetryConfig};
-use crate::ingress::Health;
+use crate::clock::now_ms;
+use crate::health::Health;
 use crate::metrics::METRICS;
-use crate::queue::{Decision, Queue, now_ms};
+use crate::queue::{Decision, Queue};
+use crate::retry::{Backoff, RetryConfig};
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
 /// Operator control over one sink's dispatcher: pause and resume (from the admin API), and

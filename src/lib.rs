@@ -6,15 +6,20 @@
 
 pub mod admin;
 pub mod arcgis;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod event;
 pub mod explain;
+pub mod health;
 pub mod ingress;
 pub mod metrics;
+pub mod problem;
 pub mod queue;
 pub mod render;
+pub mod retry;
 pub mod route;
+pub mod secret;
 pub mod serve;
 pub mod shutdown;
 pub mod sinks;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::Problem;
 use crate::event::Event;
+use crate::problem::Problem;
 
 /// Why a template could not be rendered.
 #[derive(Debug, thiserror::Error)]

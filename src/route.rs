@@ -1,11 +1,11 @@
 //! The routing table: which sinks each event goes to, decided once at acceptance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use crate::config::{Problem, SinkEntry};
 use crate::event::{Event, FIELDS};
+use crate::problem::Problem;
 
 /// `[[routes]]` as written in the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,10 +84,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Compiles the routes, checking fields, values and sink names.
-    pub fn build(
-        routes: &[RouteConfig],
-        sinks: &BTreeMap<String, SinkEntry>,
-    ) -> Result<Self, Vec<Problem>> {
+    pub fn build(routes: &[RouteConfig], sinks: &BTreeSet<&str>) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut out = Vec::new();
         for (i, r) in routes.iter().enumerate() {
@@ -123,8 +120,8 @@ impl RouteTable {
                 problems.push(Problem::new(format!("{key}.to"), "names no sink"));
             }
             for (j, sink) in r.to.iter().enumerate() {
-                if !sinks.contains_key(sink) {
-                    let known: Vec<&str> = sinks.keys().map(String::as_str).collect();
+                if !sinks.contains(sink.as_str()) {
+                    let known: Vec<&str> = sinks.iter().copied().collect();
                     problems.push(Problem::new(
                         format!("{key}.to[{j}]"),
                         format!(
@@ -200,26 +197,7 @@ fn scalar(v: &toml::Value) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RetryConfig, SinkEntry};
-    use crate::sinks::SinkConfig;
     use serde_json::json;
-
-    fn sinks(names: &[&str]) -> BTreeMap<String, SinkEntry> {
-        names
-            .iter()
-            .map(|n| {
-                (
-                    n.to_string(),
-                    SinkEntry {
-                        config: SinkConfig::File(crate::sinks::file::FileConfig::for_path(
-                            format!("/tmp/{n}.jsonl").into(),
-                        )),
-                        retry: RetryConfig::default(),
-                    },
-                )
-            })
-            .collect()
-    }
 
     fn table(text: &str) -> Result<RouteTable, Vec<Problem>> {
         #[derive(Deserialize)]
@@ -227,7 +205,7 @@ mod tests {
             routes: Vec<RouteConfig>,
         }
         let f: F = toml::from_str(text).unwrap();
-        RouteTable::build(&f.routes, &sinks(&["a", "b", "c"]))
+        RouteTable::build(&f.routes, &BTreeSet::from(["a", "b", "c"]))
     }
 
     fn event(source: &str, operation: &str, props: serde_json::Value) -> Event {

@@ -19,11 +19,13 @@ use sd_notify::NotifyState;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, RetryConfig};
+use crate::config::Config;
 use crate::dispatch::{Dispatcher, SinkControl};
-use crate::ingress::{self, AppState, Health};
+use crate::health::Health;
+use crate::ingress::{self, AppState};
 use crate::metrics::METRICS;
 use crate::queue::{Queue, QueueError, Retention};
+use crate::retry::RetryConfig;
 use crate::shutdown::{Request, Signals};
 use crate::sinks::{Sink, SinkError};
 use crate::tls::{CertStore, TlsError};
@@ -181,6 +183,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .app_data(app_state.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .configure(ingress::routes)
+            .configure(crate::admin::routes)
+            .configure(crate::ui::routes)
     })
     .disable_signals()
     .client_request_timeout(config.server.read_timeout)

@@ -1,5 +1,6 @@
 //! Native TLS termination (rustls) with certificates that SIGHUP can replace without a restart.
 
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::ring;
@@ -7,8 +8,17 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
 
-use crate::config::TlsConfig;
+/// `[server.tls]`: native TLS termination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
 
 /// Why a certificate or key could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,9 @@
 use std::borrow::Cow;
 
 use super::ParseError;
-use crate::verify::SIGNATURE_HEADER;
+
+/// Name of the header, and of the form field, that carries the signature.
+pub const SIGNATURE_HEADER: &str = "x-esriHook-Signature";
 
 /// How the body is encoded, from its Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

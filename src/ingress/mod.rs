@@ -1,63 +1,20 @@
-//! The actix-web application: hooks, health, readiness, metrics, admin API and status page.
+//! The actix-web application state and the ingress routes: hooks, health, readiness, metrics.
 
 pub mod hooks;
 pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::config::Config;
 use crate::dispatch::SinkControl;
+use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::queue::Queue;
-
-/// Whether each sink has connected at least once, for `/readyz`.
-#[derive(Debug, Default)]
-pub struct Health {
-    sinks: Mutex<BTreeMap<String, bool>>,
-}
-
-impl Health {
-    /// Registers a sink that must connect before the daemon is ready.
-    pub fn register(&self, sink: &str) {
-        if let Ok(mut m) = self.sinks.lock() {
-            m.entry(sink.to_string()).or_insert(false);
-        }
-        METRICS.sink_up.with_label_values(&[sink]).set(0);
-    }
-
-    /// Records that a sink connected.
-    pub fn connected(&self, sink: &str) {
-        if let Ok(mut m) = self.sinks.lock() {
-            m.insert(sink.to_string(), true);
-        }
-        METRICS.sink_up.with_label_values(&[sink]).set(1);
-    }
-
-    /// Forgets a sink that a reload removed, so readiness no longer waits for it.
-    pub fn unregister(&self, sink: &str) {
-        if let Ok(mut m) = self.sinks.lock() {
-            m.remove(sink);
-        }
-        let _ = METRICS.sink_up.remove_label_values(&[sink]);
-    }
-
-    /// The sinks that have not connected yet.
-    pub fn waiting_for(&self) -> Vec<String> {
-        match self.sinks.lock() {
-            Ok(m) => m
-                .iter()
-                .filter(|(_, up)| !**up)
-                .map(|(s, _)| s.clone())
-                .collect(),
-            Err(_) => vec!["(health state unavailable)".into()],
-        }
-    }
-}
 
 /// What every handler shares.
 pub struct AppState {
@@ -137,7 +94,8 @@ impl AppState {
     }
 }
 
-/// Registers every route on an actix app.
+/// Registers the ingress routes (hooks, health, readiness, metrics) on an actix app; `serve`
+/// mounts the admin API and the status page beside them.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/hooks/{hook}")
@@ -147,9 +105,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(readyz))
-    .route("/metrics", web::get().to(metrics))
-    .configure(crate::admin::routes)
-    .configure(crate::ui::routes);
+    .route("/metrics", web::get().to(metrics));
 }
 
 async fn healthz() -> HttpResponse {

@@ -72,7 +72,7 @@ pub struct TrafficRow {
 impl Traffic {
     /// Counts one delivery on `hook` with `outcome` now.
     pub fn record(&self, hook: &str, outcome: &'static str) {
-        self.record_at(hook, outcome, crate::queue::now_ms());
+        self.record_at(hook, outcome, crate::clock::now_ms());
     }
 
     fn record_at(&self, hook: &str, outcome: &'static str, now_ms: u64) {
@@ -85,7 +85,7 @@ impl Traffic {
 
     /// Every hook and outcome seen in the last day, sorted by hook then outcome.
     pub fn rows(&self) -> Vec<TrafficRow> {
-        self.rows_at(crate::queue::now_ms())
+        self.rows_at(crate::clock::now_ms())
     }
 
     fn rows_at(&self, now_ms: u64) -> Vec<TrafficRow> {

@@ -183,7 +183,7 @@ mod tests {
         }
         let taken = queue.take("s", 1, &Default::default()).unwrap();
         let retry = Decision::Retry {
-            due_ms: super::super::now_ms() + 60_000,
+            due_ms: crate::clock::now_ms() + 60_000,
             error: "later".into(),
         };
         queue.complete("s", &[(&taken[0], retry)]).unwrap();

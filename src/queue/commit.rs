@@ -20,7 +20,8 @@ use super::retention::Retention;
 use super::rollback::{Rollbacks, Undo};
 use super::space::{self, Reserve};
 use super::stage::{AcceptOutcome, RoutedEvent, Staged, stage_accept};
-use super::{Queue, QueueError, now_ms};
+use super::{Queue, QueueError};
+use crate::clock::now_ms;
 
 /// Most requests folded into one batch.
 const MAX_GROUP: usize = 1024;

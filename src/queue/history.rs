@@ -63,7 +63,7 @@ impl Queue {
         let rows = batch
             .iter()
             .map(|d| (d.seq, "unavailable", Some(error.to_string()), None));
-        self.write_attempts(sink, super::now_ms(), rows);
+        self.write_attempts(sink, crate::clock::now_ms(), rows);
     }
 
     fn write_attempts(
@@ -152,7 +152,7 @@ mod tests {
             due_ms: 5_000,
             error: "451 later".into(),
         };
-        queue.record_attempts("s", &[(d, retry)], super::super::now_ms() + 10);
+        queue.record_attempts("s", &[(d, retry)], crate::clock::now_ms() + 10);
         let got = queue.attempts(d.seq).unwrap();
         let outcomes: Vec<_> = got.iter().map(|a| a.outcome.as_str()).collect();
         assert_eq!(outcomes, ["unavailable", "retry"]);

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -40,6 +40,7 @@ pub use rows::{DeliveryRow, EventRow};
 pub use stage::{AcceptOutcome, RoutedEvent};
 pub use status::{DeliveryStatus, EventStatus};
 
+use crate::clock::now_ms;
 use crate::metrics::METRICS;
 use crate::sinks::Delivery;
 use keys::*;
@@ -164,14 +165,6 @@ pub struct Queue {
     /// Held while deliveries move between ready and waiting rows, and by retention while it
     /// decides which events no delivery needs: a row in mid-move would be missed by its scans.
     moving: std::sync::Mutex<()>,
-}
-
-/// Now, in epoch milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Takes the data directory's lock file (`<dir>/lock`, an exclusive `flock`), so that a second

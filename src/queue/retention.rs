@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use super::keys::*;
-use super::{DeadLetter, EventRow, now_ms};
+use super::{DeadLetter, EventRow};
+use crate::clock::now_ms;
 
 /// Most rows one pass looks at per kind: a pass holds up the commits behind it, so passes are
 /// small and frequent (every 5 s: up to 120 000 rows a minute per kind) rather than large.

@@ -136,7 +136,7 @@ impl Rollbacks {
     pub fn record(&self, undo: &Undo) -> Result<PathBuf, RollbackError> {
         std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let n = self.next.fetch_add(1, Ordering::SeqCst);
-        let name = format!("{:016}-{n:04}", super::now_ms());
+        let name = format!("{:016}-{n:04}", crate::clock::now_ms());
         let tmp = self.dir.join(format!("{name}.tmp"));
         let path = self.dir.join(format!("{name}.undo"));
         let mut f = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;

@@ -23,10 +23,12 @@ use self::compose::{
 };
 use self::smtp::{SmtpTarget, classify};
 use super::{Delivery, Outcome, Sink, SinkError};
-use crate::config::{HookKind, Problem, Secret};
+use crate::arcgis::HookKind;
+use crate::clock::now_ms;
 use crate::event::{Event, EventKind};
-use crate::queue::now_ms;
+use crate::problem::Problem;
 use crate::render::{RenderError, Renderer};
+use crate::secret::Secret;
 
 /// `[sinks.NAME]` with `type = "email"`.
 #[derive(Debug, Clone, Deserialize)]

@@ -14,8 +14,8 @@ use super::{
     Delivery, Outcome, Sink, SinkError, body_for_display, payload_template_name,
     register_payload_template,
 };
-use crate::config::Problem;
 use crate::event::Event;
+use crate::problem::Problem;
 use crate::render::{PayloadFormat, RenderError, Renderer};
 
 /// `[sinks.NAME]` with `type = "file"`.

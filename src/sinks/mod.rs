@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::{Problem, RetryConfig, table_into};
 use crate::event::Event;
+use crate::problem::{Problem, table_into};
 use crate::render::{RenderError, Renderer};
+use crate::retry::RetryConfig;
 
 /// One event due at one sink, as the dispatcher hands it over.
 #[derive(Debug, Clone)]

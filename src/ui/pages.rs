@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use super::session::Session;
 use super::view::{self, Message};
+use crate::clock::now_ms;
 use crate::ingress::AppState;
-use crate::queue::{EventQuery, QueueError, now_ms};
+use crate::queue::{EventQuery, QueueError};
 
 /// Events listed at most on the events page.
 const EVENTS_SHOWN: usize = 100;

@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::session::Session;
-use crate::queue::{DeliveryStatus, EventStatus, now_ms};
+use crate::clock::now_ms;
+use crate::queue::{DeliveryStatus, EventStatus};
 
 /// An epoch-ms time as `2026-11-26 01:02:03 UTC`.
 pub fn when(ms: u64) -> String {

@@ -128,7 +128,7 @@ pub fn message_properties(event: &Event, format: PayloadFormat, body: &[u8]) -> 
     let accepted_ms = if event.accepted_at > 0 {
         event.accepted_at as u64
     } else {
-        crate::queue::now_ms()
+        crate::clock::now_ms()
     };
     BasicProperties::default()
         .with_delivery_mode(2)

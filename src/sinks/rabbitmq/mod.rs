@@ -17,9 +17,10 @@ use super::{
     Sink, SinkError, body_for_display, event_headers, payload_template_name,
     register_payload_template,
 };
-use crate::config::{Problem, Secret};
 use crate::event::Event;
+use crate::problem::Problem;
 use crate::render::{PayloadFormat, RenderError, Renderer};
+use crate::secret::Secret;
 
 pub use encoder::message_properties;
 pub use sink::RabbitMqSink;

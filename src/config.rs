@@ -1,16 +1,18 @@
 //! `routes.toml`: the schema, loading and whole-file validation with errors that name the key.
 
-mod secret;
-
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use secret::Secret;
+pub use crate::problem::Problem;
+use crate::problem::deserialize_with_path;
+pub use crate::retry::{Backoff, RetryConfig};
+pub use crate::secret::Secret;
+pub use crate::tls::TlsConfig;
+pub use crate::verify::AuthWay;
 
 pub use crate::arcgis::HookKind;
 use crate::arcgis::json::RedactPath;
@@ -18,37 +20,6 @@ use crate::arcgis::json::RedactPath;
 use crate::render::Renderer;
 use crate::route::{RouteConfig, RouteTable};
 use crate::sinks::SinkConfig;
-
-/// One thing wrong with a config file, located by its key path and, where known, its line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path, e.g. `sinks.bus.topic` or `routes[2].to`.
-    pub key: String,
-    /// 1-based line in the file, when the TOML parser knows it.
-    pub line: Option<usize>,
-    /// What was expected and what was found.
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem at `key` with no known line.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            key: key.into(),
-            line: None,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{} (line {}): {}", self.key, line, self.message),
-            None => write!(f, "{}: {}", self.key, self.message),
-        }
-    }
-}
 
 /// Why a config could not be loaded: every problem found, in file order where possible.
 #[derive(Debug, thiserror::Error)]
@@ -69,41 +40,6 @@ pub enum ConfigError {
         /// Each problem found.
         problems: Vec<Problem>,
     },
-}
-
-/// How a hook authenticates a delivery; a hook accepts any of the ways it lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthWay {
-    /// `x-esriHook-Signature`: HMAC-SHA256 of the body, as a header or a form field.
-    Signature,
-    /// A request header `secret` equal to one of the hook's secrets (organization webhooks).
-    SecretHeader,
-    /// A query parameter `secret` in the payload URL equal to one of the secrets (Survey123).
-    UrlSecret,
-}
-
-impl AuthWay {
-    /// How the way is written in the config and named in answers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthWay::Signature => "signature",
-            AuthWay::SecretHeader => "secret-header",
-            AuthWay::UrlSecret => "url-secret",
-        }
-    }
-
-    /// The ways a hook of `kind` accepts when its `auth` is not set: how that sender can
-    /// authenticate.
-    pub fn defaults(kind: HookKind) -> &'static [AuthWay] {
-        use AuthWay::*;
-        match kind {
-            HookKind::Portal => &[Signature, SecretHeader],
-            HookKind::FeatureService | HookKind::Geoprocessing => &[Signature],
-            HookKind::Survey123 => &[UrlSecret],
-            HookKind::Auto => &[Signature, SecretHeader, UrlSecret],
-        }
-    }
 }
 
 /// `[hooks.NAME]`: one payload URL, `POST /hooks/NAME`.
@@ -151,16 +87,6 @@ fn redact_paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RedactPath
 
 fn default_kind() -> HookKind {
     HookKind::Auto
-}
-
-/// `[server.tls]`: native TLS termination.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
 }
 
 /// `[server]`: the HTTP listener.
@@ -265,49 +191,6 @@ fn day1() -> Duration {
 }
 fn days7() -> Duration {
     Duration::from_secs(7 * 86_400)
-}
-
-/// Exponential backoff bounds.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Backoff {
-    /// Delay after the first failure.
-    #[serde(with = "humantime_serde")]
-    pub first: Duration,
-    /// Cap on any one delay.
-    #[serde(with = "humantime_serde")]
-    pub max: Duration,
-}
-
-/// `[defaults.retry]` or `[sinks.NAME.retry]`: how often a delivery is tried before it is dead.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Attempts before a delivery becomes a dead letter.
-    #[serde(default = "default_attempts")]
-    pub attempts: u32,
-    /// Delay between attempts.
-    #[serde(default = "default_backoff")]
-    pub backoff: Backoff,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            attempts: default_attempts(),
-            backoff: default_backoff(),
-        }
-    }
-}
-
-fn default_attempts() -> u32 {
-    12
-}
-fn default_backoff() -> Backoff {
-    Backoff {
-        first: Duration::from_secs(1),
-        max: Duration::from_secs(300),
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -504,7 +387,8 @@ impl Config {
             ));
         }
 
-        let routes = match RouteTable::build(&raw.routes, &sinks) {
+        let sink_names = sinks.keys().map(String::as_str).collect();
+        let routes = match RouteTable::build(&raw.routes, &sink_names) {
             Ok(t) => t,
             Err(p) => {
                 problems.extend(p);
@@ -570,47 +454,6 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Deserializes TOML, reporting the failing key path and line on error.
-pub fn deserialize_with_path<T: serde::de::DeserializeOwned>(
-    text: &str,
-) -> Result<T, Vec<Problem>> {
-    let de = toml::Deserializer::new(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let line = inner
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let message = inner.message().trim().to_string();
-        vec![Problem {
-            // An unknown top-level key spelled `""` has an empty path.
-            key: if path == "." || path.is_empty() {
-                "(file)".into()
-            } else {
-                path
-            },
-            line,
-            message,
-        }]
-    })
-}
-
-/// Deserializes a sub-table, prefixing the failing key path with `prefix`.
-pub fn table_into<T: serde::de::DeserializeOwned>(
-    table: toml::Table,
-    prefix: &str,
-) -> Result<T, Vec<Problem>> {
-    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let path = e.path().to_string();
-        let key = if path == "." {
-            prefix.to_string()
-        } else {
-            format!("{prefix}.{path}")
-        };
-        vec![Problem::new(key, e.into_inner().to_string().trim())]
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,7 +471,7 @@ mod tests {
 
     #[test]
     fn the_default_routes_toml_is_valid() {
-        let text = include_str!("../../routes.toml");
+        let text = include_str!("../routes.toml");
         let cfg = Config::parse(Path::new("routes.toml"), text).unwrap();
         assert!(cfg.sinks.contains_key("log"));
     }
