@@ -8,6 +8,7 @@ pub mod admin;
 pub mod arcgis;
 pub mod config;
 pub mod dispatch;
+pub mod enrich;
 pub mod event;
 pub mod explain;
 pub mod ingress;

@@ -19,6 +19,8 @@ use crate::queue::Queue;
 #[derive(Debug, Default)]
 pub struct Health {
     sinks: Mutex<BTreeMap<String, bool>>,
+    /// Other reasons not to be ready, by what they concern (`arcgis.NAME`).
+    problems: Mutex<BTreeMap<String, String>>,
 }
 
 impl Health {
@@ -36,6 +38,28 @@ impl Health {
             m.insert(sink.to_string(), true);
         }
         METRICS.sink_up.with_label_values(&[sink]).set(1);
+    }
+
+    /// Records a reason not to be ready (an ArcGIS connection without a token).
+    pub fn set_problem(&self, what: &str, reason: &str) {
+        if let Ok(mut m) = self.problems.lock() {
+            m.insert(what.to_string(), reason.to_string());
+        }
+    }
+
+    /// Clears what `set_problem` recorded for `what`.
+    pub fn clear_problem(&self, what: &str) {
+        if let Ok(mut m) = self.problems.lock() {
+            m.remove(what);
+        }
+    }
+
+    /// The recorded problems.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The sinks that have not connected yet.
@@ -146,6 +170,11 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if let Some(reason) = state.queue.space_problem() {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "ready": false, "reason": reason }));
+    }
+    let problems = state.health.problems();
+    if !problems.is_empty() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "ready": false, "reason": problems.join("; ") }));
     }
     let waiting = state.health.waiting_for();
     if waiting.is_empty() {
