@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, SinkControl};
+use crate::enrich::{Connection, Enricher, Feed};
 use crate::ingress::{self, AppState, Health};
 use crate::metrics::METRICS;
 use crate::queue::{Queue, QueueError, Retention};
@@ -35,6 +36,14 @@ pub enum ServeError {
         name: String,
         /// Why.
         source: SinkError,
+    },
+    /// An ArcGIS connection could not be set up.
+    #[error("arcgis.{name}: {message}")]
+    Enrich {
+        /// Connection name.
+        name: String,
+        /// Why.
+        message: String,
     },
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
@@ -63,6 +72,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let stop = CancellationToken::new();
     let mut dispatchers = JoinSet::new();
     let mut controls = BTreeMap::new();
+    let feed = change_feed(&config, &queue)?;
     for (name, entry) in &config.sinks {
         let sink = entry
             .config
@@ -85,6 +95,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                         health: health.clone(),
                         shutdown: stop.clone(),
                         control,
+                        feed: feed.clone(),
                     }
                     .run(),
                 );
@@ -97,6 +108,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     }
 
+    if let Some(feed) = &feed {
+        dispatchers.spawn(
+            Enricher {
+                feed: feed.clone(),
+                health: health.clone(),
+                shutdown: stop.clone(),
+            }
+            .run(),
+        );
+    }
     let state = web::Data::new(AppState::new(
         config.clone(),
         queue.clone(),
@@ -183,6 +204,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     queue.close()?;
     tracing::info!("stopped; everything accepted is on disk");
     Ok(())
+}
+
+/// The change feed, when a sink asks for feature-service changes.
+fn change_feed(config: &Config, queue: &Arc<Queue>) -> Result<Option<Arc<Feed>>, ServeError> {
+    if config.enrich.is_empty() {
+        return Ok(None);
+    }
+    let mut connections = Vec::new();
+    for (name, c) in &config.arcgis {
+        let conn = Connection::new(name, c.clone()).map_err(|e| ServeError::Enrich {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+        connections.push(Arc::new(conn));
+    }
+    Ok(Some(Feed::new(
+        queue.clone(),
+        connections,
+        config.enrich.clone(),
+    )))
 }
 
 /// Reloads the config file (and TLS files); an invalid one is refused and the old one keeps serving.
