@@ -214,6 +214,8 @@ impl Enricher {
         let mut running: HashSet<u64> = HashSet::new();
         let mut not_before: HashMap<u64, Instant> = HashMap::new();
         let mut outages = 0u32;
+        // While ArcGIS is out, no new fetch starts: one outage, one wait (as for a sink).
+        let mut paused_until = Instant::now();
         let mut last_sweep = Instant::now()
             .checked_sub(SWEEP_EVERY)
             .unwrap_or_else(Instant::now);
@@ -230,7 +232,7 @@ impl Enricher {
                 broken = self.check_tokens(&broken).await;
             }
             for seq in self.parked() {
-                if running.len() >= CONCURRENCY {
+                if running.len() >= CONCURRENCY || paused_until > Instant::now() {
                     break;
                 }
                 if running.contains(&seq)
@@ -275,8 +277,12 @@ impl Enricher {
                     let Ok((seq, conn, result)) = done else { continue };
                     running.remove(&seq);
                     not_before.remove(&seq);
+                    let before = outages;
                     if let Some(delay) = self.finish(seq, &conn, result, &mut outages).await {
                         not_before.insert(seq, Instant::now() + delay);
+                        if outages > before {
+                            paused_until = paused_until.max(Instant::now() + delay);
+                        }
                     }
                 }
                 _ = self.feed.wake.notified() => {}
@@ -329,7 +335,7 @@ impl Enricher {
                 if let Some(c) = self.feed.connections.iter().find(|c| c.name == conn) {
                     self.note_token(c, matches!(e, FetchError::Token(_)).then_some(&e));
                 }
-                *outages = outages.saturating_add(1).min(8);
+                *outages = outages.saturating_add(1);
                 let delay = fetch::backoff(first, *outages);
                 tracing::warn!(connection = conn, error = %e, retry_in = ?delay, "cannot fetch changes now; nothing is lost, no attempt spent");
                 Some(delay)
