@@ -17,6 +17,7 @@ pub use crate::verify::AuthWay;
 pub use crate::arcgis::HookKind;
 use crate::arcgis::json::RedactPath;
 
+use crate::enrich::{ConnectionConfig, SinkEnrich};
 use crate::render::Renderer;
 use crate::route::{RouteConfig, RouteTable};
 use crate::sinks::SinkConfig;
@@ -213,6 +214,8 @@ struct RawConfig {
     #[serde(default)]
     sinks: BTreeMap<String, toml::Table>,
     #[serde(default)]
+    arcgis: BTreeMap<String, toml::Table>,
+    #[serde(default)]
     defaults: Defaults,
     #[serde(default)]
     routes: Vec<RouteConfig>,
@@ -244,6 +247,10 @@ pub struct Config {
     pub sinks: BTreeMap<String, SinkEntry>,
     /// `[[routes]]`, compiled.
     pub routes: RouteTable,
+    /// `[arcgis.*]`: connections for reading change files.
+    pub arcgis: BTreeMap<String, ConnectionConfig>,
+    /// The sinks that want feature-service changes, and how.
+    pub enrich: BTreeMap<String, SinkEnrich>,
     /// Every template (sink fields and email templates), compiled.
     pub renderer: Renderer,
 }
@@ -356,10 +363,38 @@ impl Config {
 
         let templates_dir = base.join(raw.templates.unwrap_or_else(|| PathBuf::from("templates")));
         let mut renderer = Renderer::new(templates_dir);
+        let no_connection = raw.arcgis.is_empty();
+        let mut arcgis = BTreeMap::new();
+        for (name, table) in raw.arcgis {
+            if !valid_name(&name) {
+                problems.push(Problem::new(
+                    format!("arcgis.{name}"),
+                    "a connection name may use only letters, digits, '-' and '_'",
+                ));
+            }
+            match ConnectionConfig::from_table(&name, table) {
+                Ok(c) => {
+                    arcgis.insert(name, c);
+                }
+                Err(p) => problems.extend(p),
+            }
+        }
+        let mut enrich = BTreeMap::new();
         let mut sinks = BTreeMap::new();
         let raw_sinks_empty = raw.sinks.is_empty();
-        for (name, table) in raw.sinks {
+        for (name, mut table) in raw.sinks {
             let key = format!("sinks.{name}");
+            match SinkEnrich::take_from(&mut table, &key) {
+                Ok(Some(_)) if no_connection => problems.push(Problem::new(
+                    format!("{key}.enrich"),
+                    "no [arcgis.NAME] connection is configured to fetch changes with",
+                )),
+                Ok(Some(e)) => {
+                    enrich.insert(name.clone(), e);
+                }
+                Ok(None) => {}
+                Err(p) => problems.extend(p),
+            }
             if !valid_name(&name) {
                 problems.push(Problem::new(
                     &key,
@@ -428,6 +463,8 @@ impl Config {
                 sinks,
                 routes,
                 renderer,
+                arcgis,
+                enrich,
             })
         } else {
             Err(problems)

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
+use crate::enrich::Feed;
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::queue::{Decision, Queue};
@@ -82,6 +83,8 @@ pub struct Dispatcher {
     pub shutdown: CancellationToken,
     /// Pause and resume.
     pub control: Arc<SinkControl>,
+    /// The change feed, when any sink wants feature-service changes.
+    pub feed: Option<Arc<Feed>>,
 }
 
 /// The delay before attempt `attempt + 1`: exponential from `first`, capped at `max`, with
@@ -121,6 +124,8 @@ impl Dispatcher {
         loop {
             let stopping = self.shutdown.is_cancelled();
             let mut hold = None;
+            // Takes that gave nothing to send (all parked for changes) before idling.
+            let mut retakes = 0;
             if !stopping && backoff.is_none() && !self.control.is_paused() {
                 while in_flight.len() < depth {
                     let batch = match self.queue.take(&self.name, self.sink.max_batch(), &taken) {
@@ -134,6 +139,17 @@ impl Dispatcher {
                     if batch.is_empty() {
                         break;
                     }
+                    let batch = match &self.feed {
+                        Some(feed) => feed.prepare(&self.name, batch),
+                        None => batch,
+                    };
+                    if batch.is_empty() {
+                        retakes += 1;
+                        if retakes > 8 {
+                            break;
+                        }
+                        continue;
+                    }
                     if let Some(until) = self.sink.hold_until(&batch) {
                         if until > now_ms() {
                             hold = Some(until);
@@ -142,9 +158,14 @@ impl Dispatcher {
                     }
                     taken.extend(batch.iter().map(|d| d.seq));
                     let sink = self.sink.clone();
+                    let feed = self.feed.clone();
+                    let name = self.name.clone();
                     in_flight.push_back(Box::pin(async move {
                         let started = Instant::now();
-                        let result = sink.send(&batch).await;
+                        let result = match feed {
+                            Some(feed) => feed.send(&name, sink.as_ref(), &batch).await,
+                            None => sink.send(&batch).await,
+                        };
                         (batch, result, started.elapsed())
                     }));
                 }
@@ -414,6 +435,7 @@ mod tests {
             health: Arc::new(Health::default()),
             shutdown: shutdown.clone(),
             control: Arc::new(SinkControl::default()),
+            feed: None,
         };
         let task = tokio::spawn(dispatcher.run());
         let deadline = Instant::now() + Duration::from_secs(10);

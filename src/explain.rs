@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use crate::arcgis::{self, ParseError, body::BodyEncoding};
 use crate::config::Config;
+use crate::enrich::fetch::without_query;
+use crate::enrich::{Split, changes_url};
 use crate::event::Event;
 use crate::render::RenderError;
 
@@ -49,6 +51,27 @@ pub struct Preview {
     pub r#type: &'static str,
     /// Topic, key, routing key, headers, body or rendered mail, per sink type.
     pub message: Value,
+    /// For a sink with `enrich = "changes"`: where the changes would be fetched from (the
+    /// message above shows `properties.changes` empty, as nothing is fetched in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<String>,
+}
+
+/// What explain says about a sink's changes: the URL without its query, and the connection.
+fn changes_note(config: &Config, url: &str, split: Split) -> String {
+    let shown = without_query(url);
+    let per = match split {
+        Split::Feature => "; sent as one message per added, updated or deleted feature",
+        Split::None => "; sent as properties.changes",
+    };
+    match config.arcgis.iter().find(|(_, c)| c.serves(url)) {
+        Some((name, _)) => {
+            format!("changes would be fetched from {shown} with connection arcgis.{name}{per}")
+        }
+        None => format!(
+            "changes would be fetched from {shown}, but no [arcgis.*] connection lists it in services: the event would be dead-lettered"
+        ),
+    }
 }
 
 /// Parses `body` as `hook` would receive it and shows what would happen, sending nothing.
@@ -82,12 +105,23 @@ pub fn explain(
             let Some(entry) = config.sinks.get(&sink) else {
                 continue;
             };
+            let (changes, shown) = match (config.enrich.get(&sink), changes_url(&event)) {
+                (Some(e), Some(url)) => {
+                    let mut shown = event.clone();
+                    shown
+                        .properties
+                        .insert("changes".into(), Value::Array(vec![]));
+                    (Some(changes_note(config, url, e.split)), shown)
+                }
+                _ => (None, event.clone()),
+            };
             deliveries.push(Preview {
                 r#type: entry.config.type_name(),
                 message: entry
                     .config
-                    .preview(&sink, &config.renderer, &event, payload)?,
+                    .preview(&sink, &config.renderer, &shown, payload)?,
                 sink,
+                changes,
             });
         }
         out.push(ExplainedEvent {

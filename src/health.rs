@@ -10,6 +10,8 @@ use crate::metrics::METRICS;
 #[derive(Debug, Default)]
 pub struct Health {
     sinks: Mutex<BTreeMap<String, bool>>,
+    /// Other reasons not to be ready, by what they concern (`arcgis.NAME`).
+    problems: Mutex<BTreeMap<String, String>>,
 }
 
 impl Health {
@@ -35,6 +37,28 @@ impl Health {
             m.remove(sink);
         }
         let _ = METRICS.sink_up.remove_label_values(&[sink]);
+    }
+
+    /// Records a reason not to be ready (an ArcGIS connection without a token).
+    pub fn set_problem(&self, what: &str, reason: &str) {
+        if let Ok(mut m) = self.problems.lock() {
+            m.insert(what.to_string(), reason.to_string());
+        }
+    }
+
+    /// Clears what `set_problem` recorded for `what`.
+    pub fn clear_problem(&self, what: &str) {
+        if let Ok(mut m) = self.problems.lock() {
+            m.remove(what);
+        }
+    }
+
+    /// The recorded problems.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The sinks that have not connected yet.

@@ -9,6 +9,7 @@ pub mod arcgis;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod enrich;
 pub mod event;
 pub mod explain;
 pub mod health;

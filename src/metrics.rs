@@ -43,6 +43,14 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Status page sign-ins refused for a wrong token.
     pub ui_signin_failures: IntCounter,
+    /// Change files fetched and stored, by ArcGIS connection.
+    pub enrich_fetches: IntCounterVec,
+    /// Polls of extractChanges jobs, by connection.
+    pub enrich_job_polls: IntCounterVec,
+    /// Failed fetches, by connection and kind (unavailable, error, fatal, token).
+    pub enrich_failures: IntCounterVec,
+    /// Bytes of change files read, by connection.
+    pub enrich_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -163,6 +171,26 @@ impl Metrics {
                 "Status page sign-ins refused for a wrong token",
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            enrich_fetches: counter(
+                "hookbridge_enrich_fetches_total",
+                "Change files fetched and stored, by ArcGIS connection",
+                &["connection"],
+            ),
+            enrich_job_polls: counter(
+                "hookbridge_enrich_job_polls_total",
+                "Status polls of extractChanges jobs, by ArcGIS connection",
+                &["connection"],
+            ),
+            enrich_failures: counter(
+                "hookbridge_enrich_failures_total",
+                "Failed change fetches, by ArcGIS connection and kind",
+                &["connection", "kind"],
+            ),
+            enrich_bytes: counter(
+                "hookbridge_enrich_bytes_total",
+                "Bytes of change files read, by ArcGIS connection",
+                &["connection"],
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -181,6 +209,10 @@ impl Metrics {
             Box::new(m.sink_errors.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.ui_signin_failures.clone()),
+            Box::new(m.enrich_fetches.clone()),
+            Box::new(m.enrich_job_polls.clone()),
+            Box::new(m.enrich_failures.clone()),
+            Box::new(m.enrich_bytes.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
@@ -195,7 +227,14 @@ impl Metrics {
         }
         m
     }
+}
 
+/// A counter family; the names are literals, so building one cannot fail.
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, SinkControl};
+use crate::enrich::{Connection, Enricher, Feed};
 use crate::health::Health;
 use crate::ingress::{self, AppState};
 use crate::metrics::METRICS;
@@ -43,6 +44,14 @@ pub enum ServeError {
         name: String,
         /// Why.
         source: SinkError,
+    },
+    /// An ArcGIS connection could not be set up.
+    #[error("arcgis.{name}: {message}")]
+    Enrich {
+        /// Connection name.
+        name: String,
+        /// Why.
+        message: String,
     },
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
@@ -105,6 +114,7 @@ impl<'c> Built<'c> {
         health: &Arc<Health>,
         parent: &CancellationToken,
         controls: &BTreeMap<String, Arc<SinkControl>>,
+        feed: &Option<Arc<Feed>>,
     ) -> Sinks {
         let stop = parent.child_token();
         let mut running = Sinks {
@@ -125,6 +135,7 @@ impl<'c> Built<'c> {
                     health: health.clone(),
                     shutdown: stop.clone(),
                     control,
+                    feed: feed.clone(),
                 }
                 .run(),
             );
@@ -167,9 +178,21 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let queue = Queue::open(&config.storage.path, retention(&config))?;
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();
-    let mut sinks = Built::new(&config)?.start(&queue, &health, &stop, &BTreeMap::new());
+    let changes = change_feed(&config, &queue)?;
+    let mut sinks = Built::new(&config)?.start(&queue, &health, &stop, &BTreeMap::new(), &changes);
     let controls = sinks.controls.clone();
-
+    // The change feed fetches for every generation of sinks; it stops only with the daemon.
+    let mut background = JoinSet::new();
+    if let Some(feed) = &changes {
+        background.spawn(
+            Enricher {
+                feed: feed.clone(),
+                health: health.clone(),
+                shutdown: stop.clone(),
+            }
+            .run(),
+        );
+    }
     let state = web::Data::new(AppState::new(
         config.clone(),
         queue.clone(),
@@ -219,7 +242,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 Request::Stop => break,
                 Request::Reload => {
                     notify(&[NotifyState::Reloading]);
-                    sinks = reload(&config.path, &state, certs.as_deref(), sinks, &stop).await;
+                    sinks = reload(&config.path, &state, certs.as_deref(), sinks, &stop, &changes).await;
                     notify(&[NotifyState::Ready]);
                 }
             },
@@ -253,9 +276,39 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     let left = (deadline - flush_share).saturating_duration_since(tokio::time::Instant::now());
     sinks.stop(left).await;
+    stop.cancel();
+    let left = (deadline - flush_share).saturating_duration_since(tokio::time::Instant::now());
+    if tokio::time::timeout(left, async {
+        while background.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        background.abort_all();
+    }
     close_by(queue, deadline, bound).await?;
     tracing::info!("stopped; everything accepted is on disk");
     Ok(())
+}
+
+/// The change feed, when a sink asks for feature-service changes.
+fn change_feed(config: &Config, queue: &Arc<Queue>) -> Result<Option<Arc<Feed>>, ServeError> {
+    if config.enrich.is_empty() {
+        return Ok(None);
+    }
+    let mut connections = Vec::new();
+    for (name, c) in &config.arcgis {
+        let conn = Connection::new(name, c.clone()).map_err(|e| ServeError::Enrich {
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+        connections.push(Arc::new(conn));
+    }
+    Ok(Some(Feed::new(
+        queue.clone(),
+        connections,
+        config.enrich.clone(),
+    )))
 }
 
 /// Closes the queue on a thread of its own (sled can block on a store that met an I/O error),
@@ -292,6 +345,7 @@ async fn reload(
     certs: Option<&CertStore>,
     sinks: Sinks,
     parent: &CancellationToken,
+    feed: &Option<Arc<Feed>>,
 ) -> Sinks {
     let refuse = |error: &dyn std::fmt::Display| {
         tracing::error!(error = %error, "config reload refused; the old config stays in force");
@@ -332,7 +386,7 @@ async fn reload(
     // delivery is in two dispatchers at once.
     let controls = sinks.controls.clone();
     sinks.stop(old.server.shutdown_timeout).await;
-    let next = built.start(&state.queue, &state.health, parent, &controls);
+    let next = built.start(&state.queue, &state.health, parent, &controls, feed);
     state.set_controls(next.controls.clone());
     state.set_config(new.clone());
     tracing::info!(

@@ -127,6 +127,11 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "ready": false, "reason": reason }));
     }
+    let problems = state.health.problems();
+    if !problems.is_empty() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "ready": false, "reason": problems.join("; ") }));
+    }
     let waiting = state.health.waiting_for();
     if waiting.is_empty() {
         HttpResponse::Ok().json(json!({ "ready": true }))

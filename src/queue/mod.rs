@@ -8,6 +8,7 @@
 mod browse;
 mod commit;
 mod dead;
+mod enrich;
 mod fault;
 mod flusher;
 mod history;

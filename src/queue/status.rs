@@ -102,12 +102,18 @@ impl Queue {
                     continue;
                 };
                 let row: DeliveryRow = decode(&k, &v)?;
+                // A parked delivery waits for its changes, not for a time.
+                let due = u64_at(rest, 0).filter(|d| *d != super::enrich::PARKED);
+                let error = match due {
+                    Some(_) => row.last_error,
+                    None => Some("waiting for its feature changes to be fetched".into()),
+                };
                 index.entry(seq).or_default().push(DeliveryStatus {
                     sink: sink.clone(),
                     state: "waiting",
                     attempts: row.attempts,
-                    error: row.last_error,
-                    at: u64_at(rest, 0),
+                    error,
+                    at: due,
                 });
             }
         }

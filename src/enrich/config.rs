@@ -1,0 +1,333 @@
+//! `[arcgis.NAME]` connections and the sink keys that ask for changes, validated at load.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::problem::{Problem, table_into};
+use crate::secret::Secret;
+
+/// `[arcgis.NAME]`: how hookbridge signs in to ArcGIS to read change files, and where it may.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// URL prefixes of the feature services this connection reads; the token is sent to no
+    /// other URL, so a payload cannot lure it elsewhere.
+    pub services: Vec<String>,
+    /// The portal that issues tokens (`https://www.arcgis.com`, `https://gis.example.com/portal`).
+    pub portal: Option<String>,
+    /// An API key or long-lived token (`env:NAME`).
+    pub token: Option<Secret>,
+    /// OAuth2 app credentials: the client id.
+    pub client_id: Option<String>,
+    /// OAuth2 app credentials: the client secret (`env:NAME`).
+    pub client_secret: Option<Secret>,
+    /// A named user for `generateToken` (ArcGIS Enterprise).
+    pub username: Option<String>,
+    /// That user's password (`env:NAME`).
+    pub password: Option<Secret>,
+    /// How long one HTTP call to ArcGIS may take.
+    #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// The first wait between job status polls; it doubles up to `max_poll_interval`.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The longest wait between job status polls.
+    #[serde(default = "default_max_poll", with = "humantime_serde")]
+    pub max_poll_interval: Duration,
+    /// How long a job may stay unfinished before the fetch counts as failed.
+    #[serde(default = "default_job_timeout", with = "humantime_serde")]
+    pub job_timeout: Duration,
+    /// The largest change file read; a larger one dead-letters its event.
+    #[serde(default = "default_max_change_file")]
+    pub max_change_file: bytesize::ByteSize,
+    /// Failed fetches (errors ArcGIS reports, not outages) before the event is given up.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Lifetime asked for OAuth2 and generateToken tokens.
+    #[serde(default = "default_token_lifetime", with = "humantime_serde")]
+    pub token_lifetime: Duration,
+}
+
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_poll() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_poll() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_job_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_change_file() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(64)
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+
+/// How a connection gets its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `token`: used as it is.
+    Static,
+    /// `client_id` + `client_secret`: the OAuth2 client-credentials grant.
+    App,
+    /// `username` + `password`: `generateToken`.
+    User,
+}
+
+impl ConnectionConfig {
+    /// Parses and checks `[arcgis.NAME]`, naming the key of each problem.
+    pub fn from_table(name: &str, table: toml::Table) -> Result<Self, Vec<Problem>> {
+        let key = format!("arcgis.{name}");
+        let c: ConnectionConfig = table_into(table, &key)?;
+        let mut p = Vec::new();
+        if c.services.is_empty() {
+            p.push(Problem::new(
+                format!("{key}.services"),
+                "is empty; expected the URL prefixes of the feature services to read, \
+                 e.g. [\"https://services.arcgis.com/ORGID/\"]",
+            ));
+        }
+        for (i, s) in c.services.iter().enumerate() {
+            if !is_http_url(s) {
+                p.push(Problem::new(
+                    format!("{key}.services[{i}]"),
+                    format!("expected an http(s) URL prefix, found {s:?}"),
+                ));
+            }
+        }
+        let ways = [
+            c.token.is_some(),
+            c.client_id.is_some() || c.client_secret.is_some(),
+            c.username.is_some() || c.password.is_some(),
+        ];
+        match ways.iter().filter(|w| **w).count() {
+            0 => p.push(Problem::new(
+                &key,
+                "no credentials; set token, or client_id and client_secret, or username and password",
+            )),
+            1 => {}
+            _ => p.push(Problem::new(
+                &key,
+                "set only one of token, client_id/client_secret, username/password",
+            )),
+        }
+        let pairs = [
+            (
+                "client_id",
+                c.client_id.is_some(),
+                "client_secret",
+                c.client_secret.is_some(),
+            ),
+            (
+                "username",
+                c.username.is_some(),
+                "password",
+                c.password.is_some(),
+            ),
+        ];
+        for (a, has_a, b, has_b) in pairs {
+            if has_a && !has_b {
+                p.push(Problem::new(
+                    format!("{key}.{b}"),
+                    format!("missing; {a} needs it"),
+                ));
+            }
+            if has_b && !has_a {
+                p.push(Problem::new(
+                    format!("{key}.{a}"),
+                    format!("missing; {b} needs it"),
+                ));
+            }
+        }
+        for (field, secret) in [
+            ("token", &c.token),
+            ("client_secret", &c.client_secret),
+            ("password", &c.password),
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose().trim().is_empty())
+            {
+                p.push(Problem::new(format!("{key}.{field}"), "is empty"));
+            }
+        }
+        if c.token.is_none() {
+            match &c.portal {
+                None => p.push(Problem::new(
+                    format!("{key}.portal"),
+                    "missing; expected the portal that issues tokens, e.g. \"https://www.arcgis.com\"",
+                )),
+                Some(u) if !is_http_url(u) => p.push(Problem::new(
+                    format!("{key}.portal"),
+                    format!("expected an http(s) URL, found {u:?}"),
+                )),
+                Some(_) => {}
+            }
+        }
+        if c.attempts == 0 {
+            p.push(Problem::new(
+                format!("{key}.attempts"),
+                "must be at least 1",
+            ));
+        }
+        if c.max_change_file.as_u64() == 0 {
+            p.push(Problem::new(
+                format!("{key}.max_change_file"),
+                "must be larger than 0",
+            ));
+        }
+        for (field, d) in [
+            ("fetch_timeout", c.fetch_timeout),
+            ("poll_interval", c.poll_interval),
+            ("job_timeout", c.job_timeout),
+        ] {
+            if d.is_zero() {
+                p.push(Problem::new(
+                    format!("{key}.{field}"),
+                    "must be longer than 0",
+                ));
+            }
+        }
+        if p.is_empty() { Ok(c) } else { Err(p) }
+    }
+
+    /// Which way this connection signs in (validated: exactly one is set).
+    pub fn auth(&self) -> Auth {
+        if self.token.is_some() {
+            Auth::Static
+        } else if self.client_id.is_some() {
+            Auth::App
+        } else {
+            Auth::User
+        }
+    }
+
+    /// Whether the token may be sent to `url`: it lies under one of `services`.
+    pub fn serves(&self, url: &str) -> bool {
+        self.services.iter().any(|s| url.starts_with(s.as_str()))
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+}
+
+/// What a sink does with a feature-service event's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// One message per event, with `properties.changes`.
+    None,
+    /// One message per added, updated or deleted feature.
+    Feature,
+}
+
+/// What a sink does when the changes cannot be fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Dead-letter the delivery with the reason (`dlq replay` fetches again).
+    DeadLetter,
+    /// Send the event without changes, with `properties.changesError`.
+    DeliverUnenriched,
+}
+
+/// A sink's `enrich`, `split` and `on_enrich_failure` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkEnrich {
+    /// Per event or per feature.
+    pub split: Split,
+    /// On a failed fetch.
+    pub on_failure: OnFailure,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSinkEnrich {
+    enrich: Option<String>,
+    split: Option<Split>,
+    on_enrich_failure: Option<OnFailure>,
+}
+
+impl SinkEnrich {
+    /// Takes the enrichment keys out of `[sinks.NAME]` (the rest is the sink type's).
+    pub fn take_from(table: &mut toml::Table, key: &str) -> Result<Option<Self>, Vec<Problem>> {
+        let mut mine = toml::Table::new();
+        for k in ["enrich", "split", "on_enrich_failure"] {
+            if let Some(v) = table.remove(k) {
+                mine.insert(k.to_string(), v);
+            }
+        }
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        let raw: RawSinkEnrich = table_into(mine, key)?;
+        match raw.enrich.as_deref() {
+            Some("changes") => Ok(Some(SinkEnrich {
+                split: raw.split.unwrap_or(Split::None),
+                on_failure: raw.on_enrich_failure.unwrap_or(OnFailure::DeadLetter),
+            })),
+            Some(other) => Err(vec![Problem::new(
+                format!("{key}.enrich"),
+                format!("unknown value {other:?}; expected \"changes\""),
+            )]),
+            None => Err(vec![Problem::new(
+                format!("{key}.enrich"),
+                "missing; split and on_enrich_failure need enrich = \"changes\"",
+            )]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConnectionConfig, Vec<String>> {
+        let t: toml::Table = toml::from_str(text).unwrap();
+        ConnectionConfig::from_table("online", t)
+            .map_err(|p| p.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn problems_name_their_key() {
+        let e = parse("services = [\"https://s/\"]\nportal = \"https://p\"\nclient_id = \"x\"\n")
+            .unwrap_err();
+        assert!(
+            e.iter()
+                .any(|p| p.starts_with("arcgis.online.client_secret")),
+            "{e:?}"
+        );
+        let e = parse("services = []\ntoken = \"t\"\n").unwrap_err();
+        assert!(e[0].starts_with("arcgis.online.services"), "{e:?}");
+        let e =
+            parse("services = [\"https://s/\"]\nusername = \"u\"\npassword = \"p\"\n").unwrap_err();
+        assert!(e[0].starts_with("arcgis.online.portal"), "{e:?}");
+        let e = parse("services = [\"https://s/\"]\n").unwrap_err();
+        assert!(e[0].contains("no credentials"), "{e:?}");
+        let c = parse("services = [\"https://s/a/\"]\ntoken = \"t\"\n").unwrap();
+        assert_eq!(c.auth(), Auth::Static);
+        assert!(c.serves("https://s/a/x") && !c.serves("https://evil/a/x"));
+    }
+
+    #[test]
+    fn sink_keys_are_taken_and_checked() {
+        let mut t: toml::Table =
+            toml::from_str("type = \"file\"\nenrich = \"changes\"\nsplit = \"feature\"\n").unwrap();
+        let e = SinkEnrich::take_from(&mut t, "sinks.f").unwrap().unwrap();
+        assert_eq!(e.split, Split::Feature);
+        assert_eq!(e.on_failure, OnFailure::DeadLetter);
+        assert_eq!(t.len(), 1);
+        let mut t: toml::Table = toml::from_str("split = \"feature\"\n").unwrap();
+        let p = SinkEnrich::take_from(&mut t, "sinks.f").unwrap_err();
+        assert!(p[0].to_string().starts_with("sinks.f.enrich"), "{p:?}");
+    }
+}

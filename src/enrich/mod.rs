@@ -1,0 +1,474 @@
+//! The feature change feed: after an event is durably accepted, fetch what changed
+//! (extractChanges) once, store it in the queue, and hand it to every sink that asked for it.
+//!
+//! Sinks ask with `enrich = "changes"`. A delivery that needs changes it does not have is
+//! parked (see `queue::enrich`); the [`Enricher`] fetches each parked event's change file once,
+//! stores it, and releases the deliveries. Dispatchers attach the stored changes (and split them
+//! per feature when the sink asks) just before sending.
+
+pub mod changes;
+pub mod config;
+pub mod fetch;
+pub mod token;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, EventKind};
+use crate::health::Health;
+use crate::metrics::METRICS;
+use crate::queue::Queue;
+use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+pub use config::{ConnectionConfig, OnFailure, SinkEnrich, Split};
+pub use fetch::Connection;
+
+/// Why a fetch did not bring changes; each kind is handled differently.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// ArcGIS cannot be reached, timed out or answered 5xx: back off, spend no attempt.
+    #[error("ArcGIS unavailable: {0}")]
+    Unavailable(String),
+    /// No token could be had: like an outage, and `/readyz` says so.
+    #[error("no token: {0}")]
+    Token(String),
+    /// ArcGIS answered with an error: spend an attempt.
+    #[error("{0}")]
+    Failed(String),
+    /// Trying again cannot help (job failed, file over the cap): give up now.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Whether `event` is one whose changes can be fetched: a feature-service event with a changesUrl.
+pub fn changes_url(event: &Event) -> Option<&str> {
+    (event.kind == EventKind::FeatureService)
+        .then(|| event.properties.get("changesUrl").and_then(Value::as_str))
+        .flatten()
+        .filter(|u| !u.is_empty())
+}
+
+/// What every enriching part shares: the queue, the connections, which sinks want changes.
+pub struct Feed {
+    queue: Arc<Queue>,
+    connections: Vec<Arc<Connection>>,
+    sinks: BTreeMap<String, SinkEnrich>,
+    wake: Notify,
+}
+
+impl Feed {
+    /// The feed for these connections and sinks.
+    pub fn new(
+        queue: Arc<Queue>,
+        connections: Vec<Arc<Connection>>,
+        sinks: BTreeMap<String, SinkEnrich>,
+    ) -> Arc<Self> {
+        Arc::new(Feed {
+            queue,
+            connections,
+            sinks,
+            wake: Notify::new(),
+        })
+    }
+
+    /// The enrichment settings of `sink`, if it wants changes.
+    pub fn for_sink(&self, sink: &str) -> Option<SinkEnrich> {
+        self.sinks.get(sink).copied()
+    }
+
+    /// Attaches stored changes to `sink`'s deliveries that need them; parks (and removes from
+    /// the batch) those whose changes are not fetched yet.
+    pub fn prepare(&self, sink: &str, batch: Vec<Delivery>) -> Vec<Delivery> {
+        let Some(settings) = self.for_sink(sink) else {
+            return batch;
+        };
+        let mut out = Vec::with_capacity(batch.len());
+        let mut parked = false;
+        for mut d in batch {
+            if changes_url(&d.event).is_none() {
+                out.push(d);
+                continue;
+            }
+            match self.queue.changes(d.seq) {
+                Ok(Some(changes)) => {
+                    d.event.properties.insert("changes".into(), changes);
+                    out.push(d);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(sink, error = %e, "cannot read stored changes");
+                    continue;
+                }
+            }
+            if settings.on_failure == OnFailure::DeliverUnenriched {
+                if let Ok(Some(reason)) = self.queue.changes_failure(d.seq) {
+                    d.event
+                        .properties
+                        .insert("changesError".into(), Value::from(reason));
+                    out.push(d);
+                    continue;
+                }
+            }
+            match self.queue.park(sink, d.seq) {
+                Ok(_) => parked = true,
+                Err(e) => tracing::error!(sink, error = %e, "cannot park a delivery"),
+            }
+        }
+        if parked {
+            self.wake.notify_one();
+        }
+        out
+    }
+
+    /// Sends a prepared batch: split per feature when the sink asks, one outcome per delivery.
+    pub async fn send(
+        &self,
+        name: &str,
+        sink: &dyn Sink,
+        batch: &[Delivery],
+    ) -> Result<Vec<Outcome>, SinkError> {
+        if self
+            .for_sink(name)
+            .is_none_or(|s| s.split != Split::Feature)
+        {
+            return sink.send(batch).await;
+        }
+        let mut parts = Vec::new();
+        let mut owner = Vec::new();
+        for (i, d) in batch.iter().enumerate() {
+            match d.event.properties.get("changes") {
+                Some(c) => {
+                    for e in changes::split(&d.event, c) {
+                        parts.push(Delivery {
+                            event: e,
+                            ..d.clone()
+                        });
+                        owner.push(i);
+                    }
+                }
+                None => {
+                    parts.push(d.clone());
+                    owner.push(i);
+                }
+            }
+        }
+        let mut outcomes = vec![Outcome::Delivered; batch.len()];
+        if parts.is_empty() {
+            return Ok(outcomes);
+        }
+        let got = sink.send(&parts).await?;
+        for (i, o) in owner.into_iter().zip(got) {
+            let worse = match (&outcomes[i], &o) {
+                (Outcome::Reject(_), _) => false,
+                (_, Outcome::Reject(_)) => true,
+                (Outcome::Delivered, Outcome::Retry(_)) => true,
+                _ => false,
+            };
+            if worse {
+                outcomes[i] = o;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn connection_for(&self, url: &str) -> Option<Arc<Connection>> {
+        self.connections
+            .iter()
+            .find(|c| c.config.serves(url))
+            .cloned()
+    }
+}
+
+/// How many change files are fetched at once.
+const CONCURRENCY: usize = 4;
+/// How often ready rows are swept for deliveries no dispatcher has parked (a sink that is
+/// paused or not connected yet), and stored changes pruned.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often a connection that could not get a token tries again while no fetch needs it.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The task that fetches parked events' changes, once each.
+pub struct Enricher {
+    /// Shared state.
+    pub feed: Arc<Feed>,
+    /// Where `/readyz` learns that a connection has no token.
+    pub health: Arc<Health>,
+    /// Cancelled when the daemon stops.
+    pub shutdown: CancellationToken,
+}
+
+type Done = (u64, String, Result<Value, FetchError>);
+
+impl Enricher {
+    /// Runs until shutdown: checks every connection's token, then fetches as deliveries park.
+    pub async fn run(self) {
+        let mut last_check = Instant::now();
+        let mut broken = self.check_tokens(&HashSet::new()).await;
+        let mut jobs: JoinSet<Done> = JoinSet::new();
+        let mut running: HashSet<u64> = HashSet::new();
+        let mut not_before: HashMap<u64, Instant> = HashMap::new();
+        let mut outages = 0u32;
+        // While ArcGIS is out, no new fetch starts: one outage, one wait (as for a sink).
+        let mut paused_until = Instant::now();
+        let mut last_sweep = Instant::now()
+            .checked_sub(SWEEP_EVERY)
+            .unwrap_or_else(Instant::now);
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sweep();
+            }
+            if !broken.is_empty() && last_check.elapsed() >= RECHECK_EVERY {
+                last_check = Instant::now();
+                broken = self.check_tokens(&broken).await;
+            }
+            for seq in self.parked() {
+                if running.len() >= CONCURRENCY || paused_until > Instant::now() {
+                    break;
+                }
+                if running.contains(&seq)
+                    || not_before.get(&seq).is_some_and(|t| *t > Instant::now())
+                {
+                    continue;
+                }
+                if let Ok(Some(_)) = self.feed.queue.changes(seq) {
+                    self.release(seq);
+                    continue;
+                }
+                let Some(url) = self.url_of(seq) else {
+                    self.release(seq);
+                    continue;
+                };
+                let Some(conn) = self.feed.connection_for(&url) else {
+                    self.give_up(
+                        seq,
+                        &format!(
+                            "no [arcgis.*] connection lists a services prefix for {}",
+                            fetch::without_query(&url)
+                        ),
+                    );
+                    continue;
+                };
+                running.insert(seq);
+                jobs.spawn(async move {
+                    let r = conn
+                        .fetch(&url)
+                        .await
+                        .and_then(|f| changes::normalize(&f.json).map_err(FetchError::Failed));
+                    (seq, conn.name.clone(), r)
+                });
+            }
+            let next = not_before.values().min().copied();
+            let wait = next
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(SWEEP_EVERY)
+                .min(SWEEP_EVERY);
+            tokio::select! {
+                Some(done) = jobs.join_next(), if !jobs.is_empty() => {
+                    let Ok((seq, conn, result)) = done else { continue };
+                    running.remove(&seq);
+                    not_before.remove(&seq);
+                    let before = outages;
+                    if let Some(delay) = self.finish(seq, &conn, result, &mut outages).await {
+                        not_before.insert(seq, Instant::now() + delay);
+                        if outages > before {
+                            paused_until = paused_until.max(Instant::now() + delay);
+                        }
+                    }
+                }
+                _ = self.feed.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        jobs.abort_all();
+    }
+
+    /// Records a fetch's result; returns how long the event must wait before the next try.
+    /// `outages` counts outages in a row (in memory: an outage spends nothing durable).
+    async fn finish(
+        &self,
+        seq: u64,
+        conn: &str,
+        result: Result<Value, FetchError>,
+        outages: &mut u32,
+    ) -> Option<Duration> {
+        let first = self
+            .feed
+            .connections
+            .iter()
+            .find(|c| c.name == conn)
+            .map(|c| c.config.poll_interval)
+            .unwrap_or(Duration::from_secs(1));
+        match result {
+            Ok(changes) => {
+                if let Err(e) = self.feed.queue.store_changes(seq, &changes).await {
+                    tracing::error!(connection = conn, error = %e, "cannot store the changes; fetching again later");
+                    return Some(Duration::from_secs(1));
+                }
+                *outages = 0;
+                METRICS.enrich_fetches.with_label_values(&[conn]).inc();
+                tracing::info!(connection = conn, seq, "changes fetched and stored");
+                self.health.clear_problem(&format!("arcgis.{conn}"));
+                self.release(seq);
+                None
+            }
+            Err(e @ (FetchError::Unavailable(_) | FetchError::Token(_))) => {
+                let kind = if matches!(e, FetchError::Token(_)) {
+                    "token"
+                } else {
+                    "unavailable"
+                };
+                METRICS
+                    .enrich_failures
+                    .with_label_values(&[conn, kind])
+                    .inc();
+                if let Some(c) = self.feed.connections.iter().find(|c| c.name == conn) {
+                    self.note_token(c, matches!(e, FetchError::Token(_)).then_some(&e));
+                }
+                *outages = outages.saturating_add(1);
+                let delay = fetch::backoff(first, *outages);
+                tracing::warn!(connection = conn, error = %e, retry_in = ?delay, "cannot fetch changes now; nothing is lost, no attempt spent");
+                Some(delay)
+            }
+            Err(FetchError::Failed(e)) => {
+                METRICS
+                    .enrich_failures
+                    .with_label_values(&[conn, "error"])
+                    .inc();
+                let attempts = self.feed.queue.count_failed_fetch(seq).unwrap_or(u32::MAX);
+                let limit = self
+                    .feed
+                    .connections
+                    .iter()
+                    .find(|c| c.name == conn)
+                    .map(|c| c.config.attempts)
+                    .unwrap_or(1);
+                if attempts >= limit {
+                    self.give_up(
+                        seq,
+                        &format!("changes could not be fetched after {attempts} attempts: {e}"),
+                    );
+                    return None;
+                }
+                let delay = fetch::backoff(first, attempts);
+                tracing::warn!(connection = conn, seq, attempt = attempts, error = %e, retry_in = ?delay, "fetching changes failed; will retry");
+                Some(delay)
+            }
+            Err(FetchError::Fatal(e)) => {
+                METRICS
+                    .enrich_failures
+                    .with_label_values(&[conn, "fatal"])
+                    .inc();
+                self.give_up(seq, &format!("changes could not be fetched: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Gets a token for each connection (only those in `only`, unless it is empty); returns
+    /// the names of those that cannot get one.
+    async fn check_tokens(&self, only: &HashSet<String>) -> HashSet<String> {
+        let mut broken = HashSet::new();
+        for c in &self.feed.connections {
+            if !only.is_empty() && !only.contains(&c.name) {
+                continue;
+            }
+            let err = c.check().await.err();
+            if err.is_some() {
+                broken.insert(c.name.clone());
+            }
+            self.note_token(c, err.as_ref());
+        }
+        broken
+    }
+
+    fn note_token(&self, c: &Connection, err: Option<&FetchError>) {
+        let key = format!("arcgis.{}", c.name);
+        match err {
+            Some(FetchError::Token(e)) => {
+                tracing::warn!(connection = %c.name, error = %e, "cannot get an ArcGIS token");
+                self.health
+                    .set_problem(&key, &format!("connection {key} cannot get a token: {e}"));
+            }
+            Some(_) => {}
+            None => self.health.clear_problem(&key),
+        }
+    }
+
+    /// Parks ready deliveries of enriching sinks whose changes are missing (sinks whose
+    /// dispatcher is not taking, e.g. paused or not connected), and prunes stored changes.
+    fn sweep(&self) {
+        for (sink, s) in &self.feed.sinks {
+            let Ok(seqs) = self.feed.queue.ready_seqs(sink, 1_000) else {
+                continue;
+            };
+            for seq in seqs {
+                let settled = s.on_failure == OnFailure::DeliverUnenriched
+                    && matches!(self.feed.queue.changes_failure(seq), Ok(Some(_)));
+                let needs = !settled
+                    && matches!(self.feed.queue.changes(seq), Ok(None))
+                    && self.url_of(seq).is_some();
+                if needs {
+                    let _ = self.feed.queue.park(sink, seq);
+                }
+            }
+        }
+        if let Err(e) = self.feed.queue.prune_changes() {
+            tracing::warn!(error = %e, "cannot prune stored changes");
+        }
+    }
+
+    /// Every event seq with a parked delivery, oldest first.
+    fn parked(&self) -> Vec<u64> {
+        let mut all: Vec<u64> = self
+            .feed
+            .sinks
+            .keys()
+            .filter_map(|s| self.feed.queue.parked_seqs(s).ok())
+            .flatten()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    fn url_of(&self, seq: u64) -> Option<String> {
+        let (event, _) = self.feed.queue.event_and_payload(seq).ok().flatten()?;
+        changes_url(&event).map(str::to_string)
+    }
+
+    fn release(&self, seq: u64) {
+        for sink in self.feed.sinks.keys() {
+            if let Err(e) = self.feed.queue.unpark(sink, seq) {
+                tracing::error!(sink, error = %e, "cannot release a parked delivery");
+            }
+        }
+    }
+
+    /// Gives the fetch up: each sink dead-letters, or delivers without changes, as it chose.
+    fn give_up(&self, seq: u64, reason: &str) {
+        tracing::error!(seq, %reason, "giving up on an event's changes");
+        if let Err(e) = self.feed.queue.give_up_changes(seq, reason) {
+            tracing::error!(error = %e, "cannot record the failed fetch");
+        }
+        for (sink, s) in &self.feed.sinks {
+            let r = match s.on_failure {
+                OnFailure::DeadLetter => self.feed.queue.bury_parked(sink, seq, reason),
+                OnFailure::DeliverUnenriched => self.feed.queue.unpark(sink, seq),
+            };
+            if let Err(e) = r {
+                tracing::error!(sink, error = %e, "cannot settle a parked delivery");
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! A local ArcGIS that speaks the extractChanges flow (protocol notes §8): OAuth2 and
+//! generateToken token endpoints, `extractChanges` (async or direct), `jobs/<id>` and
+//! `changefiles/<id>.json`. It checks the token on every call and can be told to misbehave.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+/// The OAuth2 app credentials and the Enterprise user the server accepts.
+pub const CLIENT_ID: &str = "feed-app";
+pub const CLIENT_SECRET: &str = "client-secret-QX81";
+pub const USERNAME: &str = "editor";
+pub const PASSWORD: &str = "password-QX81";
+
+/// What the server does with the next calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The documented flow.
+    Normal,
+    /// The next authorized call answers `{"error":{"code":498}}` with 200 and revokes the token.
+    Refuse498Once,
+    /// The next `n` extractChanges calls hang for 30 s.
+    Hang(u32),
+    /// The next `n` calls to the service answer 503.
+    Unavailable(u32),
+    /// extractChanges answers `{"error": ...}` with 200.
+    ErrorInOk,
+    /// The job fails.
+    FailJob,
+    /// Refuses every token request (bad credentials).
+    NoToken,
+}
+
+/// What the server saw.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    /// Tokens issued, in order.
+    pub tokens: Vec<String>,
+    /// Calls per endpoint: token, extract, job, file.
+    pub calls: BTreeMap<&'static str, u32>,
+    /// Calls to the service without a valid token.
+    pub unauthorized: u32,
+    /// Calls whose query had no `f=json`.
+    pub without_f_json: u32,
+}
+
+struct State {
+    mode: Mode,
+    seen: Seen,
+    valid: Option<String>,
+    file: Vec<u8>,
+    base: String,
+    polls: BTreeMap<String, u32>,
+}
+
+/// A running local ArcGIS.
+pub struct Arcgis {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Arcgis {
+    /// Starts a server that serves `file` as every change file.
+    pub fn start(file: Vec<u8>) -> Arcgis {
+        let port = super::common::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let state = Arc::new(Mutex::new(State {
+            mode: Mode::Normal,
+            seen: Seen::default(),
+            valid: None,
+            file,
+            base: base.clone(),
+            polls: BTreeMap::new(),
+        }));
+        let shared = web::Data::from(state.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(shared.clone())
+                        .route("/sharing/rest/oauth2/token", web::post().to(oauth))
+                        .route("/sharing/rest/generateToken", web::post().to(generate))
+                        .route(
+                            "/rest/services/{svc}/FeatureServer/extractChanges",
+                            web::get().to(extract),
+                        )
+                        .route(
+                            "/rest/services/{svc}/FeatureServer/jobs/{id}",
+                            web::get().to(job),
+                        )
+                        .route(
+                            "/rest/services/{svc}/FeatureServer/changefiles/{id}",
+                            web::get().to(change_file),
+                        )
+                })
+                .workers(2)
+                .disable_signals()
+                .bind(("127.0.0.1", port))
+                .expect("bind the local ArcGIS")
+                .run();
+                let _ = tx.send(());
+                let _ = server.await;
+            });
+        });
+        rx.recv().expect("local ArcGIS started");
+        Arcgis { base, state }
+    }
+
+    /// Sets what the server does next.
+    pub fn set(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = mode;
+    }
+
+    /// What the server saw so far.
+    pub fn seen(&self) -> Seen {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// Calls to one endpoint so far.
+    pub fn calls(&self, what: &str) -> u32 {
+        self.seen().calls.get(what).copied().unwrap_or(0)
+    }
+
+    /// A changesUrl of service `svc` on this server.
+    pub fn changes_url(&self, svc: &str, asynchronous: bool) -> String {
+        format!(
+            "{}/rest/services/{svc}/FeatureServer/extractChanges?serverGens=[1404636,1404640]{}&returnUpdates=true",
+            self.base,
+            if asynchronous { "&async=true" } else { "" }
+        )
+    }
+}
+
+fn count(st: &mut State, what: &'static str) {
+    *st.seen.calls.entry(what).or_default() += 1;
+}
+
+fn query(req: &HttpRequest) -> BTreeMap<String, String> {
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Issues a new token and makes it the only valid one.
+fn issue(st: &mut State) -> String {
+    let t = format!(
+        "TKN{}-secretpart-{}",
+        st.seen.tokens.len() + 1,
+        std::process::id()
+    );
+    st.seen.tokens.push(t.clone());
+    st.valid = Some(t.clone());
+    t
+}
+
+async fn oauth(
+    st: web::Data<Mutex<State>>,
+    form: web::Form<BTreeMap<String, String>>,
+) -> HttpResponse {
+    let mut st = st.lock().unwrap();
+    count(&mut st, "token");
+    let ok = form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+        && form.get("grant_type").map(String::as_str) == Some("client_credentials");
+    if !ok || st.mode == Mode::NoToken {
+        return HttpResponse::Ok().json(json!({"error": {"code": 400, "error": "invalid_client",
+            "message": "Invalid client_id or client_secret"}}));
+    }
+    let t = issue(&mut st);
+    HttpResponse::Ok().json(json!({"access_token": t, "expires_in": 7200}))
+}
+
+async fn generate(
+    st: web::Data<Mutex<State>>,
+    form: web::Form<BTreeMap<String, String>>,
+) -> HttpResponse {
+    let mut st = st.lock().unwrap();
+    count(&mut st, "token");
+    let ok = form.get("username").map(String::as_str) == Some(USERNAME)
+        && form.get("password").map(String::as_str) == Some(PASSWORD);
+    if !ok || st.mode == Mode::NoToken {
+        return HttpResponse::Ok()
+            .json(json!({"error": {"code": 400, "message": "Invalid username or password."}}));
+    }
+    let t = issue(&mut st);
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 3_600_000;
+    HttpResponse::Ok().json(json!({"token": t, "expires": expires, "ssl": false}))
+}
+
+/// Checks the token (and f=json) of a service call; `Err` is the answer to give instead.
+fn check(st: &mut State, req: &HttpRequest) -> Result<(), Box<HttpResponse>> {
+    let q = query(req);
+    if q.get("f").map(String::as_str) != Some("json") {
+        st.seen.without_f_json += 1;
+    }
+    let token = q.get("token");
+    if token.is_none() || token != st.valid.as_ref() {
+        st.seen.unauthorized += 1;
+        let code = if token.is_none() { 499 } else { 498 };
+        return Err(Box::new(HttpResponse::Ok().json(
+            json!({"error": {"code": code, "message": "Invalid token.", "details": []}}),
+        )));
+    }
+    if st.mode == Mode::Refuse498Once {
+        st.mode = Mode::Normal;
+        st.valid = None;
+        return Err(Box::new(HttpResponse::Ok().json(
+            json!({"error": {"code": 498, "message": "Invalid token.", "details": []}}),
+        )));
+    }
+    if let Mode::Unavailable(n) = st.mode {
+        st.mode = if n > 1 {
+            Mode::Unavailable(n - 1)
+        } else {
+            Mode::Normal
+        };
+        return Err(Box::new(
+            HttpResponse::ServiceUnavailable().body("maintenance"),
+        ));
+    }
+    Ok(())
+}
+
+async fn extract(
+    st: web::Data<Mutex<State>>,
+    req: HttpRequest,
+    svc: web::Path<String>,
+) -> HttpResponse {
+    let hang = {
+        let mut st = st.lock().unwrap();
+        count(&mut st, "extract");
+        if let Err(answer) = check(&mut st, &req) {
+            return *answer;
+        }
+        match st.mode {
+            Mode::Hang(n) => {
+                st.mode = if n > 1 {
+                    Mode::Hang(n - 1)
+                } else {
+                    Mode::Normal
+                };
+                true
+            }
+            _ => false,
+        }
+    };
+    if hang {
+        actix_web::rt::time::sleep(Duration::from_secs(30)).await;
+        return HttpResponse::Ok().json(json!({"error": {"code": 500, "message": "too late"}}));
+    }
+    let st = st.lock().unwrap();
+    if st.mode == Mode::ErrorInOk {
+        return HttpResponse::Ok().json(json!({"error": {"code": 400,
+            "message": "Unable to extract changes: serverGens out of range", "details": []}}));
+    }
+    if query(&req).get("async").map(String::as_str) == Some("true") {
+        let id = format!("job{}", st.seen.calls["extract"]);
+        let url = format!("{}/rest/services/{svc}/FeatureServer/jobs/{id}", st.base);
+        return HttpResponse::Ok().json(json!({"statusUrl": url}));
+    }
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(st.file.clone())
+}
+
+async fn job(
+    st: web::Data<Mutex<State>>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (svc, id) = p.into_inner();
+    let mut st = st.lock().unwrap();
+    count(&mut st, "job");
+    if let Err(answer) = check(&mut st, &req) {
+        return *answer;
+    }
+    if st.mode == Mode::FailJob {
+        return HttpResponse::Ok().json(json!({"status": "Failed",
+            "error": {"code": 500, "message": "Failed to extract changes (layer is not change-tracked)"}}));
+    }
+    let polls = st.polls.entry(id.clone()).or_default();
+    *polls += 1;
+    if *polls < 2 {
+        return HttpResponse::Ok().json(json!({"status": "Pending"}));
+    }
+    let url = format!(
+        "{}/rest/services/{svc}/FeatureServer/changefiles/{id}.json",
+        st.base
+    );
+    HttpResponse::Ok().json(
+        json!({"status": "Completed", "resultUrl": url, "submissionTime": 1, "lastUpdatedTime": 2}),
+    )
+}
+
+async fn change_file(st: web::Data<Mutex<State>>, req: HttpRequest) -> HttpResponse {
+    let mut st = st.lock().unwrap();
+    count(&mut st, "file");
+    if let Err(answer) = check(&mut st, &req) {
+        return *answer;
+    }
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(st.file.clone())
+}
+
+/// The real change file of `tests/real`.
+pub fn real_change_file() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/real/aws-lambda-demo_extractChanges-result_changefile.json"
+    ))
+    .expect("the real change file")
+}
+
+/// The real change file with a second layer (ids only) and a delete, for order checks.
+pub fn two_layer_change_file() -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&real_change_file()).unwrap();
+    v["edits"][0]["features"]["deleteIds"] = json!([61]);
+    v["layerServerGens"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": 1, "serverGen": 1770630}));
+    v["edits"].as_array_mut().unwrap().push(json!({"id": 1,
+        "objectIds": {"adds": [5], "updates": [3], "deletes": []}}));
+    serde_json::to_vec(&v).unwrap()
+}
