@@ -1,17 +1,22 @@
-//! Key layout of the one sled tree that holds the queue.
+//! Key layout of the queue's sled trees.
 //!
-//! Everything lives in one tree so that a request's rows (body, events, dedup keys, deliveries)
-//! go to disk in one atomic batch.
+//! The main tree (`q`) holds everything a request's acceptance writes, so that its rows (body,
+//! events, dedup keys, deliveries) go to disk in one atomic batch.
 //!
-//! | prefix | key                          | value                         |
-//! |--------|------------------------------|-------------------------------|
-//! | `b`    | body seq                     | the payload's JSON text        |
-//! | `e`    | event seq                    | `EventRow` (JSON)              |
-//! | `d`    | dedup key (16 bytes)         | accepted-at ms, event seq      |
-//! | `r`    | sink, 0, event seq           | `DeliveryRow`: ready to send   |
-//! | `w`    | sink, 0, due ms, event seq   | `DeliveryRow`: waiting to retry|
-//! | `x`    | sink, 0, event seq           | `DeadLetter` (JSON)            |
-//! | `k`    | event seq, sink              | delivered-at ms                |
+//! | prefix | key                          | value                                          |
+//! |--------|------------------------------|------------------------------------------------|
+//! | `b`    | body seq                     | the payload's JSON text (shared by a request's events) |
+//! | `e`    | event seq                    | `EventRow`: JSON, or byte 1 + length + JSON + the payload inline (a request's only routed event) |
+//! | `d`    | dedup key (16 bytes)         | accepted-at ms, event seq                      |
+//! | `r`    | sink, 0, event seq           | `DeliveryRow`: ready to send                   |
+//! | `w`    | sink, 0, due ms, event seq   | `DeliveryRow`: waiting to retry (or parked for its feature changes at a due time that never comes) |
+//! | `x`    | sink, 0, event seq           | `DeadLetter` (JSON)                            |
+//! | `k`    | event seq, sink              | delivered-at ms                                |
+//!
+//! Beside it: the tree `history` (event seq, sink, 0, attempt ms → one attempt, for people),
+//! the tree `enrich` (fetched feature changes and fetch state, `enrich.rs`), and in the data directory the files
+//! `lock` (one process per directory), `reserve` (released when a write fails) and
+//! `rollback/*.undo` (the undo of a group whose write failed, applied at the next start).
 
 /// Body rows.
 pub const BODY: u8 = b'b';

@@ -4,6 +4,23 @@
 //! that batches concurrent requests into one sled batch and one fsync (group commit). The
 //! dispatchers read and complete deliveries directly; a completion lost in a crash only means a
 //! delivery is sent again, which at-least-once allows.
+//!
+//! Invariants (the row layout is in `keys.rs`):
+//! 1. **Durable before 2xx**: an accept is answered only after its group's fsync; a refused
+//!    request (any 5xx) leaves none of its rows after a restart (priced before writing, rolled
+//!    back durably when a write fails anyway).
+//! 2. **Whole events**: an event's row, its dedup key and its delivery rows are written in one
+//!    batch (a large group is applied in chunks cut only between events).
+//! 3. **One writer of accepts**: only the committer thread writes accepts and replays; the
+//!    dispatchers move their own sink's delivery rows (ready → waiting → ready, ready → dead,
+//!    ready → delivered) and the change feed parks and releases them, under the `moving` lock
+//!    that retention also takes.
+//! 4. **A delivery row is the unit of work**: one per (event, sink), in exactly one of ready,
+//!    waiting or dead; an event and its body stay while any of its deliveries does.
+//! 5. **Dedup keys outlive their events** for `dedup_window`; retention removes delivered
+//!    events after `keep_delivered` and dead letters after `keep_dead`.
+//! 6. **No write after a failed write**: sled refuses them in that process, so the queue
+//!    refuses every accept until a restart applies the pending rollback.
 
 mod browse;
 mod commit;
