@@ -483,7 +483,7 @@ fn url_safe(secret: &str) -> bool {
 }
 
 /// Whether `name` is a safe hook or sink name (it appears in URLs, keys and metric labels).
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -117,12 +117,9 @@ impl IngressError {
 /// The configured hook a path names. A name outside `[A-Za-z0-9_-]{1,64}` is refused before the
 /// lookup, so a hostile name never reaches a log line or an answer.
 fn find_hook<'c>(config: &'c Config, name: &str) -> Option<&'c HookConfig> {
-    let plain = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    plain.then(|| config.hooks.get(name)).flatten()
+    crate::config::valid_name(name)
+        .then(|| config.hooks.get(name))
+        .flatten()
 }
 
 /// `POST /hooks/{hook}`.
