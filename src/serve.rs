@@ -200,10 +200,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         controls,
     ));
     let app_state = state.clone();
+    let ui = web::Data::new(crate::ui::Ui::default());
     let max_body = config.server.max_body.as_u64() as usize;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(ui.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .configure(ingress::routes)
             .configure(crate::admin::routes)

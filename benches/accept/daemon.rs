@@ -4,13 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// The key every hook of the benchmark configs is signed with.
-pub const KEY: &str = "bench-signature-key";
-
-/// `x-esriHook-Signature` of `body` with [`KEY`].
-pub fn sign(body: &[u8]) -> String {
-    hookbridge::verify::sign(KEY.as_bytes(), body)
-}
+pub use crate::load::{KEY, sign};
 
 /// Writes a config with a signed portal hook, a signed feature-service hook (`features`), the
 /// admin token "bench-admin-token-0123", `sinks` (TOML tables) and one route sending every event to `to`;

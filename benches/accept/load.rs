@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 /// Event ids acknowledged, with when each request was due.
 pub type Sent = Arc<Mutex<Vec<(String, Instant)>>>;
 
+/// The key every hook of the benchmark configs is signed with.
+pub const KEY: &str = "bench-signature-key";
+
+/// `x-esriHook-Signature` of `body` with [`KEY`].
+pub fn sign(body: &[u8]) -> String {
+    hookbridge::verify::sign(KEY.as_bytes(), body)
+}
+
 /// One request of a load.
 pub struct Request {
     pub body: Vec<u8>,
@@ -290,7 +298,7 @@ pub fn portal(run: u64) -> Bodies {
     Arc::new(move |n| {
         let body = portal_payload(run, n);
         Request {
-            signature: crate::daemon::sign(&body),
+            signature: sign(&body),
             body,
             content_type: "application/json",
         }

@@ -26,8 +26,6 @@ pub struct AppState {
     controls: RwLock<Arc<BTreeMap<String, Arc<SinkControl>>>>,
     /// Deliveries per hook and outcome over the last hour and day.
     pub traffic: traffic::Traffic,
-    /// The status page's sessions and templates.
-    pub ui: crate::ui::Ui,
     accepting: AtomicBool,
 }
 
@@ -45,7 +43,6 @@ impl AppState {
             queue,
             health,
             traffic: traffic::Traffic::default(),
-            ui: crate::ui::Ui::default(),
             accepting: AtomicBool::new(true),
         }
     }

@@ -4,36 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
-use super::commit::Store;
+use super::QueueError;
 use super::rollback::Undo;
-use super::{AcceptOutcome, QueueError};
+use super::store::{Reply, Store};
 use crate::metrics::METRICS;
-
-/// A request applied to the tree, answered once its group is durable.
-pub(super) enum Reply {
-    Accept(
-        oneshot::Sender<Result<AcceptOutcome, QueueError>>,
-        AcceptOutcome,
-    ),
-    Replay(oneshot::Sender<Result<usize, QueueError>>, usize),
-}
-
-impl Reply {
-    /// Refuses the request with `e`.
-    pub fn refuse(self, e: &QueueError) {
-        let err = QueueError::Commit(e.to_string());
-        match self {
-            Reply::Accept(tx, _) => {
-                let _ = tx.send(Err(err));
-            }
-            Reply::Replay(tx, _) => {
-                let _ = tx.send(Err(err));
-            }
-        }
-    }
-}
 
 /// Groups applied to the tree and waiting for the fsync that makes them durable.
 #[derive(Default)]

@@ -38,6 +38,7 @@ pub mod space;
 mod space_tests;
 mod stage;
 mod status;
+mod store;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -174,7 +175,7 @@ pub struct Queue {
     committer: std::sync::Mutex<Option<JoinHandle<()>>>,
     wake: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
     /// The store as the committer sees it (fault plan included, for tests).
-    store: Arc<commit::Store>,
+    store: Arc<store::Store>,
     dir: std::path::PathBuf,
     min_free: u64,
     counted: tokio::sync::watch::Sender<bool>,
@@ -243,7 +244,7 @@ impl Queue {
             tx: std::sync::Mutex::new(Some(tx)),
             committer: std::sync::Mutex::new(None),
             wake: std::sync::Mutex::new(HashMap::new()),
-            store: Arc::new(commit::Store {
+            store: Arc::new(store::Store {
                 db: db.clone(),
                 tree: tree.clone(),
                 queue: weak.clone(),

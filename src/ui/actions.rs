@@ -11,7 +11,7 @@ use serde_json::json;
 use super::pages::{read, unavailable};
 use super::session::{self, Session};
 use super::view::{self, Message};
-use super::{count_failure, enabled, see_other, session_of};
+use super::{Ui, count_failure, enabled, see_other, session_of};
 use crate::ingress::AppState;
 
 /// The sign-in form.
@@ -37,11 +37,11 @@ pub struct DeadAction {
     confirmed: Option<String>,
 }
 
-fn signin_page(state: &AppState, status: StatusCode, error: Option<&str>) -> HttpResponse {
+fn signin_page(ui: &Ui, status: StatusCode, error: Option<&str>) -> HttpResponse {
     let ctx = json!({
         "csrf": "", "nav": "", "title": "Sign in", "refresh": 0, "error": error,
     });
-    state.ui.page(status, "signin.html", &ctx)
+    ui.page(status, "signin.html", &ctx)
 }
 
 fn secure(state: &AppState) -> bool {
@@ -49,19 +49,24 @@ fn secure(state: &AppState) -> bool {
 }
 
 /// `GET /ui/signin`.
-pub async fn signin_form(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn signin_form(
+    state: web::Data<AppState>,
+    ui: web::Data<Ui>,
+    req: HttpRequest,
+) -> HttpResponse {
     if !enabled(&state) {
         return HttpResponse::NotFound().finish();
     }
-    if session_of(&req, &state).is_some() {
+    if session_of(&req, &state, &ui).is_some() {
         return see_other("/ui");
     }
-    signin_page(&state, StatusCode::OK, None)
+    signin_page(&ui, StatusCode::OK, None)
 }
 
 /// `POST /ui/signin`: a session for the right token; the form again, later, for a wrong one.
 pub async fn signin(
     state: web::Data<AppState>,
+    ui: web::Data<Ui>,
     req: HttpRequest,
     form: web::Form<SignIn>,
 ) -> HttpResponse {
@@ -74,7 +79,7 @@ pub async fn signin(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     if !form.token.is_empty() && crate::admin::token_matches(&form.token, token) {
-        let id = state.ui.sessions.open(token.expose());
+        let id = ui.sessions.open(token.expose());
         tracing::info!(%peer, "status page: signed in");
         return HttpResponse::SeeOther()
             .insert_header((actix_web::http::header::LOCATION, "/ui"))
@@ -83,37 +88,38 @@ pub async fn signin(
     }
     count_failure();
     tracing::warn!(%peer, "status page: sign-in refused, the token does not match server.admin_token");
-    state.ui.sessions.after_failure().await;
+    ui.sessions.after_failure().await;
     signin_page(
-        &state,
+        &ui,
         StatusCode::UNAUTHORIZED,
         Some("That is not the admin token. Try again."),
     )
 }
 
 /// The answer to a form whose CSRF token is missing or wrong.
-fn forged(state: &AppState, session: &Session) -> HttpResponse {
+fn forged(ui: &Ui, session: &Session) -> HttpResponse {
     tracing::warn!("status page: a form without its session's CSRF token was refused");
     let ctx = Message::new(
         session,
         "Refused",
         "The form did not carry this session's security token. Reload the page and try again.",
     );
-    state.ui.page(StatusCode::FORBIDDEN, "error.html", &ctx)
+    ui.page(StatusCode::FORBIDDEN, "error.html", &ctx)
 }
 
 /// `POST /ui/signout`.
 pub async fn signout(
     state: web::Data<AppState>,
+    ui: web::Data<Ui>,
     req: HttpRequest,
     session: web::ReqData<Session>,
     form: web::Form<Csrf>,
 ) -> HttpResponse {
     if !session.csrf_matches(form.csrf.as_deref()) {
-        return forged(&state, &session);
+        return forged(&ui, &session);
     }
-    if let Some((id, _)) = session_of(&req, &state) {
-        state.ui.sessions.close(&id);
+    if let Some((id, _)) = session_of(&req, &state, &ui) {
+        ui.sessions.close(&id);
     }
     tracing::info!("status page: signed out");
     HttpResponse::SeeOther()
@@ -129,17 +135,18 @@ fn nonempty(v: &Option<String>) -> Option<String> {
 /// `POST /ui/dead/{replay|purge}`: confirm, then replay or purge the dead letters chosen.
 pub async fn dead(
     state: web::Data<AppState>,
+    ui: web::Data<Ui>,
     session: web::ReqData<Session>,
     action: web::Path<String>,
     form: web::Form<DeadAction>,
 ) -> HttpResponse {
     if !session.csrf_matches(form.csrf.as_deref()) {
-        return forged(&state, &session);
+        return forged(&ui, &session);
     }
     let action = action.into_inner();
     if action != "replay" && action != "purge" {
         let ctx = Message::new(&session, "Not found", "There is no such action.");
-        return state.ui.page(StatusCode::NOT_FOUND, "error.html", &ctx);
+        return ui.page(StatusCode::NOT_FOUND, "error.html", &ctx);
     }
     let (sink, id) = (nonempty(&form.sink), nonempty(&form.id));
     let back = view::link("/ui/dead", &[("sink", sink.as_deref())]);
@@ -148,7 +155,7 @@ pub async fn dead(
         let (s, i) = (sink.clone(), id.clone());
         let count = match read(move || queue.dead_letters(s.as_deref(), i.as_deref())).await {
             Ok(letters) => letters.len(),
-            Err(e) => return unavailable(&state, &session, &e),
+            Err(e) => return unavailable(&ui, &session, &e),
         };
         let mut ctx = view::frame(&session, "dead", "Confirm");
         ctx.insert("action".into(), json!(action));
@@ -156,7 +163,7 @@ pub async fn dead(
         ctx.insert("id".into(), json!(id));
         ctx.insert("count".into(), json!(count));
         ctx.insert("back".into(), json!(back));
-        return state.ui.page(StatusCode::OK, "confirm.html", &ctx);
+        return ui.page(StatusCode::OK, "confirm.html", &ctx);
     }
     let result = if action == "replay" {
         state
@@ -187,19 +194,20 @@ pub async fn dead(
                 ],
             ))
         }
-        Err(e) => unavailable(&state, &session, &e),
+        Err(e) => unavailable(&ui, &session, &e),
     }
 }
 
 /// `POST /ui/sinks/{name}/{pause|resume}`.
 pub async fn sink(
     state: web::Data<AppState>,
+    ui: web::Data<Ui>,
     session: web::ReqData<Session>,
     path: web::Path<(String, String)>,
     form: web::Form<Csrf>,
 ) -> HttpResponse {
     if !session.csrf_matches(form.csrf.as_deref()) {
-        return forged(&state, &session);
+        return forged(&ui, &session);
     }
     let (name, action) = path.into_inner();
     let paused = match action.as_str() {
@@ -207,13 +215,13 @@ pub async fn sink(
         "resume" => false,
         _ => {
             let ctx = Message::new(&session, "Not found", "There is no such action.");
-            return state.ui.page(StatusCode::NOT_FOUND, "error.html", &ctx);
+            return ui.page(StatusCode::NOT_FOUND, "error.html", &ctx);
         }
     };
     if crate::admin::set_paused(&state, &name, paused, "status page") {
         see_other("/ui")
     } else {
         let ctx = Message::new(&session, "Unknown sink", "No running sink has this name.");
-        state.ui.page(StatusCode::NOT_FOUND, "error.html", &ctx)
+        ui.page(StatusCode::NOT_FOUND, "error.html", &ctx)
     }
 }

@@ -154,9 +154,9 @@ async fn root(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn not_found(state: web::Data<AppState>, session: web::ReqData<Session>) -> HttpResponse {
+async fn not_found(ui: web::Data<Ui>, session: web::ReqData<Session>) -> HttpResponse {
     let ctx = view::Message::new(&session, "Not found", "There is no such page.");
-    state.ui.page(StatusCode::NOT_FOUND, "error.html", &ctx)
+    ui.page(StatusCode::NOT_FOUND, "error.html", &ctx)
 }
 
 async fn asset(state: web::Data<AppState>, file: web::Path<String>) -> HttpResponse {
@@ -180,11 +180,11 @@ fn see_other(to: &str) -> HttpResponse {
 }
 
 /// The session a request's cookie names, if it is live for the current admin token.
-fn session_of(req: &HttpRequest, state: &AppState) -> Option<(String, Session)> {
+fn session_of(req: &HttpRequest, state: &AppState, ui: &Ui) -> Option<(String, Session)> {
     let config = state.config();
     let token = config.server.admin_token.as_ref()?;
     let id = req.cookie(COOKIE)?.value().to_string();
-    let session = state.ui.sessions.get(&id, token.expose())?;
+    let session = ui.sessions.get(&id, token.expose())?;
     Some((id, session))
 }
 
@@ -194,10 +194,16 @@ async fn require_session(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let refusal = match req.app_data::<web::Data<AppState>>() {
-        None => Some(HttpResponse::InternalServerError().body("the status page is not wired")),
-        Some(state) if !enabled(state) => Some(HttpResponse::NotFound().finish()),
-        Some(state) => match session_of(req.request(), state) {
+    let wired = (
+        req.app_data::<web::Data<AppState>>(),
+        req.app_data::<web::Data<Ui>>(),
+    );
+    let refusal = match wired {
+        (None, _) | (_, None) => {
+            Some(HttpResponse::InternalServerError().body("the status page is not wired"))
+        }
+        (Some(state), _) if !enabled(state) => Some(HttpResponse::NotFound().finish()),
+        (Some(state), Some(ui)) => match session_of(req.request(), state, ui) {
             Some((_, session)) => {
                 req.extensions_mut().insert(session);
                 None

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Ui;
 use super::session::Session;
 use super::view::{self, Message};
 use crate::clock::now_ms;
@@ -37,16 +38,14 @@ where
 }
 
 /// The page shown when the queue cannot be read.
-pub(super) fn unavailable(state: &AppState, session: &Session, error: &str) -> HttpResponse {
+pub(super) fn unavailable(ui: &Ui, session: &Session, error: &str) -> HttpResponse {
     tracing::warn!(error, "status page: the queue could not be read");
     let ctx = Message::new(
         session,
         "Queue unavailable",
         &format!("The queue could not be read: {error}"),
     );
-    state
-        .ui
-        .page(StatusCode::SERVICE_UNAVAILABLE, "error.html", &ctx)
+    ui.page(StatusCode::SERVICE_UNAVAILABLE, "error.html", &ctx)
 }
 
 fn sink_names(state: &AppState) -> Vec<String> {
@@ -54,7 +53,11 @@ fn sink_names(state: &AppState) -> Vec<String> {
 }
 
 /// `GET /ui`: deliveries per hook, each sink's state, the queue's disk.
-pub async fn overview(state: web::Data<AppState>, session: web::ReqData<Session>) -> HttpResponse {
+pub async fn overview(
+    state: web::Data<AppState>,
+    ui: web::Data<Ui>,
+    session: web::ReqData<Session>,
+) -> HttpResponse {
     let config = state.config();
     let names = sink_names(&state);
     let queue = state.queue.clone();
@@ -70,7 +73,7 @@ pub async fn overview(state: web::Data<AppState>, session: web::ReqData<Session>
     .await;
     let (stats, oldest, (free, min_free)) = match read {
         Ok(r) => r,
-        Err(e) => return unavailable(&state, &session, &e),
+        Err(e) => return unavailable(&ui, &session, &e),
     };
     let now = now_ms();
     let running: BTreeMap<String, crate::admin::SinkState> = crate::admin::sink_states(&state)
@@ -134,7 +137,7 @@ pub async fn overview(state: web::Data<AppState>, session: web::ReqData<Session>
             "low": free.is_some_and(|f| f < min_free),
         }),
     );
-    state.ui.page(StatusCode::OK, "overview.html", &ctx)
+    ui.page(StatusCode::OK, "overview.html", &ctx)
 }
 
 /// The events page's filters, as the form sends them (empty means any).
@@ -157,6 +160,7 @@ fn set(v: &Option<String>) -> Option<String> {
 /// `GET /ui/events`: the most recent events, newest first, filtered.
 pub async fn events(
     state: web::Data<AppState>,
+    ui: web::Data<Ui>,
     session: web::ReqData<Session>,
     filter: web::Query<EventsFilter>,
 ) -> HttpResponse {
@@ -175,7 +179,7 @@ pub async fn events(
     let q = query.clone();
     let page = match read(move || queue.recent(&q, &names)).await {
         Ok(p) => p,
-        Err(e) => return unavailable(&state, &session, &e),
+        Err(e) => return unavailable(&ui, &session, &e),
     };
     let now = now_ms();
     let rows: Vec<Value> = page
@@ -210,12 +214,13 @@ pub async fn events(
     ctx.insert("scanned".into(), json!(page.scanned));
     ctx.insert("truncated".into(), json!(page.truncated));
     ctx.insert("limit".into(), json!(EVENTS_SHOWN));
-    state.ui.page(StatusCode::OK, "events.html", &ctx)
+    ui.page(StatusCode::OK, "events.html", &ctx)
 }
 
 /// `GET /ui/events/{id}`: one event's fields, payload, routes and attempt history.
 pub async fn event(
     state: web::Data<AppState>,
+    ui: web::Data<Ui>,
     session: web::ReqData<Session>,
     id: web::Path<String>,
 ) -> HttpResponse {
@@ -241,9 +246,9 @@ pub async fn event(
                 "Unknown event",
                 "No event with this id was accepted within the dedup window.",
             );
-            return state.ui.page(StatusCode::NOT_FOUND, "error.html", &ctx);
+            return ui.page(StatusCode::NOT_FOUND, "error.html", &ctx);
         }
-        Err(e) => return unavailable(&state, &session, &e),
+        Err(e) => return unavailable(&ui, &session, &e),
     };
     let now = now_ms();
     let mut ctx = view::frame(&session, "events", "Event");
@@ -296,7 +301,7 @@ pub async fn event(
         })
         .collect();
     ctx.insert("attempts".into(), json!(attempts));
-    state.ui.page(StatusCode::OK, "event.html", &ctx)
+    ui.page(StatusCode::OK, "event.html", &ctx)
 }
 
 /// The dead letters page's query: which sink, and the result of the last action.
@@ -310,6 +315,7 @@ pub struct DeadFilter {
 /// `GET /ui/dead`: dead letters by sink, with replay and purge.
 pub async fn dead(
     state: web::Data<AppState>,
+    ui: web::Data<Ui>,
     session: web::ReqData<Session>,
     filter: web::Query<DeadFilter>,
 ) -> HttpResponse {
@@ -325,7 +331,7 @@ pub async fn dead(
     .await;
     let (stats, letters) = match read {
         Ok(r) => r,
-        Err(e) => return unavailable(&state, &session, &e),
+        Err(e) => return unavailable(&ui, &session, &e),
     };
     let tabs: Vec<Value> = stats
         .sinks
@@ -366,5 +372,5 @@ pub async fn dead(
     ctx.insert("total".into(), json!(letters.len()));
     ctx.insert("shown".into(), json!(letters.len().min(DEAD_SHOWN)));
     ctx.insert("done".into(), json!(done));
-    state.ui.page(StatusCode::OK, "dead.html", &ctx)
+    ui.page(StatusCode::OK, "dead.html", &ctx)
 }

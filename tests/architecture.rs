@@ -1,0 +1,155 @@
+//! The house: imports between the library's top-level modules run one way (no cycle), as
+//! docs/architecture.md lays them out. Read from the shipped code's own `crate::` paths (unit
+//! test modules may reach further).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a source file belongs to (`src/queue/commit.rs` → `queue`).
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).ok()?;
+    let first = rel.components().next()?.as_os_str().to_str()?;
+    let name = first.trim_end_matches(".rs");
+    (!matches!(name, "lib" | "main")).then(|| name.to_string())
+}
+
+/// The modules a file names through `crate::NAME`, test code included.
+fn imports(text: &str) -> BTreeSet<String> {
+    text.match_indices("crate::")
+        .filter_map(|(i, _)| {
+            let rest = &text[i + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// A cycle in `graph`, if there is one, as the list of modules around it.
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut ring = path[at..].to_vec();
+            ring.push(node.to_string());
+            return Some(ring);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(ring) = visit(next, graph, path, done) {
+                return Some(ring);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn module_imports_run_one_way() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let Some(module) = module_of(&src, file) else {
+            continue;
+        };
+        let edges = graph.entry(module.clone()).or_default();
+        // Unit tests may build whatever they test with; only the shipped code counts.
+        if file
+            .file_stem()
+            .is_some_and(|s| s.to_string_lossy().ends_with("tests"))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("read source");
+        let shipped = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or_default();
+        edges.extend(imports(shipped).into_iter().filter(|m| *m != module));
+    }
+    assert!(
+        graph.len() > 20,
+        "too few modules found: {:?}",
+        graph.keys()
+    );
+    let known: BTreeSet<&String> = graph.keys().collect();
+    for (m, edges) in &graph {
+        for e in edges {
+            assert!(
+                known.contains(e),
+                "{m} imports crate::{e}, which is not a module"
+            );
+        }
+    }
+    if let Some(ring) = cycle(&graph) {
+        panic!(
+            "the modules import each other in a ring: {}; see docs/architecture.md",
+            ring.join(" -> ")
+        );
+    }
+    // The direction the data flows: these may never import what comes before them.
+    for (low, high) in [
+        ("event", "arcgis"),
+        ("arcgis", "verify"),
+        ("queue", "ingress"),
+        ("sinks", "queue"),
+        ("sinks", "dispatch"),
+        ("dispatch", "ingress"),
+        ("route", "config"),
+        ("render", "config"),
+        ("ingress", "admin"),
+        ("ingress", "ui"),
+    ] {
+        assert!(
+            !graph.get(low).is_some_and(|e| e.contains(high)),
+            "{low} imports {high}, against the data flow"
+        );
+    }
+}
+
+#[test]
+fn a_ring_is_found() {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    g.entry("a".into()).or_default().insert("b".into());
+    g.entry("b".into()).or_default().insert("c".into());
+    g.entry("c".into()).or_default().insert("a".into());
+    assert_eq!(cycle(&g).map(|r| r.len()), Some(4));
+    g.entry("c".into()).or_default().remove("a");
+    assert_eq!(cycle(&g), None);
+    assert_eq!(
+        imports("use crate::queue::{A}; crate::clock::now_ms(); cratex::y"),
+        BTreeSet::from(["clock".to_string(), "queue".to_string()])
+    );
+}
