@@ -262,7 +262,7 @@ fn context_of(event: &Event, payload: Option<&str>) -> tera::Context {
 }
 
 /// Tera's error with its causes, which hold the useful part (line, variable name).
-fn error_chain(e: &tera::Error) -> String {
+pub(crate) fn error_chain(e: &tera::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

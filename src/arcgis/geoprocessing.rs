@@ -97,17 +97,14 @@ fn published(hook: &str, at: At<'_>, o: &Map<String, Value>) -> Result<Vec<Event
         {
             props.insert(k.clone(), v.clone());
         }
-        let entry_text = entry.to_string();
-        let key = DedupKey::from_parts(&[
-            KIND,
+        let key = job_key(
             hook,
             &service,
             &job_id,
             &status,
-            &when.map(|w| w.to_string()).unwrap_or_default(),
-            &props_text,
-            &entry_text,
-        ]);
+            when,
+            &[&props_text, &entry.to_string()],
+        );
         out.push(job_event(
             hook,
             key,
@@ -144,18 +141,27 @@ fn older(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
         properties.remove(*n);
     }
     // The whole rest of the payload tells a new state (new messages, results, time) from a retry.
-    let key = DedupKey::from_parts(&[
-        KIND,
-        hook,
-        &service,
-        &job_id,
-        &status,
-        &when.map(|w| w.to_string()).unwrap_or_default(),
-        &Value::Object(properties.clone()).to_string(),
-    ]);
+    let rest = Value::Object(properties.clone()).to_string();
+    let key = job_key(hook, &service, &job_id, &status, when, &[&rest]);
     Ok(vec![job_event(
         hook, key, &job_id, status, webhook, when, properties,
     )])
+}
+
+/// A job notification's dedup key: the job, its state and time, and `state` (everything else
+/// the payload says about it), so that a new state is never mistaken for a retry.
+fn job_key(
+    hook: &str,
+    service: &str,
+    job_id: &str,
+    status: &str,
+    when: Option<i64>,
+    state: &[&str],
+) -> DedupKey {
+    let when = when.map(|w| w.to_string()).unwrap_or_default();
+    let mut parts = vec![KIND, hook, service, job_id, status, &when];
+    parts.extend_from_slice(state);
+    DedupKey::from_parts(&parts)
 }
 
 /// `folderName/serviceName/taskName`, as far as the payload names them.

@@ -53,7 +53,7 @@ impl Default for Ui {
             .add_raw_templates(TEMPLATES)
             .map(|()| tera)
             .map_err(|e| {
-                let message = error_chain(&e);
+                let message = crate::render::error_chain(&e);
                 tracing::error!(error = %message, "the status page templates do not compile");
                 message
             });
@@ -64,23 +64,14 @@ impl Default for Ui {
     }
 }
 
-fn error_chain(e: &tera::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
-
 impl Ui {
     /// Renders a page; a template that fails is a 500 with the reason logged, never shown.
     fn page(&self, status: StatusCode, name: &str, context: &impl Serialize) -> HttpResponse {
         let rendered = self.templates.as_ref().map_err(Clone::clone).and_then(|t| {
-            let ctx = tera::Context::from_serialize(context).map_err(|e| error_chain(&e))?;
-            t.render(name, &ctx).map_err(|e| error_chain(&e))
+            let ctx = tera::Context::from_serialize(context)
+                .map_err(|e| crate::render::error_chain(&e))?;
+            t.render(name, &ctx)
+                .map_err(|e| crate::render::error_chain(&e))
         });
         match rendered {
             Ok(html) => HttpResponse::build(status)
