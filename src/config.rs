@@ -20,7 +20,7 @@ use crate::arcgis::json::RedactPath;
 use crate::enrich::{ConnectionConfig, SinkEnrich};
 use crate::render::Renderer;
 use crate::route::{RouteConfig, RouteTable};
-use crate::sinks::SinkConfig;
+use crate::sinks::{Check, SinkConfig};
 
 /// Why a config could not be loaded: every problem found, in file order where possible.
 #[derive(Debug, thiserror::Error)]
@@ -382,6 +382,7 @@ impl Config {
         let mut enrich = BTreeMap::new();
         let mut sinks = BTreeMap::new();
         let raw_sinks_empty = raw.sinks.is_empty();
+        let samples = crate::arcgis::samples::events();
         for (name, mut table) in raw.sinks {
             let key = format!("sinks.{name}");
             match SinkEnrich::take_from(&mut table, &key) {
@@ -403,7 +404,12 @@ impl Config {
             }
             match SinkConfig::from_table(&name, table, base, &raw.defaults.retry) {
                 Ok((config, retry)) => {
-                    config.register_templates(&name, &mut renderer, &mut problems);
+                    config.check(&mut Check {
+                        name: &name,
+                        renderer: &mut renderer,
+                        problems: &mut problems,
+                        samples: &samples,
+                    });
                     if retry.attempts == 0 {
                         problems.push(Problem::new(
                             format!("{key}.retry.attempts"),

@@ -94,14 +94,7 @@ impl<'c> Built<'c> {
                     name: name.clone(),
                     source,
                 })?;
-            match sink {
-                Some(sink) => sinks.push((name, entry.retry, sink)),
-                None => tracing::warn!(
-                    sink = %name,
-                    r#type = entry.config.type_name(),
-                    "this sink type cannot send in this build; its deliveries wait in the queue"
-                ),
-            }
+            sinks.push((name, entry.retry, sink));
         }
         Ok(Built { sinks })
     }

@@ -519,13 +519,10 @@ fn library_sink(toml_text: &str) -> std::sync::Arc<dyn Sink> {
         SinkConfig::from_table("lib", table, std::path::Path::new("."), &Default::default())
             .unwrap();
     let mut renderer = Renderer::new("templates".into());
-    let mut problems = vec![];
-    config.register_templates("lib", &mut renderer, &mut problems);
-    assert!(problems.is_empty(), "{problems:?}");
     config
-        .build("lib", &renderer)
-        .unwrap()
-        .expect("a rabbitmq sink")
+        .compile("lib", &mut renderer, &hookbridge::arcgis::samples::events())
+        .unwrap();
+    config.build("lib", &renderer).unwrap()
 }
 
 fn job(seq: u64) -> Job {

@@ -6,6 +6,7 @@ mod feature;
 mod geoprocessing;
 pub mod json;
 mod portal;
+pub mod samples;
 mod survey123;
 
 use std::sync::Arc;

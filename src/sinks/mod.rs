@@ -1,19 +1,32 @@
-//! Where events go: the `Sink` trait, and the registry of sink types (one file each).
+//! Where events go: the `Sink` trait, and the registry of sink types. Each type is one folder
+//! of one shape: `config.rs` (its settings and their check, preview and build), `encode.rs`
+//! (a delivery to the wire form), `send.rs` (the running sink), `errors.rs` (every failure
+//! classified in one place); it is declared by implementing [`SinkType`] and listed in [`KINDS`].
 
-pub mod email;
-pub mod file;
-pub mod kafka;
-pub mod rabbitmq;
+mod email;
+mod file;
+mod kafka;
+mod message;
+mod rabbitmq;
+mod registry;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::event::Event;
-use crate::problem::{Problem, table_into};
-use crate::render::{RenderError, Renderer};
-use crate::retry::RetryConfig;
+
+pub use message::event_headers;
+pub(crate) use message::{body_for_display, check_payload_template, payload_template_name};
+pub use registry::{Check, SinkConfig, SinkKind, SinkType};
+
+/// Every sink type hookbridge knows: adding one is a folder and a line here.
+const KINDS: [SinkKind; 4] = [
+    SinkKind::of::<file::FileConfig>(),
+    SinkKind::of::<kafka::KafkaConfig>(),
+    SinkKind::of::<rabbitmq::RabbitMqConfig>(),
+    SinkKind::of::<email::EmailConfig>(),
+];
 
 /// One event due at one sink, as the dispatcher hands it over.
 #[derive(Debug, Clone)]
@@ -50,7 +63,7 @@ pub enum SinkError {
     Config(String),
 }
 
-/// A destination for events. Implementations live one per file in this module.
+/// A destination for events: one per configured sink, built by its [`SinkType`].
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// Connects (or checks the destination) once at start; `/readyz` waits for this.
@@ -75,181 +88,4 @@ pub trait Sink: Send + Sync {
     fn max_in_flight(&self) -> usize {
         1
     }
-}
-
-/// A sink's type-specific settings.
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
-    /// JSON lines in a local file.
-    File(file::FileConfig),
-    /// Apache Kafka through rdkafka.
-    Kafka(kafka::KafkaConfig),
-    /// RabbitMQ through lapin.
-    RabbitMq(rabbitmq::RabbitMqConfig),
-    /// Templated mail through lettre.
-    Email(email::EmailConfig),
-}
-
-/// The `type` values, for error messages.
-const TYPES: &str = "file, kafka, rabbitmq, email";
-
-impl SinkConfig {
-    /// Parses `[sinks.NAME]`: its `type`, its optional `retry`, and the type's own keys.
-    pub fn from_table(
-        name: &str,
-        mut table: toml::Table,
-        base: &Path,
-        defaults: &RetryConfig,
-    ) -> Result<(SinkConfig, RetryConfig), Vec<Problem>> {
-        let key = format!("sinks.{name}");
-        let retry = match table.remove("retry") {
-            Some(toml::Value::Table(t)) => table_into::<RetryConfig>(t, &format!("{key}.retry"))?,
-            Some(_) => {
-                return Err(vec![Problem::new(
-                    format!("{key}.retry"),
-                    "expected a table",
-                )]);
-            }
-            None => *defaults,
-        };
-        let kind = match table.remove("type") {
-            Some(toml::Value::String(s)) => s,
-            Some(_) => {
-                return Err(vec![Problem::new(
-                    format!("{key}.type"),
-                    "expected a string",
-                )]);
-            }
-            None => {
-                return Err(vec![Problem::new(
-                    format!("{key}.type"),
-                    format!("missing; expected one of {TYPES}"),
-                )]);
-            }
-        };
-        let config = match kind.as_str() {
-            "file" => {
-                let mut c: file::FileConfig = table_into(table, &key)?;
-                c.path = base.join(&c.path);
-                SinkConfig::File(c)
-            }
-            "kafka" => SinkConfig::Kafka(table_into(table, &key)?),
-            "rabbitmq" => SinkConfig::RabbitMq(table_into(table, &key)?),
-            "email" => SinkConfig::Email(table_into(table, &key)?),
-            other => {
-                return Err(vec![Problem::new(
-                    format!("{key}.type"),
-                    format!("unknown sink type {other:?}; expected one of {TYPES}"),
-                )]);
-            }
-        };
-        Ok((config, retry))
-    }
-
-    /// The `type` name.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkConfig::File(_) => "file",
-            SinkConfig::Kafka(_) => "kafka",
-            SinkConfig::RabbitMq(_) => "rabbitmq",
-            SinkConfig::Email(_) => "email",
-        }
-    }
-
-    /// Compiles the sink's templates into `renderer`, recording problems under `sinks.NAME`.
-    pub fn register_templates(
-        &self,
-        name: &str,
-        renderer: &mut Renderer,
-        problems: &mut Vec<Problem>,
-    ) {
-        match self {
-            SinkConfig::File(c) => c.register_templates(name, renderer, problems),
-            SinkConfig::Kafka(c) => c.register_templates(name, renderer, problems),
-            SinkConfig::RabbitMq(c) => c.register_templates(name, renderer, problems),
-            SinkConfig::Email(c) => c.register_templates(name, renderer, problems),
-        }
-    }
-
-    /// What this sink would send for `event`, for `hookbridge explain`.
-    pub fn preview(
-        &self,
-        name: &str,
-        r: &Renderer,
-        event: &Event,
-        payload: &str,
-    ) -> Result<serde_json::Value, RenderError> {
-        match self {
-            SinkConfig::File(c) => c.preview(name, r, event, payload),
-            SinkConfig::Kafka(c) => c.preview(name, r, event, payload),
-            SinkConfig::RabbitMq(c) => c.preview(name, r, event, payload),
-            SinkConfig::Email(c) => c.preview(name, r, event, payload),
-        }
-    }
-
-    /// Builds the running sink, or `None` for a type whose sending is not available in this build.
-    pub fn build(
-        &self,
-        name: &str,
-        renderer: &Renderer,
-    ) -> Result<Option<Arc<dyn Sink>>, SinkError> {
-        match self {
-            SinkConfig::File(c) => Ok(Some(Arc::new(file::FileSink::new(
-                name,
-                c.clone(),
-                renderer.clone(),
-            )))),
-            SinkConfig::Kafka(c) => c.build(name, renderer),
-            SinkConfig::RabbitMq(c) => c.build(name, renderer),
-            SinkConfig::Email(c) => c.build(name, renderer),
-        }
-    }
-}
-
-/// The headers every broker message carries, so consumers can route and deduplicate.
-pub fn event_headers(event: &Event) -> Vec<(&'static str, String)> {
-    vec![
-        ("event_id", event.event_id.clone()),
-        ("hook", event.hook.clone()),
-        ("kind", event.kind.as_str().to_string()),
-        ("source", event.source.clone()),
-        ("operation", event.operation.clone()),
-    ]
-}
-
-/// A message body for display: JSON when it parses, text otherwise.
-pub(crate) fn body_for_display(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| serde_json::Value::from(String::from_utf8_lossy(body).into_owned()))
-}
-
-/// Registers a sink's `payload_template` when `payload = "template"`.
-pub(crate) fn register_payload_template(
-    name: &str,
-    format: crate::render::PayloadFormat,
-    template: Option<&str>,
-    renderer: &mut Renderer,
-    problems: &mut Vec<Problem>,
-) {
-    use crate::render::PayloadFormat;
-    let key = format!("sinks.{name}.payload_template");
-    match (format, template) {
-        (PayloadFormat::Template, Some(t)) => {
-            renderer.add_inline(&payload_template_name(name), t, &key, problems)
-        }
-        (PayloadFormat::Template, None) => problems.push(Problem::new(
-            key,
-            "payload = \"template\" needs a payload_template",
-        )),
-        (_, Some(_)) => problems.push(Problem::new(
-            key,
-            "set payload = \"template\" to use a payload_template",
-        )),
-        (_, None) => {}
-    }
-}
-
-/// The renderer name of a sink's payload template.
-pub(crate) fn payload_template_name(sink: &str) -> String {
-    format!("sinks.{sink}.payload_template")
 }

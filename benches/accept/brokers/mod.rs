@@ -51,13 +51,12 @@ impl Shape {
             SinkConfig::from_table("bus", table, std::path::Path::new("."), &Default::default())
                 .map_err(|problems| anyhow::anyhow!("the sink's config: {problems:?}"))?;
         let mut renderer = Renderer::new("templates".into());
-        let mut problems = vec![];
-        config.register_templates("bus", &mut renderer, &mut problems);
-        ensure!(problems.is_empty(), "the sink's templates: {problems:?}");
+        config
+            .compile("bus", &mut renderer, &hookbridge::arcgis::samples::events())
+            .map_err(|problems| anyhow::anyhow!("the sink's templates: {problems:?}"))?;
         let sink = config
             .build("bus", &renderer)
-            .map_err(|e| anyhow::anyhow!("build the sink: {e}"))?
-            .context("the config builds no sink")?;
+            .map_err(|e| anyhow::anyhow!("build the sink: {e}"))?;
         Ok(Shape {
             batch: sink.max_batch() as u64,
             depth: sink.max_in_flight().max(1),

@@ -3,6 +3,8 @@
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use crate::sinks::{Outcome, SinkError};
+
 /// librdkafka's complaint about a setting, named by its key under `options`.
 pub(super) fn config_error(e: &KafkaError) -> String {
     match e {
@@ -91,6 +93,38 @@ pub(super) fn classify(e: &KafkaError) -> Failure {
         }
         _ => Failure::Transient,
     }
+}
+
+/// The outcome of each delivery of a batch, from why each failed (`None`: acknowledged). A batch
+/// in which every message met an outage is the sink's failure, not the messages': no attempt
+/// is spent.
+pub(super) fn outcomes(
+    failures: Vec<Option<(Failure, String)>>,
+    brokers: &str,
+) -> Result<Vec<Outcome>, SinkError> {
+    if !failures.is_empty()
+        && failures
+            .iter()
+            .all(|f| matches!(f, Some((Failure::Outage, _))))
+    {
+        let reason = failures
+            .iter()
+            .flatten()
+            .map(|(_, r)| r.as_str())
+            .next()
+            .unwrap_or_default();
+        return Err(SinkError::Unavailable(format!(
+            "kafka brokers {brokers} unavailable: {reason}"
+        )));
+    }
+    Ok(failures
+        .into_iter()
+        .map(|f| match f {
+            None => Outcome::Delivered,
+            Some((Failure::Permanent, reason)) => Outcome::Reject(reason),
+            Some((_, reason)) => Outcome::Retry(reason),
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,12 +1,11 @@
-//! From delivery to AMQP message, and from the broker's confirm back to an outcome.
+//! From delivery to AMQP message: routing key, body and properties.
 
 use lapin::BasicProperties;
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use crate::event::Event;
-use crate::render::{PayloadFormat, Renderer};
-use crate::sinks::{Delivery, Outcome, event_headers, payload_template_name};
+use crate::render::{PayloadFormat, RenderError, Renderer};
+use crate::sinks::{event_headers, payload_template_name};
 
 /// AMQP carries a routing key as a short string: at most 255 bytes.
 const MAX_ROUTING_KEY: usize = 255;
@@ -40,23 +39,27 @@ impl Encoder {
         }
     }
 
-    /// The routing key, body and properties for one delivery, or why it cannot be sent.
-    pub fn message(&self, d: &Delivery) -> Result<Message, String> {
-        let routing_key = self
-            .renderer
-            .render_event(&self.routing_key, &d.event, &d.payload)
-            .map_err(|e| e.to_string())?;
-        if routing_key.len() > MAX_ROUTING_KEY {
+    /// The routing key, body and properties for one event, or why it cannot be sent.
+    pub fn message(&self, event: &Event, payload: &str) -> Result<Message, String> {
+        let message = self.render(event, payload).map_err(|e| e.to_string())?;
+        if message.routing_key.len() > MAX_ROUTING_KEY {
             return Err(format!(
                 "routing key is {} bytes; AMQP allows at most {MAX_ROUTING_KEY}",
-                routing_key.len()
+                message.routing_key.len()
             ));
         }
+        Ok(message)
+    }
+
+    /// The message as the templates render it (what `explain` shows), before AMQP's limits.
+    pub fn render(&self, event: &Event, payload: &str) -> Result<Message, RenderError> {
+        let routing_key = self
+            .renderer
+            .render_event(&self.routing_key, event, payload)?;
         let body = self
             .renderer
-            .encode(self.payload, &self.payload_template, &d.event, &d.payload)
-            .map_err(|e| e.to_string())?;
-        let properties = message_properties(&d.event, self.payload, &body);
+            .encode(self.payload, &self.payload_template, event, payload)?;
+        let properties = message_properties(event, self.payload, &body);
         Ok(Message {
             routing_key,
             body,
@@ -65,50 +68,8 @@ impl Encoder {
     }
 }
 
-/// What the broker's answer to one publish means for the delivery.
-pub(super) fn confirmation_outcome(confirmation: Confirmation) -> Outcome {
-    match confirmation {
-        Confirmation::Ack(None) => Outcome::Delivered,
-        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-            Outcome::Reject(returned_reason(
-                returned.reply_code,
-                returned.reply_text.as_str(),
-                returned.delivery.exchange.as_str(),
-                returned.delivery.routing_key.as_str(),
-            ))
-        }
-        Confirmation::Nack(None) => Outcome::Retry("the broker refused the message (nack)".into()),
-        Confirmation::NotRequested => {
-            Outcome::Retry("the channel is not in confirm mode; not counted as sent".into())
-        }
-    }
-}
-
-/// The `hookbridge_sink_errors_total` kind of a confirm that is not a plain ack.
-pub(super) fn confirmation_error_kind(confirmation: &Confirmation) -> Option<&'static str> {
-    match confirmation {
-        Confirmation::Ack(None) => None,
-        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => Some("unroutable"),
-        Confirmation::Nack(None) => Some("nack"),
-        Confirmation::NotRequested => Some("unconfirmed"),
-    }
-}
-
-/// The dead-letter reason for a message the broker returned as unroutable.
-fn returned_reason(code: u16, text: &str, exchange: &str, routing_key: &str) -> String {
-    let exchange = if exchange.is_empty() {
-        "(default)"
-    } else {
-        exchange
-    };
-    format!(
-        "unroutable: the broker returned it with {code} {text} \
-         (exchange {exchange}, routing key {routing_key:?})"
-    )
-}
-
 /// Persistent delivery, content type, message id = event id, timestamp and the event headers.
-pub fn message_properties(event: &Event, format: PayloadFormat, body: &[u8]) -> BasicProperties {
+fn message_properties(event: &Event, format: PayloadFormat, body: &[u8]) -> BasicProperties {
     let content_type = match format {
         PayloadFormat::Event | PayloadFormat::Raw => "application/json",
         PayloadFormat::Template
@@ -141,8 +102,6 @@ pub fn message_properties(event: &Event, format: PayloadFormat, body: &[u8]) -> 
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::sinks::rabbitmq::RabbitMqConfig;
 
@@ -166,8 +125,7 @@ pub(super) mod tests {
     /// A renderer holding `config`'s templates as sink `audit`.
     pub(in crate::sinks::rabbitmq) fn renderer(config: &RabbitMqConfig) -> Renderer {
         let mut r = Renderer::new("templates".into());
-        let mut problems = vec![];
-        config.register_templates("audit", &mut r, &mut problems);
+        let problems = crate::sinks::registry::check_problems("audit", config, &mut r);
         assert!(problems.is_empty(), "{problems:?}");
         r
     }
@@ -216,44 +174,19 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn confirmations_map_to_outcomes() {
-        assert_eq!(
-            confirmation_outcome(Confirmation::Ack(None)),
-            Outcome::Delivered
-        );
-        assert!(matches!(
-            confirmation_outcome(Confirmation::Nack(None)),
-            Outcome::Retry(_)
-        ));
-        assert!(matches!(
-            confirmation_outcome(Confirmation::NotRequested),
-            Outcome::Retry(_)
-        ));
-        let reason = returned_reason(312, "NO_ROUTE", "", "item.delete");
-        assert!(reason.contains("312 NO_ROUTE"), "{reason}");
-        assert!(reason.contains("(default)"), "{reason}");
-    }
-
-    #[test]
     fn messages_render_or_explain_why_not() {
         let s = encoder("{{ source }}.{{ operation }}");
-        let d = Delivery {
-            seq: 1,
-            attempts: 0,
-            event: event(),
-            payload: Arc::from("{}"),
-        };
-        let m = s.message(&d).unwrap();
+        let m = s.message(&event(), "{}").unwrap();
         assert_eq!(m.routing_key, "item.delete");
         let body: Event = serde_json::from_slice(&m.body).unwrap();
         assert_eq!(body, event());
 
         let missing = encoder("{{ user }}");
-        let err = missing.message(&d).err().unwrap();
+        let err = missing.message(&event(), "{}").err().unwrap();
         assert!(err.contains("sinks.audit.routing_key"), "{err}");
 
         let long = encoder(&"x".repeat(300));
-        let err = long.message(&d).err().unwrap();
+        let err = long.message(&event(), "{}").err().unwrap();
         assert!(err.contains("at most 255"), "{err}");
     }
 }

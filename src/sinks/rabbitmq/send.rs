@@ -13,9 +13,9 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::RabbitMqConfig;
-use super::encoder::{Encoder, Message, confirmation_error_kind, confirmation_outcome};
+use super::encode::{Encoder, Message};
+use super::errors::{batch_outcomes, confirmation_error_kind, confirmation_outcome, redacted};
 use crate::metrics::METRICS;
-use crate::render::Renderer;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
 /// How long opening the connection and channel, and declaring the exchange, may take.
@@ -51,7 +51,7 @@ fn close_in_background(connection: Connection) {
 }
 
 /// Publishes each delivery as a persistent message and counts it done only on the broker's ack.
-pub struct RabbitMqSink {
+pub(super) struct RabbitMqSink {
     name: String,
     config: RabbitMqConfig,
     encoder: Encoder,
@@ -64,10 +64,10 @@ pub struct RabbitMqSink {
 
 impl RabbitMqSink {
     /// A sink for `config`; the connection is opened on `connect` or the first `send`.
-    pub fn new(name: &str, config: RabbitMqConfig, renderer: Renderer) -> Self {
+    pub fn new(name: &str, config: RabbitMqConfig, encoder: Encoder) -> Self {
         RabbitMqSink {
             name: name.to_string(),
-            encoder: Encoder::new(name, config.payload, renderer),
+            encoder,
             config,
             link: Mutex::new(None),
             generations: AtomicU64::new(0),
@@ -179,34 +179,21 @@ impl RabbitMqSink {
     }
 }
 
-#[async_trait]
-impl Sink for RabbitMqSink {
-    async fn connect(&self) -> Result<(), SinkError> {
-        let mut slot = self.link.lock().await;
-        self.ensure(&mut slot).await.map(|_| ())
-    }
-
-    /// Publishes the whole batch, then collects the confirms, all within `confirm_timeout`.
-    async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
-        let mut slot = self.link.lock().await;
-        let link = self.ensure(&mut slot).await?;
-        let (channel, generation) = (link.channel.clone(), link.generation);
-        let deadline = Instant::now() + self.config.confirm_timeout;
+impl RabbitMqSink {
+    /// Hands every message to lapin at once and waits for the socket once, not once per
+    /// message: each publish takes its confirm number and queues its frames in one step, so
+    /// every confirm still belongs to its own message.
+    async fn publish(
+        &self,
+        channel: &Channel,
+        messages: Vec<Result<Message, String>>,
+        deadline: Instant,
+        batch: &mut Batch,
+    ) -> Vec<Result<Step, String>> {
         let options = BasicPublishOptions {
             mandatory: self.config.mandatory,
             immediate: false,
         };
-        let messages: Vec<Result<Message, String>> = batch
-            .iter()
-            .map(|d| {
-                self.encoder
-                    .message(d)
-                    .inspect_err(|_| self.count("render"))
-            })
-            .collect();
-        // Hand every message to lapin at once and wait for the socket once, not once per
-        // message: each publish takes its confirm number and queues its frames in one step, so
-        // every confirm still belongs to its own message.
         let publishes = messages.iter().filter_map(|m| m.as_ref().ok()).map(|m| {
             channel.basic_publish(
                 &self.config.exchange,
@@ -216,12 +203,10 @@ impl Sink for RabbitMqSink {
                 m.properties.clone(),
             )
         });
-        // Why the link failed mid-batch: the messages without a confirm are not sent.
-        let mut broken: Option<String> = None;
         let mut published = match timeout_at(deadline, join_all(publishes)).await {
             Ok(published) => published,
             Err(_) => {
-                broken = Some(format!(
+                batch.broke(format!(
                     "publishing took longer than {:?}",
                     self.config.confirm_timeout
                 ));
@@ -229,54 +214,98 @@ impl Sink for RabbitMqSink {
             }
         }
         .into_iter();
-        let mut steps: Vec<Result<Step, String>> = Vec::with_capacity(batch.len());
-        for message in messages {
-            let step = match message {
+        messages
+            .into_iter()
+            .map(|message| match message {
                 Err(reason) => Ok(Step::Done(Outcome::Reject(reason))),
                 Ok(_) => match published.next() {
                     Some(Ok(confirm)) => Ok(Step::Published(Box::new(confirm))),
-                    Some(Err(e)) => {
-                        let reason = format!("publish: {e}");
-                        broken.get_or_insert_with(|| reason.clone());
-                        Err(reason)
-                    }
-                    None => Err(broken.clone().unwrap_or_else(|| "not published".into())),
+                    Some(Err(e)) => Err(batch.broke(format!("publish: {e}"))),
+                    None => Err(batch
+                        .broken
+                        .clone()
+                        .unwrap_or_else(|| "not published".into())),
                 },
-            };
-            steps.push(step);
-        }
-        // Published: the next batch may publish while this one waits for its confirms.
-        drop(slot);
-        // Whether the broker answered for any message: if not, the batch as a whole failed.
-        let mut heard = false;
-        let mut results: Vec<Result<Outcome, String>> = Vec::with_capacity(batch.len());
+            })
+            .collect()
+    }
+
+    /// Awaits each published message's confirm (until `deadline`) and maps it to an outcome.
+    async fn confirms(
+        &self,
+        steps: Vec<Result<Step, String>>,
+        deadline: Instant,
+        batch: &mut Batch,
+    ) -> Vec<Result<Outcome, String>> {
+        let mut results = Vec::with_capacity(steps.len());
         for step in steps {
-            let result = match step {
+            results.push(match step {
                 Ok(Step::Done(outcome)) => Ok(outcome),
                 Ok(Step::Published(confirm)) => match timeout_at(deadline, *confirm).await {
                     Ok(Ok(confirmation)) => {
-                        heard = true;
+                        batch.heard = true;
                         if let Some(kind) = confirmation_error_kind(&confirmation) {
                             self.count(kind);
                         }
                         Ok(confirmation_outcome(confirmation))
                     }
-                    Ok(Err(e)) => {
-                        let reason = format!("waiting for the confirm: {e}");
-                        broken.get_or_insert_with(|| reason.clone());
-                        Err(reason)
-                    }
-                    Err(_) => {
-                        let reason = format!("no confirm within {:?}", self.config.confirm_timeout);
-                        broken.get_or_insert_with(|| reason.clone());
-                        Err(reason)
-                    }
+                    Ok(Err(e)) => Err(batch.broke(format!("waiting for the confirm: {e}"))),
+                    Err(_) => Err(batch.broke(format!(
+                        "no confirm within {:?}",
+                        self.config.confirm_timeout
+                    ))),
                 },
                 Err(reason) => Err(reason),
-            };
-            results.push(result);
+            });
         }
-        if let Some(reason) = broken {
+        results
+    }
+}
+
+/// What a batch learned about the link while it was sent.
+#[derive(Default)]
+struct Batch {
+    /// Whether the broker answered for any message: if not, the batch as a whole failed.
+    heard: bool,
+    /// Why the link failed mid-batch (the first reason): unconfirmed messages are not sent.
+    broken: Option<String>,
+}
+
+impl Batch {
+    /// Records that the link broke (keeping the first reason) and returns this reason.
+    fn broke(&mut self, reason: String) -> String {
+        self.broken.get_or_insert_with(|| reason.clone());
+        reason
+    }
+}
+
+#[async_trait]
+impl Sink for RabbitMqSink {
+    async fn connect(&self) -> Result<(), SinkError> {
+        let mut slot = self.link.lock().await;
+        self.ensure(&mut slot).await.map(|_| ())
+    }
+
+    /// Publishes the whole batch, then collects the confirms, all within `confirm_timeout`.
+    async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
+        let deadline = Instant::now() + self.config.confirm_timeout;
+        let mut slot = self.link.lock().await;
+        let link = self.ensure(&mut slot).await?;
+        let (channel, generation) = (link.channel.clone(), link.generation);
+        let messages = batch
+            .iter()
+            .map(|d| {
+                self.encoder
+                    .message(&d.event, &d.payload)
+                    .inspect_err(|_| self.count("render"))
+            })
+            .collect();
+        let mut batch = Batch::default();
+        let steps = self.publish(&channel, messages, deadline, &mut batch).await;
+        // Published: the next batch may publish while this one waits for its confirms.
+        drop(slot);
+        let results = self.confirms(steps, deadline, &mut batch).await;
+        if let Some(reason) = &batch.broken {
             // Start afresh next time: the channel's confirm sequence can no longer be trusted.
             let mut slot = self.link.lock().await;
             if slot.as_ref().is_some_and(|l| l.generation == generation) {
@@ -284,14 +313,8 @@ impl Sink for RabbitMqSink {
             }
             self.count("connection_lost");
             tracing::warn!(sink = %self.name, error = %reason, "RabbitMQ connection lost; will reconnect");
-            if !heard {
-                return Err(SinkError::Unavailable(reason));
-            }
         }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(Outcome::Retry))
-            .collect())
+        batch_outcomes(results, batch.heard, batch.broken)
     }
 
     /// Batches publish one after another on the channel and await their confirms together.
@@ -319,37 +342,16 @@ fn exchange_kind(name: &str) -> ExchangeKind {
     }
 }
 
-/// `url` with any password replaced, so that it can be logged.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::sinks::rabbitmq::encoder::tests::{config, event, renderer};
+    use crate::sinks::rabbitmq::encode::tests::{config, event, renderer};
 
     fn sink(config: RabbitMqConfig) -> RabbitMqSink {
-        let r = renderer(&config);
-        RabbitMqSink::new("audit", config, r)
-    }
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(
-            redacted("amqp://guest:s3cret@broker:5672/%2f"),
-            "amqp://guest:***@broker:5672/%2f"
-        );
-        assert_eq!(redacted("amqp://broker/vh"), "amqp://broker/vh");
+        let encoder = Encoder::new("audit", config.payload, renderer(&config));
+        RabbitMqSink::new("audit", config, encoder)
     }
 
     #[tokio::test]

@@ -5,20 +5,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::KafkaConfig;
-use super::errors::{Failure, classify, config_error, redact};
-use crate::event::Event;
-use crate::render::{RenderError, Renderer};
-use crate::sinks::{Delivery, Outcome, Sink, SinkError, event_headers, payload_template_name};
+use super::encode::{Encoder, headers};
+use super::errors::{Failure, classify, config_error, outcomes, redact};
+use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
 /// Produces each delivery to its rendered topic and waits for the brokers' acknowledgement.
-pub struct KafkaSink {
+pub(super) struct KafkaSink {
     name: String,
     config: KafkaConfig,
-    renderer: Renderer,
+    encoder: Encoder,
     client_config: ClientConfig,
     /// Replaced when librdkafka reports a fatal (idempotence) error: such a producer never
     /// recovers, and a new one starts a new idempotent session.
@@ -27,13 +25,13 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// A sink for `config`; fails only when librdkafka refuses a setting.
-    pub fn new(name: &str, config: KafkaConfig, renderer: Renderer) -> Result<Self, SinkError> {
+    pub fn new(name: &str, config: KafkaConfig, encoder: Encoder) -> Result<Self, SinkError> {
         let client_config = config.client_config()?;
         let producer = create_producer(&client_config)?;
         Ok(KafkaSink {
             name: name.to_string(),
             config,
-            renderer,
+            encoder,
             client_config,
             producer: Mutex::new(producer),
         })
@@ -63,55 +61,12 @@ impl KafkaSink {
             }
         }
     }
-
-    /// The topic, key and value for one delivery.
-    fn render(&self, d: &Delivery) -> Result<Rendered, RenderError> {
-        let topic = self.renderer.render_event(
-            &format!("sinks.{}.topic", self.name),
-            &d.event,
-            &d.payload,
-        )?;
-        let key = match &self.config.key {
-            Some(_) => Some(self.renderer.render_event(
-                &format!("sinks.{}.key", self.name),
-                &d.event,
-                &d.payload,
-            )?),
-            None => None,
-        };
-        let value = self.renderer.encode(
-            self.config.payload,
-            &payload_template_name(&self.name),
-            &d.event,
-            &d.payload,
-        )?;
-        Ok(Rendered { topic, key, value })
-    }
-}
-
-/// One delivery, ready to produce.
-struct Rendered {
-    topic: String,
-    key: Option<String>,
-    value: Vec<u8>,
 }
 
 /// A producer for `c`; an error names the refused option, never a secret's value.
 fn create_producer(c: &ClientConfig) -> Result<FutureProducer, SinkError> {
     c.create::<FutureProducer>()
         .map_err(|e| SinkError::Config(redact(&config_error(&e), c)))
-}
-
-/// The Kafka headers consumers deduplicate and route by.
-fn headers(event: &Event) -> OwnedHeaders {
-    event_headers(event)
-        .iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            })
-        })
 }
 
 #[async_trait]
@@ -142,7 +97,7 @@ impl Sink for KafkaSink {
         // Enqueue everything first so the batch pipelines, then collect the acknowledgements.
         let mut pending = Vec::with_capacity(batch.len());
         for d in batch {
-            let r = match self.render(d) {
+            let r = match self.encoder.record(&d.event, &d.payload) {
                 Ok(r) => r,
                 Err(e) => {
                     pending.push(Err((Failure::Permanent, e.to_string())));
@@ -181,30 +136,7 @@ impl Sink for KafkaSink {
         {
             self.replace_producer();
         }
-        if !failures.is_empty()
-            && failures
-                .iter()
-                .all(|f| matches!(f, Some((Failure::Outage, _))))
-        {
-            let reason = failures
-                .iter()
-                .flatten()
-                .map(|(_, r)| r.as_str())
-                .next()
-                .unwrap_or_default();
-            return Err(SinkError::Unavailable(format!(
-                "kafka brokers {} unavailable: {reason}",
-                self.config.brokers
-            )));
-        }
-        Ok(failures
-            .into_iter()
-            .map(|f| match f {
-                None => Outcome::Delivered,
-                Some((Failure::Permanent, reason)) => Outcome::Reject(reason),
-                Some((_, reason)) => Outcome::Retry(reason),
-            })
-            .collect())
+        outcomes(failures, &self.config.brokers)
     }
 
     fn max_batch(&self) -> usize {
@@ -220,7 +152,9 @@ impl Sink for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::kafka::tests::config;
+    use crate::event::Event;
+    use crate::render::Renderer;
+    use crate::sinks::kafka::config::tests::config;
     use rdkafka::mocking::MockCluster;
     use std::sync::Arc;
 
@@ -249,10 +183,9 @@ mod tests {
             ..config(&[])
         };
         let mut r = Renderer::new(".".into());
-        let mut problems = Vec::new();
-        c.register_templates("bus", &mut r, &mut problems);
+        let problems = crate::sinks::registry::check_problems("bus", &c, &mut r);
         assert!(problems.is_empty(), "{problems:?}");
-        KafkaSink::new("bus", c, r).unwrap()
+        KafkaSink::new("bus", c.clone(), Encoder::new("bus", &c, r)).unwrap()
     }
 
     #[tokio::test]
@@ -302,10 +235,12 @@ mod tests {
     #[test]
     fn a_refused_setting_is_a_config_error_without_secret_values() {
         let r = Renderer::new(".".into());
-        let err = |options: &[(&str, &str)]| match KafkaSink::new("bus", config(options), r.clone())
-        {
-            Ok(_) => format!("accepted {options:?}"),
-            Err(e) => e.to_string(),
+        let err = |options: &[(&str, &str)]| {
+            let c = config(options);
+            match KafkaSink::new("bus", c.clone(), Encoder::new("bus", &c, r.clone())) {
+                Ok(_) => format!("accepted {options:?}"),
+                Err(e) => e.to_string(),
+            }
         };
         let e = err(&[("no.such.property", "1")]);
         assert!(e.contains("options.no.such.property"), "{e}");

@@ -19,11 +19,11 @@ use crate::render::{RenderError, Renderer};
 const MAX_SUBJECT: usize = 200;
 
 /// The address fields, in the order they are validated and rendered.
-pub(crate) const ADDRESS_FIELDS: [&str; 4] = ["from", "to", "cc", "bcc"];
+pub(super) const ADDRESS_FIELDS: [&str; 4] = ["from", "to", "cc", "bcc"];
 
 /// A mail rendered from templates, before lettre builds the message.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct RenderedMail {
+pub(super) struct RenderedMail {
     /// Sender, one line.
     pub from: String,
     /// Recipients, one line each (a line may hold several comma-separated addresses).
@@ -41,18 +41,18 @@ pub(crate) struct RenderedMail {
 }
 
 /// Whether a config string is a template (rendered per mail) rather than a literal.
-pub(crate) fn is_template(s: &str) -> bool {
+pub(super) fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
 /// The renderer name of an address template: `sinks.NAME.to[0]`.
-pub(crate) fn address_template_name(sink: &str, field: &str, i: usize) -> String {
+pub(super) fn address_template_name(sink: &str, field: &str, i: usize) -> String {
     format!("sinks.{sink}.{field}[{i}]")
 }
 
 /// Folds a rendered header value to one line: control characters (CR, LF, tabs) become
 /// spaces, runs of whitespace collapse, and the ends are trimmed.
-pub(crate) fn one_line(s: &str) -> String {
+pub(super) fn one_line(s: &str) -> String {
     s.split(|c: char| c.is_control() || c.is_whitespace())
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
@@ -60,7 +60,7 @@ pub(crate) fn one_line(s: &str) -> String {
 }
 
 /// A one-line subject of at most `MAX_SUBJECT` characters.
-pub(crate) fn subject_line(s: &str) -> String {
+pub(super) fn subject_line(s: &str) -> String {
     let line = one_line(s);
     if line.chars().count() <= MAX_SUBJECT {
         return line;
@@ -111,7 +111,7 @@ fn link(event: &Event) -> Option<String> {
 
 /// One event's template variables: its fields, `payload` (the parsed ArcGIS payload), and for
 /// mail `when_utc`, `accepted_utc` (readable times) and `link` (where known).
-pub(crate) fn event_value(event: &Event, payload: &str) -> Map<String, Value> {
+pub(super) fn event_value(event: &Event, payload: &str) -> Map<String, Value> {
     let mut map = match serde_json::to_value(event) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
@@ -131,13 +131,13 @@ pub(crate) fn event_value(event: &Event, payload: &str) -> Map<String, Value> {
 }
 
 /// The context of a mail for one event.
-pub(crate) fn single_context(event: &Event, payload: &str) -> tera::Context {
+pub(super) fn single_context(event: &Event, payload: &str) -> tera::Context {
     tera::Context::from_value(Value::Object(event_value(event, payload))).unwrap_or_default()
 }
 
 /// The context of a digest: `events` (each as a single mail would see it), `count`, and the
 /// first event's fields at the top level (so address templates work in both modes).
-pub(crate) fn digest_context<'a>(
+pub(super) fn digest_context<'a>(
     items: impl Iterator<Item = (&'a Event, &'a str)>,
 ) -> tera::Context {
     let events: Vec<Value> = items
@@ -153,7 +153,7 @@ pub(crate) fn digest_context<'a>(
 }
 
 /// Renders every part of a mail: addresses (literal or templated), subject, text and HTML.
-pub(crate) fn render_mail(
+pub(super) fn render_mail(
     sink: &str,
     c: &EmailConfig,
     t: &str,
@@ -194,7 +194,7 @@ pub(crate) fn render_mail(
 }
 
 /// Parses one address line (possibly several comma-separated mailboxes).
-pub(crate) fn parse_addresses(line: &str) -> Result<Mailboxes, String> {
+pub(super) fn parse_addresses(line: &str) -> Result<Mailboxes, String> {
     line.parse::<Mailboxes>()
         .map_err(|e| format!("{line:?} is not an email address: {e}"))
 }
