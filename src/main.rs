@@ -235,7 +235,7 @@ enum Store {
 
 /// Opens the queue of a stopped daemon, or reaches a running one through its admin API.
 fn open_queue(config: &Config) -> anyhow::Result<Store> {
-    match Queue::open(&config.storage.path, hookbridge::serve::retention(config)) {
+    match Queue::open(&config.storage.path, config.storage.retention()) {
         Ok(q) => Ok(Store::Offline(q)),
         Err(e @ QueueError::Locked(_)) => match &config.server.admin_token {
             Some(token) => Ok(Store::Running(Admin::new(config, token.expose())?)),

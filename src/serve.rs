@@ -25,7 +25,7 @@ use crate::enrich::{Connection, Enricher, Feed};
 use crate::health::Health;
 use crate::ingress::{self, AppState};
 use crate::metrics::METRICS;
-use crate::queue::{Queue, QueueError, Retention};
+use crate::queue::{Queue, QueueError};
 use crate::retry::RetryConfig;
 use crate::shutdown::{Request, Signals};
 use crate::sinks::{Sink, SinkError};
@@ -65,16 +65,6 @@ pub enum ServeError {
         "the queue could not be flushed within server.shutdown_timeout ({0:?}); stopping without it"
     )]
     Unflushed(Duration),
-}
-
-/// The retention settings of a config.
-pub fn retention(config: &Config) -> Retention {
-    Retention {
-        dedup_window: config.storage.dedup_window,
-        keep_delivered: config.storage.keep_delivered,
-        keep_dead: config.storage.keep_dead,
-        min_free: config.storage.min_free.as_u64(),
-    }
 }
 
 /// The sinks of a config, built (settings checked, clients made) but not yet sending.
@@ -168,7 +158,7 @@ impl Sinks {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut signals = Signals::install()?;
     let config = Arc::new(config);
-    let queue = Queue::open(&config.storage.path, retention(&config))?;
+    let queue = Queue::open(&config.storage.path, config.storage.retention())?;
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();
     let changes = change_feed(&config, &queue)?;

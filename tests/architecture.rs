@@ -119,10 +119,12 @@ fn module_imports_run_one_way() {
             ring.join(" -> ")
         );
     }
-    let allowed = allowed_imports(&std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"),
-    )
-    .expect("read docs/architecture.md"));
+    let allowed = allowed_imports(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"),
+        )
+        .expect("read docs/architecture.md"),
+    );
     for (m, edges) in &graph {
         let Some(may) = allowed.get(m) else {
             panic!("docs/architecture.md has no paragraph for the module `{m}`");

@@ -24,6 +24,7 @@
 
 mod browse;
 mod commit;
+mod config;
 mod dead;
 mod enrich;
 mod fault;
@@ -52,6 +53,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use browse::{EventQuery, RecentEvents};
+pub use config::StorageConfig;
 pub use dead::DeadLetter;
 pub use history::Attempt;
 pub use retention::Retention;

@@ -1,0 +1,237 @@
+//! `routes.toml`: the schema, loading and whole-file validation with errors that name the key.
+
+mod hooks;
+mod server;
+mod sinks;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use hooks::{HookConfig, valid_name};
+pub use server::ServerConfig;
+
+pub use crate::problem::Problem;
+use crate::problem::deserialize_with_path;
+pub use crate::retry::{Backoff, RetryConfig};
+pub use crate::secret::Secret;
+pub use crate::tls::TlsConfig;
+pub use crate::verify::AuthWay;
+
+pub use crate::arcgis::HookKind;
+pub use crate::queue::StorageConfig;
+
+use crate::enrich::{ConnectionConfig, SinkEnrich};
+use crate::render::Renderer;
+use crate::route::{RouteConfig, RouteTable};
+use crate::sinks::SinkConfig;
+
+/// Why a config could not be loaded: every problem found, in file order where possible.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is invalid.
+    #[error("{} problem(s) in {}:\n{}", problems.len(), path.display(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The config path.
+        path: PathBuf,
+        /// Each problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    #[serde(default)]
+    retry: RetryConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    storage: StorageConfig,
+    templates: Option<PathBuf>,
+    #[serde(default)]
+    hooks: BTreeMap<String, HookConfig>,
+    #[serde(default)]
+    sinks: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    arcgis: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
+}
+
+/// `[arcgis.NAME]`: the connections the change feed fetches with.
+fn connections(
+    tables: BTreeMap<String, toml::Table>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, ConnectionConfig> {
+    let mut arcgis = BTreeMap::new();
+    for (name, table) in tables {
+        if !valid_name(&name) {
+            problems.push(Problem::new(
+                format!("arcgis.{name}"),
+                "a connection name may use only letters, digits, '-' and '_'",
+            ));
+        }
+        match ConnectionConfig::from_table(&name, table) {
+            Ok(c) => {
+                arcgis.insert(name, c);
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+    arcgis
+}
+
+/// A configured sink: its settings and its retry policy.
+#[derive(Debug, Clone)]
+pub struct SinkEntry {
+    /// Type-specific settings.
+    pub config: SinkConfig,
+    /// Retry policy (the sink's own or the defaults).
+    pub retry: RetryConfig,
+}
+
+/// A loaded, validated configuration: nothing starts until this exists.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// The parsed listen address.
+    pub listen: SocketAddr,
+    /// `[storage]`, with `path` made absolute against the config directory.
+    pub storage: StorageConfig,
+    /// `[hooks.*]`.
+    pub hooks: BTreeMap<String, HookConfig>,
+    /// `[sinks.*]`.
+    pub sinks: BTreeMap<String, SinkEntry>,
+    /// `[[routes]]`, compiled.
+    pub routes: RouteTable,
+    /// `[arcgis.*]`: connections for reading change files.
+    pub arcgis: BTreeMap<String, ConnectionConfig>,
+    /// The sinks that want feature-service changes, and how.
+    pub enrich: BTreeMap<String, SinkEnrich>,
+    /// Every template (sink fields and email templates), compiled.
+    pub renderer: Renderer,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`, collecting every problem found.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text).map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses and validates config text; `path` anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let raw: RawConfig = deserialize_with_path(text)?;
+        let mut problems = Vec::new();
+
+        let mut server = raw.server;
+        let listen = server.check(base, &mut problems);
+        let mut storage = raw.storage;
+        storage.path = base.join(&storage.path);
+        hooks::check(&raw.hooks, &mut problems);
+
+        let templates_dir = base.join(raw.templates.unwrap_or_else(|| PathBuf::from("templates")));
+        let mut renderer = Renderer::new(templates_dir);
+        let no_connection = raw.arcgis.is_empty();
+        let arcgis = connections(raw.arcgis, &mut problems);
+        let raw_sinks_empty = raw.sinks.is_empty();
+        let (sinks, enrich) = sinks::load(
+            raw.sinks,
+            &sinks::Context {
+                base,
+                defaults: &raw.defaults.retry,
+                no_connection,
+            },
+            &mut renderer,
+            &mut problems,
+        );
+        if raw.defaults.retry.attempts == 0 {
+            problems.push(Problem::new(
+                "defaults.retry.attempts",
+                "must be at least 1",
+            ));
+        }
+
+        let sink_names = sinks.keys().map(String::as_str).collect();
+        let routes = match RouteTable::build(&raw.routes, &sink_names) {
+            Ok(t) => t,
+            Err(p) => {
+                problems.extend(p);
+                RouteTable::default()
+            }
+        };
+        // An empty or truncated file must never be swapped in: every hook would answer 404.
+        for (key, empty, what) in [
+            (
+                "hooks",
+                raw.hooks.is_empty(),
+                "no hook: add a [hooks.NAME] table",
+            ),
+            (
+                "sinks",
+                sinks.is_empty() && raw_sinks_empty,
+                "no sink: add a [sinks.NAME] table",
+            ),
+            (
+                "routes",
+                raw.routes.is_empty(),
+                "no route: add a [[routes]] table",
+            ),
+        ] {
+            if empty {
+                problems.push(Problem::new(key, format!("the config has {what}")));
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                server,
+                listen,
+                storage,
+                hooks: raw.hooks,
+                sinks,
+                routes,
+                renderer,
+                arcgis,
+                enrich,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

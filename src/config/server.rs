@@ -1,0 +1,123 @@
+//! `[server]`: the HTTP listener, its limits and the admin token, checked as a whole.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::problem::Problem;
+use crate::secret::Secret;
+use crate::tls::{TlsConfig, TlsError};
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to bind.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Native TLS; plain HTTP when absent (put a reverse proxy in front).
+    pub tls: Option<TlsConfig>,
+    /// Largest body accepted; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body: bytesize::ByteSize,
+    /// Most events one delivery may hold; more get 413 before anything is parsed into events.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Bearer token for `/admin`; the admin API is off without one.
+    pub admin_token: Option<Secret>,
+    /// How long a graceful stop may take before in-flight work is abandoned (it stays queued).
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How long a client may take to send its headers, and then its body (slow clients get 408).
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            tls: None,
+            max_body: default_max_body(),
+            max_events: default_max_events(),
+            admin_token: None,
+            shutdown_timeout: default_shutdown_timeout(),
+            read_timeout: default_read_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+/// Far above a real delivery (ArcGIS batches a feature service's changes per layer and change
+/// type, and an organization event is one change), far below what a request may cost: see
+/// docs/reliability.md, "Hostile load".
+fn default_max_events() -> usize {
+    10_000
+}
+fn default_max_body() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(1)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Shortest admin token accepted: it guards replay, purge and pause over the network.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+impl ServerConfig {
+    /// Checks the settings, makes the TLS paths absolute against `base` and loads them once;
+    /// returns the listen address (a placeholder when it is invalid, with a problem recorded).
+    pub(super) fn check(&mut self, base: &Path, problems: &mut Vec<Problem>) -> SocketAddr {
+        let listen = match self.listen.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                problems.push(Problem::new(
+                    "server.listen",
+                    format!(
+                        "expected an address like 0.0.0.0:8080, found {:?}",
+                        self.listen
+                    ),
+                ));
+                SocketAddr::from(([0, 0, 0, 0], 8080))
+            }
+        };
+        if self.max_body.as_u64() == 0 {
+            problems.push(Problem::new("server.max_body", "must be larger than 0"));
+        }
+        if self.max_events == 0 {
+            problems.push(Problem::new("server.max_events", "must be at least 1"));
+        }
+        if let Some(token) = &self.admin_token {
+            let t = token.expose();
+            if t.trim().is_empty() || t.chars().count() < MIN_ADMIN_TOKEN {
+                problems.push(Problem::new(
+                    "server.admin_token",
+                    format!(
+                        "must be at least {MIN_ADMIN_TOKEN} characters and not only whitespace \
+                         (e.g. `openssl rand -hex 24`)"
+                    ),
+                ));
+            }
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+            if let Err(e) = crate::tls::load(tls) {
+                let (key, msg) = match &e {
+                    TlsError::Cert(m) => ("server.tls.cert", m.clone()),
+                    TlsError::Key(m) => ("server.tls.key", m.clone()),
+                    TlsError::Config(m) => ("server.tls", m.clone()),
+                };
+                problems.push(Problem::new(key, msg));
+            }
+        }
+        listen
+    }
+}

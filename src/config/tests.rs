@@ -1,0 +1,132 @@
+//! The config loader's checks, each named by its key.
+
+use super::*;
+
+/// A sink and a route, so that a test's hooks make a complete config.
+const SINK_AND_ROUTE: &str =
+    "\n[sinks.s]\ntype = \"file\"\npath = \"x.jsonl\"\n[[routes]]\nmatch = {}\nto = [\"s\"]\n";
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::parse(Path::new("routes.toml"), text) {
+        Ok(_) => vec![],
+        Err(p) => p.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+#[test]
+fn the_default_routes_toml_is_valid() {
+    let text = include_str!("../../routes.toml");
+    let cfg = Config::parse(Path::new("routes.toml"), text).unwrap();
+    assert!(cfg.sinks.contains_key("log"));
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let p = problems("[server]\nlisten = \"127.0.0.1:1\"\nlissten = 3\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("server"), "{p:?}");
+    assert!(p[0].contains("lissten"), "{p:?}");
+    assert!(p[0].contains("line 3"), "{p:?}");
+}
+
+#[test]
+fn an_empty_top_level_key_is_still_named() {
+    // Found by the config_load fuzzer: the problem's key was "".
+    let p = Config::parse(Path::new("routes.toml"), "\n\"\" = 99").unwrap_err();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "(file)");
+    assert_eq!(p[0].line, Some(2));
+}
+
+#[test]
+fn bad_duration_names_the_key() {
+    let p = problems("[storage]\ndedup_window = \"seven days\"\n");
+    assert!(p[0].starts_with("storage.dedup_window"), "{p:?}");
+}
+
+#[test]
+fn missing_env_secret_names_the_key() {
+    let p =
+        problems("[hooks.portal]\nkind = \"portal\"\nsecrets = [\"env:HOOKBRIDGE_TEST_UNSET\"]\n");
+    assert!(p[0].starts_with("hooks.portal.secrets[0]"), "{p:?}");
+    assert!(p[0].contains("HOOKBRIDGE_TEST_UNSET is not set"), "{p:?}");
+}
+
+#[test]
+fn every_semantic_problem_is_listed() {
+    let p = problems(
+        r#"
+[server]
+listen = "nowhere"
+[hooks."bad/name"]
+kind = "portal"
+[hooks.p]
+require_signature = true
+[sinks.log]
+type = "file"
+path = "x.jsonl"
+[[routes]]
+match = { colour = "red" }
+to = ["nope"]
+"#,
+    );
+    let all = p.join("\n");
+    assert!(all.contains("server.listen"), "{all}");
+    assert!(all.contains("hooks.bad/name"), "{all}");
+    assert!(all.contains("hooks.p.secrets"), "{all}");
+    assert!(all.contains("routes[0].to"), "{all}");
+    assert!(all.contains("routes[0].match.colour"), "{all}");
+}
+
+#[test]
+fn hook_auth_ways_are_checked() {
+    let p = problems("[hooks.s]\nkind = \"survey123\"\nsecrets = [\"a+b/c\"]\n");
+    assert!(p[0].starts_with("hooks.s.secrets[0]"), "{p:?}");
+    let p = problems("[hooks.s]\nauth = [\"carrier-pigeon\"]\n");
+    assert!(p[0].starts_with("hooks.s.auth"), "{p:?}");
+    assert!(p[0].contains("secret-header"), "{p:?}");
+    let p = problems("[hooks.s]\nauth = []\nsecrets = [\"k\"]\n");
+    assert!(p[0].starts_with("hooks.s.auth"), "{p:?}");
+    let p = problems("[hooks.s]\nredact = [\"a..b\"]\n");
+    assert!(p[0].starts_with("hooks.s.redact"), "{p:?}");
+    let cfg = Config::parse(
+            Path::new("routes.toml"),
+            &format!("[hooks.a]\nkind = \"portal\"\nsecrets = [\"k\"]\nrequire_signature = false\n[hooks.b]\nkind = \"survey123\"\n{SINK_AND_ROUTE}"),
+        )
+        .unwrap();
+    assert!(!cfg.hooks["a"].auth_required());
+    assert_eq!(
+        cfg.hooks["a"].auth_ways(),
+        &[AuthWay::Signature, AuthWay::SecretHeader]
+    );
+    assert_eq!(cfg.hooks["b"].auth_ways(), &[AuthWay::UrlSecret]);
+}
+
+#[test]
+fn weak_admin_tokens_and_zero_limits_are_refused() {
+    for token in ["x", "                    ", "short-token-15c"] {
+        let p = problems(&format!("[server]\nadmin_token = {token:?}\n"));
+        assert!(p[0].starts_with("server.admin_token"), "{token:?}: {p:?}");
+        assert!(!p[0].contains("short-token-15c"), "echoes the token: {p:?}");
+    }
+    let good = format!("[server]\nadmin_token = \"0123456789abcdef\"\n[hooks.h]{SINK_AND_ROUTE}");
+    assert!(problems(&good).is_empty(), "{:?}", problems(&good));
+    let p = problems("[server]\nmax_events = 0\n");
+    assert!(p[0].starts_with("server.max_events"), "{p:?}");
+}
+
+#[test]
+fn an_empty_or_truncated_file_is_refused() {
+    let all = problems("").join("\n");
+    for key in ["hooks:", "sinks:", "routes:"] {
+        assert!(all.contains(key), "{all}");
+    }
+    let p = problems("[server]\nlisten = \"127.0.0.1:8080\"\n[hooks.h]\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+}
+
+#[test]
+fn unknown_sink_type_is_named() {
+    let p = problems("[sinks.x]\ntype = \"carrier-pigeon\"\n");
+    assert!(p[0].starts_with("sinks.x.type"), "{p:?}");
+}
