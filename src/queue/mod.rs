@@ -21,12 +21,20 @@
 //!    events after `keep_delivered` and dead letters after `keep_dead`.
 //! 6. **No write after a failed write**: sled refuses them in that process, so the queue
 //!    refuses every accept until a restart applies the pending rollback.
+//!
+//! Where each concern lives: `keys.rs` and `rows.rs` (the rows and their stored forms);
+//! `stage.rs`, `commit.rs`, `flusher.rs`, `store.rs` (accept: priced group commit, fsync, and
+//! the replies owed); `space.rs`, `rollback.rs` (disk pricing, undoing a failed write); `take.rs`
+//! (take and complete deliveries); `dead.rs` (dead letters, replay); `enrich.rs` (stored
+//! changes, parked deliveries); `retention.rs`; `stats.rs`, `browse.rs`, `status.rs`,
+//! `history.rs` (what the admin API and status page read); `config.rs` (`[storage]`).
 
 mod browse;
 mod commit;
 mod config;
 mod dead;
 mod enrich;
+mod error;
 mod fault;
 mod flusher;
 mod history;
@@ -38,134 +46,36 @@ pub mod space;
 #[cfg(test)]
 mod space_tests;
 mod stage;
+mod stats;
 mod status;
 mod store;
+mod take;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use browse::{EventQuery, RecentEvents};
 pub use config::StorageConfig;
 pub use dead::DeadLetter;
+pub use error::QueueError;
 pub use history::Attempt;
 pub use retention::Retention;
 pub use rows::{DeliveryRow, EventRow};
 pub use stage::{AcceptOutcome, RoutedEvent};
+pub use stats::{SinkStats, Stats};
 pub use status::{DeliveryStatus, EventStatus};
+pub use take::Decision;
 
 use crate::clock::now_ms;
-use crate::metrics::METRICS;
-use crate::sinks::Delivery;
 use keys::*;
-use rows::{BodyRow, corrupt, decode, encode};
-
-/// Why the queue could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    /// sled failed (disk full, I/O error, corruption).
-    #[error("storage error: {0}")]
-    Storage(#[from] sled::Error),
-    /// Another process (a running daemon) holds the data directory.
-    #[error("the data directory {0} is in use by another hookbridge process")]
-    Locked(std::path::PathBuf),
-    /// Writing the delivery would take free space below `storage.min_free`.
-    #[error(
-        "only {free} bytes free on the queue's disk; this write needs about {need} and storage.min_free ({min_free}) must stay free"
-    )]
-    DiskFull {
-        /// Bytes available.
-        free: u64,
-        /// The configured floor.
-        min_free: u64,
-        /// Bytes the write would take on disk (sled's overhead included).
-        need: u64,
-    },
-    /// The disk is already below the floor at start: the store is not opened (opening writes).
-    #[error(
-        "only {free} bytes free on the queue's disk, {need} short of what starting needs (storage.min_free = {min_free}, plus the reserve); free space, then start again"
-    )]
-    NoRoomToStart {
-        /// Bytes available.
-        free: u64,
-        /// The configured floor.
-        min_free: u64,
-        /// Bytes missing.
-        need: u64,
-    },
-    /// A failed batch's rollback could not be recorded or applied.
-    #[error("{0}")]
-    Rollback(#[from] rollback::RollbackError),
-    /// A group commit failed; nothing of that batch was acknowledged.
-    #[error("the write failed: {0}")]
-    Commit(String),
-    /// An earlier write failed: nothing more is written or acknowledged until a restart.
-    #[error("an earlier write failed (disk full or I/O error); restart once fixed")]
-    Failed,
-    /// The committer has stopped (shutting down).
-    #[error("the queue is shutting down")]
-    Closed,
-    /// A row could not be decoded.
-    #[error("corrupt queue row {key}: {reason}")]
-    Corrupt {
-        /// Which row.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What the dispatcher decided for one delivery after a send.
-#[derive(Debug, Clone)]
-pub enum Decision {
-    /// Confirmed by the sink.
-    Delivered,
-    /// Try again at `due_ms`.
-    Retry {
-        /// Epoch ms when it is due again.
-        due_ms: u64,
-        /// Why it failed.
-        error: String,
-    },
-    /// Give up: move to the dead letters.
-    Dead {
-        /// Why.
-        error: String,
-    },
-}
-
-/// Per-sink counts for `queue stats` and the admin API.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct SinkStats {
-    /// Deliveries ready to send.
-    pub ready: u64,
-    /// Deliveries waiting for a retry.
-    pub waiting: u64,
-    /// Dead letters.
-    pub dead: u64,
-}
-
-/// Whole-queue counts.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
-    /// Stored events (pending or kept for status).
-    pub events: u64,
-    /// Stored payload bodies.
-    pub bodies: u64,
-    /// Remembered dedup keys.
-    pub dedup_keys: u64,
-    /// Per sink.
-    pub sinks: BTreeMap<String, SinkStats>,
-    /// Bytes on disk.
-    pub disk_bytes: u64,
-}
+use rows::{BodyRow, decode, encode};
 
 /// The queue: one sled tree and the committer thread in front of it.
 pub struct Queue {
@@ -436,225 +346,6 @@ impl Queue {
         self.moving
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Up to `max` deliveries for `sink`, oldest first, after promoting retries that are due;
-    /// deliveries whose seq is in `in_flight` (handed out and not yet completed) are skipped.
-    pub fn take(
-        &self,
-        sink: &str,
-        max: usize,
-        in_flight: &HashSet<u64>,
-    ) -> Result<Vec<Delivery>, QueueError> {
-        self.promote_due(sink, now_ms())?;
-        let mut out = Vec::new();
-        let mut bodies: HashMap<u64, BodyRow> = HashMap::new();
-        let mut orphans = sled::Batch::default();
-        let mut orphan_count = 0;
-        for item in self.tree.scan_prefix(sink_prefix(READY, sink)) {
-            if out.len() >= max {
-                break;
-            }
-            let (key, value) = item?;
-            let (_, rest) = split_sink(&key).ok_or_else(|| corrupt(&key, "bad key"))?;
-            let seq = u64_at(rest, 0).ok_or_else(|| corrupt(&key, "bad key"))?;
-            if in_flight.contains(&seq) {
-                continue;
-            }
-            let row: DeliveryRow = decode(&key, &value)?;
-            let ekey = seq_key(EVENT, seq);
-            let Some(ev) = self.tree.get(&ekey)? else {
-                tracing::error!(sink, seq, "delivery refers to a missing event; dropping it");
-                orphans.remove(key);
-                orphan_count += 1;
-                continue;
-            };
-            let (ev, inline) = EventRow::decode(&ekey, &ev)?;
-            let body = match bodies.entry(ev.body) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(match inline {
-                    Some(payload) => BodyRow::new(payload),
-                    None => BodyRow::load(&self.tree, ev.body)?,
-                }),
-            };
-            let payload = body.text.clone();
-            let json = if ev.properties_at.is_some() {
-                body.json()
-            } else {
-                None
-            };
-            out.push(Delivery {
-                seq,
-                attempts: row.attempts,
-                event: ev.restore(&ekey, json),
-                payload,
-            });
-        }
-        if orphan_count > 0 {
-            self.tree.apply_batch(orphans)?;
-            METRICS
-                .queue_pending
-                .with_label_values(&[sink])
-                .sub(orphan_count);
-        }
-        Ok(out)
-    }
-
-    /// Moves `sink`'s waiting deliveries whose time has come to the ready rows.
-    fn promote_due(&self, sink: &str, now: u64) -> Result<(), QueueError> {
-        let _moving = self.lock_moves();
-        let prefix = sink_prefix(WAITING, sink);
-        let mut end = prefix.clone();
-        end.extend_from_slice(&(now + 1).to_be_bytes());
-        let mut batch = sled::Batch::default();
-        let mut moved = 0;
-        for item in self.tree.range(prefix.clone()..end).take(10_000) {
-            let (key, value) = item?;
-            let seq = split_sink(&key)
-                .and_then(|(_, rest)| u64_at(rest, 8))
-                .ok_or_else(|| corrupt(&key, "bad waiting key"))?;
-            batch.remove(key);
-            batch.insert(sink_seq_key(READY, sink, seq), value);
-            moved += 1;
-        }
-        if moved > 0 {
-            self.tree.apply_batch(batch)?;
-        }
-        Ok(())
-    }
-
-    /// When `sink`'s earliest waiting delivery is due, if it has any.
-    pub fn next_due(&self, sink: &str) -> Result<Option<u64>, QueueError> {
-        match self.tree.scan_prefix(sink_prefix(WAITING, sink)).next() {
-            Some(item) => {
-                let (key, _) = item?;
-                Ok(split_sink(&key).and_then(|(_, rest)| u64_at(rest, 0)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Records what became of a batch of `sink`'s deliveries.
-    pub fn complete(
-        &self,
-        sink: &str,
-        results: &[(&Delivery, Decision)],
-    ) -> Result<(), QueueError> {
-        let _moving = self.lock_moves();
-        let now = now_ms();
-        let mut batch = sled::Batch::default();
-        let (mut done, mut dead) = (0i64, 0i64);
-        for (d, decision) in results {
-            let ready = sink_seq_key(READY, sink, d.seq);
-            batch.remove(ready);
-            match decision {
-                Decision::Delivered => {
-                    batch.insert(done_key(d.seq, sink), &now.to_be_bytes());
-                    done += 1;
-                }
-                Decision::Retry { due_ms, error } => {
-                    let row = DeliveryRow {
-                        attempts: d.attempts + 1,
-                        last_error: Some(error.clone()),
-                    };
-                    batch.insert(waiting_key(sink, *due_ms, d.seq), encode(&row));
-                }
-                Decision::Dead { error } => {
-                    let letter = self.dead_letter(sink, d, error, now)?;
-                    batch.insert(sink_seq_key(DEAD, sink, d.seq), encode(&letter));
-                    dead += 1;
-                }
-            }
-        }
-        self.tree.apply_batch(batch)?;
-        METRICS
-            .queue_pending
-            .with_label_values(&[sink])
-            .sub(done + dead);
-        METRICS.dead_letters.with_label_values(&[sink]).add(dead);
-        Ok(())
-    }
-
-    /// Counts pending deliveries and dead letters per sink into the gauges.
-    fn count_into_metrics(&self, snapshot: u64) {
-        let started = std::time::Instant::now();
-        let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-        for prefix in [READY, WAITING, DEAD] {
-            for (i, item) in self.tree.scan_prefix([prefix]).enumerate() {
-                if i % 10_000 == 0 && self.closing.load(std::sync::atomic::Ordering::SeqCst) {
-                    return;
-                }
-                let Ok((key, _)) = item else { continue };
-                let Some((sink, rest)) = split_sink(&key) else {
-                    continue;
-                };
-                let seq = u64_at(rest, if prefix == WAITING { 8 } else { 0 }).unwrap_or(u64::MAX);
-                if seq >= snapshot {
-                    continue;
-                }
-                let c = counts.entry(sink.to_string()).or_default();
-                if prefix == DEAD {
-                    c.1 += 1;
-                } else {
-                    c.0 += 1;
-                }
-            }
-        }
-        for (sink, (pending, dead)) in &counts {
-            METRICS
-                .queue_pending
-                .with_label_values(&[sink])
-                .add(*pending);
-            METRICS.dead_letters.with_label_values(&[sink]).add(*dead);
-        }
-        tracing::info!(elapsed = ?started.elapsed(), "queue counted");
-        self.counted.send_replace(true);
-    }
-
-    /// Waits until the backlog present at start has been counted into the gauges; dispatchers
-    /// wait for this so that their completions are not subtracted before the rows are counted.
-    pub async fn wait_counted(&self) {
-        let mut rx = self.counted.subscribe();
-        let _ = rx.wait_for(|done| *done).await;
-    }
-
-    fn sink_stats(&self) -> Result<BTreeMap<String, SinkStats>, QueueError> {
-        let mut sinks: BTreeMap<String, SinkStats> = BTreeMap::new();
-        for prefix in [READY, WAITING, DEAD] {
-            for item in self.tree.scan_prefix([prefix]) {
-                let (key, _) = item?;
-                let Some((sink, _)) = split_sink(&key) else {
-                    continue;
-                };
-                let s = sinks.entry(sink.to_string()).or_default();
-                match prefix {
-                    READY => s.ready += 1,
-                    WAITING => s.waiting += 1,
-                    _ => s.dead += 1,
-                }
-            }
-        }
-        Ok(sinks)
-    }
-
-    /// Counts everything in the queue (a full scan: for the CLI and the admin API); the
-    /// `configured` sinks are listed even when they hold nothing.
-    pub fn stats<'a>(
-        &self,
-        configured: impl IntoIterator<Item = &'a String>,
-    ) -> Result<Stats, QueueError> {
-        let count = |p: u8| self.tree.scan_prefix([p]).count() as u64;
-        let mut sinks = self.sink_stats()?;
-        for name in configured {
-            sinks.entry(name.clone()).or_default();
-        }
-        Ok(Stats {
-            events: count(EVENT),
-            bodies: count(BODY),
-            dedup_keys: count(DEDUP),
-            sinks,
-            disk_bytes: self.db.size_on_disk()?,
-        })
     }
 
     /// Flushes everything written so far to disk.

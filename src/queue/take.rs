@@ -1,0 +1,169 @@
+//! The dispatchers' side: take ready deliveries (promoting retries that are due), and record
+//! what became of each (delivered, retry later, dead letter).
+
+use std::collections::{HashMap, HashSet};
+
+use super::keys::*;
+use super::rows::{BodyRow, corrupt, decode, encode};
+use super::{DeliveryRow, EventRow, Queue, QueueError};
+use crate::clock::now_ms;
+use crate::metrics::METRICS;
+use crate::sinks::Delivery;
+
+/// What the dispatcher decided for one delivery after a send.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Confirmed by the sink.
+    Delivered,
+    /// Try again at `due_ms`.
+    Retry {
+        /// Epoch ms when it is due again.
+        due_ms: u64,
+        /// Why it failed.
+        error: String,
+    },
+    /// Give up: move to the dead letters.
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+impl Queue {
+    /// Up to `max` deliveries for `sink`, oldest first, after promoting retries that are due;
+    /// deliveries whose seq is in `in_flight` (handed out and not yet completed) are skipped.
+    pub fn take(
+        &self,
+        sink: &str,
+        max: usize,
+        in_flight: &HashSet<u64>,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        self.promote_due(sink, now_ms())?;
+        let mut out = Vec::new();
+        let mut bodies: HashMap<u64, BodyRow> = HashMap::new();
+        let mut orphans = sled::Batch::default();
+        let mut orphan_count = 0;
+        for item in self.tree.scan_prefix(sink_prefix(READY, sink)) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = item?;
+            let (_, rest) = split_sink(&key).ok_or_else(|| corrupt(&key, "bad key"))?;
+            let seq = u64_at(rest, 0).ok_or_else(|| corrupt(&key, "bad key"))?;
+            if in_flight.contains(&seq) {
+                continue;
+            }
+            let row: DeliveryRow = decode(&key, &value)?;
+            let ekey = seq_key(EVENT, seq);
+            let Some(ev) = self.tree.get(&ekey)? else {
+                tracing::error!(sink, seq, "delivery refers to a missing event; dropping it");
+                orphans.remove(key);
+                orphan_count += 1;
+                continue;
+            };
+            let (ev, inline) = EventRow::decode(&ekey, &ev)?;
+            let body = match bodies.entry(ev.body) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(match inline {
+                    Some(payload) => BodyRow::new(payload),
+                    None => BodyRow::load(&self.tree, ev.body)?,
+                }),
+            };
+            let payload = body.text.clone();
+            let json = if ev.properties_at.is_some() {
+                body.json()
+            } else {
+                None
+            };
+            out.push(Delivery {
+                seq,
+                attempts: row.attempts,
+                event: ev.restore(&ekey, json),
+                payload,
+            });
+        }
+        if orphan_count > 0 {
+            self.tree.apply_batch(orphans)?;
+            METRICS
+                .queue_pending
+                .with_label_values(&[sink])
+                .sub(orphan_count);
+        }
+        Ok(out)
+    }
+
+    /// Moves `sink`'s waiting deliveries whose time has come to the ready rows.
+    fn promote_due(&self, sink: &str, now: u64) -> Result<(), QueueError> {
+        let _moving = self.lock_moves();
+        let prefix = sink_prefix(WAITING, sink);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&(now + 1).to_be_bytes());
+        let mut batch = sled::Batch::default();
+        let mut moved = 0;
+        for item in self.tree.range(prefix.clone()..end).take(10_000) {
+            let (key, value) = item?;
+            let seq = split_sink(&key)
+                .and_then(|(_, rest)| u64_at(rest, 8))
+                .ok_or_else(|| corrupt(&key, "bad waiting key"))?;
+            batch.remove(key);
+            batch.insert(sink_seq_key(READY, sink, seq), value);
+            moved += 1;
+        }
+        if moved > 0 {
+            self.tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// When `sink`'s earliest waiting delivery is due, if it has any.
+    pub fn next_due(&self, sink: &str) -> Result<Option<u64>, QueueError> {
+        match self.tree.scan_prefix(sink_prefix(WAITING, sink)).next() {
+            Some(item) => {
+                let (key, _) = item?;
+                Ok(split_sink(&key).and_then(|(_, rest)| u64_at(rest, 0)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records what became of a batch of `sink`'s deliveries.
+    pub fn complete(
+        &self,
+        sink: &str,
+        results: &[(&Delivery, Decision)],
+    ) -> Result<(), QueueError> {
+        let _moving = self.lock_moves();
+        let now = now_ms();
+        let mut batch = sled::Batch::default();
+        let (mut done, mut dead) = (0i64, 0i64);
+        for (d, decision) in results {
+            let ready = sink_seq_key(READY, sink, d.seq);
+            batch.remove(ready);
+            match decision {
+                Decision::Delivered => {
+                    batch.insert(done_key(d.seq, sink), &now.to_be_bytes());
+                    done += 1;
+                }
+                Decision::Retry { due_ms, error } => {
+                    let row = DeliveryRow {
+                        attempts: d.attempts + 1,
+                        last_error: Some(error.clone()),
+                    };
+                    batch.insert(waiting_key(sink, *due_ms, d.seq), encode(&row));
+                }
+                Decision::Dead { error } => {
+                    let letter = self.dead_letter(sink, d, error, now)?;
+                    batch.insert(sink_seq_key(DEAD, sink, d.seq), encode(&letter));
+                    dead += 1;
+                }
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        METRICS
+            .queue_pending
+            .with_label_values(&[sink])
+            .sub(done + dead);
+        METRICS.dead_letters.with_label_values(&[sink]).add(dead);
+        Ok(())
+    }
+}
