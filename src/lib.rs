@@ -4,26 +4,27 @@
 //! The modules follow the data: ingress → verify → arcgis (parse) → event (dedup key) →
 //! route → queue → dispatch → sinks.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod arcgis;
-pub mod clock;
+pub mod client;
+pub(crate) mod clock;
 pub mod config;
-pub mod dispatch;
-pub mod enrich;
+pub(crate) mod dispatch;
+pub(crate) mod enrich;
 pub mod event;
 pub mod explain;
-pub mod health;
-pub mod ingress;
-pub mod metrics;
-pub mod problem;
+pub(crate) mod health;
+pub(crate) mod ingress;
+pub(crate) mod metrics;
+pub(crate) mod problem;
 pub mod queue;
 pub mod render;
-pub mod retry;
-pub mod route;
-pub mod secret;
+pub(crate) mod retry;
+pub(crate) mod route;
+pub(crate) mod secret;
 pub mod serve;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod sinks;
-pub mod tls;
-pub mod ui;
+pub(crate) mod tls;
+pub(crate) mod ui;
 pub mod verify;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hookbridge::arcgis::body::BodyEncoding;
+use hookbridge::client::{AdminClient, Method};
 use hookbridge::config::{Config, ConfigError, Secret};
 use hookbridge::queue::{Queue, QueueError};
 use hookbridge::serve::ServeError;
@@ -193,7 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     queue.close()?;
                     stats
                 }
-                Store::Running(admin) => admin.call("GET", "/admin/queue", None)?,
+                Store::Running(admin) => admin.call(Method::Get, "/admin/queue", &[])?,
             };
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(ExitCode::SUCCESS)
@@ -230,7 +231,7 @@ fn check(path: &Path) -> ExitCode {
 /// The queue, opened directly (daemon stopped) or through the admin API (daemon running).
 enum Store {
     Offline(std::sync::Arc<Queue>),
-    Running(Admin),
+    Running(AdminClient),
 }
 
 /// Opens the queue of a stopped daemon, or reaches a running one through its admin API.
@@ -238,7 +239,7 @@ fn open_queue(config: &Config) -> anyhow::Result<Store> {
     match Queue::open(&config.storage.path, config.storage.retention()) {
         Ok(q) => Ok(Store::Offline(q)),
         Err(e @ QueueError::Locked(_)) => match &config.server.admin_token {
-            Some(token) => Ok(Store::Running(Admin::new(config, token.expose())?)),
+            Some(token) => Ok(Store::Running(AdminClient::new(config, token.expose())?)),
             None => bail!(
                 "the data directory {} is in use: is `hookbridge serve` running? Stop it, or set server.admin_token to use the admin API ({e})",
                 config.storage.path.display()
@@ -248,74 +249,12 @@ fn open_queue(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
-/// A client of a running daemon's `/admin` API.
-struct Admin {
-    base: String,
-    token: String,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Admin {
-    fn new(config: &Config, token: &str) -> anyhow::Result<Admin> {
-        let mut addr = config.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        let scheme = if config.server.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        // The daemon's own certificate may be issued for its public name, not for this address.
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(config.server.tls.is_some() && addr.ip().is_loopback())
-            .build()?;
-        Ok(Admin {
-            base: format!("{scheme}://{addr}"),
-            token: token.to_string(),
-            client,
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
-        })
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        query: Option<&Filter>,
-    ) -> anyhow::Result<serde_json::Value> {
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "POST" => self.client.post(&url),
-            _ => self.client.get(&url),
-        }
-        .bearer_auth(&self.token);
-        if let Some(f) = query {
-            let pairs: Vec<(&str, &str)> = [("sink", f.sink.as_deref()), ("id", f.id.as_deref())]
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k, v)))
-                .collect();
-            req = req.query(&pairs);
-        }
-        self.runtime.block_on(async {
-            let resp = req.send().await.with_context(|| format!("calling {url}"))?;
-            let status = resp.status();
-            let body: serde_json::Value = resp
-                .json()
-                .await
-                .context("reading the admin API's answer")?;
-            if !status.is_success() {
-                bail!(
-                    "admin API answered {status}: {}",
-                    body["message"].as_str().unwrap_or_default()
-                );
-            }
-            Ok(body)
-        })
-    }
+/// The filter's `sink` and `id`, as the admin API's query.
+fn query(f: &Filter) -> Vec<(&str, &str)> {
+    [("sink", f.sink.as_deref()), ("id", f.id.as_deref())]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
 }
 
 fn dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
@@ -326,15 +265,19 @@ fn dlq(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode> {
             match &command {
                 DlqCommand::List(f) => println!(
                     "{}",
-                    serde_json::to_string_pretty(&admin.call("GET", "/admin/dlq", Some(f))?)?
+                    serde_json::to_string_pretty(&admin.call(
+                        Method::Get,
+                        "/admin/dlq",
+                        &query(f)
+                    )?)?
                 ),
                 DlqCommand::Replay(f) => println!(
                     "replayed {} dead letter(s)",
-                    admin.call("POST", "/admin/dlq/replay", Some(f))?["replayed"]
+                    admin.call(Method::Post, "/admin/dlq/replay", &query(f))?["replayed"]
                 ),
                 DlqCommand::Purge(f) => println!(
                     "purged {} dead letter(s)",
-                    admin.call("POST", "/admin/dlq/purge", Some(f))?["purged"]
+                    admin.call(Method::Post, "/admin/dlq/purge", &query(f))?["purged"]
                 ),
             }
             return Ok(ExitCode::SUCCESS);

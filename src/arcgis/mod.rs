@@ -4,7 +4,7 @@
 pub mod body;
 mod feature;
 mod geoprocessing;
-pub mod json;
+pub(crate) mod json;
 mod portal;
 pub mod samples;
 mod survey123;

@@ -38,11 +38,11 @@ mod error;
 mod fault;
 mod flusher;
 mod history;
-pub mod keys;
+pub(crate) mod keys;
 mod retention;
-pub mod rollback;
+pub(crate) mod rollback;
 mod rows;
-pub mod space;
+pub(crate) mod space;
 #[cfg(test)]
 mod space_tests;
 mod stage;

@@ -7,7 +7,7 @@
 
 mod actions;
 mod pages;
-pub mod session;
+pub(crate) mod session;
 mod view;
 
 use actix_web::body::MessageBody;
