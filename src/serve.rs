@@ -182,33 +182,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         health,
         controls,
     ));
-    let app_state = state.clone();
-    let ui = web::Data::new(crate::ui::Ui::default());
-    let max_body = config.server.max_body.as_u64() as usize;
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(app_state.clone())
-            .app_data(ui.clone())
-            .app_data(web::PayloadConfig::new(max_body))
-            .configure(ingress::routes)
-            .configure(crate::admin::routes)
-            .configure(crate::ui::routes)
-    })
-    .disable_signals()
-    .client_request_timeout(config.server.read_timeout)
-    .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1));
     let certs = match &config.server.tls {
         Some(tls) => Some(CertStore::new(tls)?),
         None => None,
     };
-    let server = match &certs {
-        Some(store) => server.bind_rustls_0_23(config.listen, store.server_config()?)?,
-        None => server.bind(config.listen)?,
-    };
-    for addr in server.addrs() {
-        tracing::info!(%addr, tls = certs.is_some(), hooks = config.hooks.len(), sinks = config.sinks.len(), "hookbridge listening");
-    }
-    let server = server.run();
+    let server = listen(&config, &state, certs.as_ref())?;
     let handle = server.handle();
     let mut server_task = tokio::spawn(server);
     notify(&[NotifyState::Ready]);
@@ -246,6 +224,52 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
 
     notify(&[NotifyState::Stopping]);
+    shut_down(&config, &state, handle, sinks, &stop, background, queue).await
+}
+
+/// Binds the listener (with TLS when configured) and mounts the ingress, admin API and status
+/// page; the returned server runs once spawned.
+fn listen(
+    config: &Config,
+    state: &web::Data<AppState>,
+    certs: Option<&Arc<CertStore>>,
+) -> Result<actix_web::dev::Server, ServeError> {
+    let app_state = state.clone();
+    let ui = web::Data::new(crate::ui::Ui::default());
+    let max_body = config.server.max_body.as_u64() as usize;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(ui.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .configure(ingress::routes)
+            .configure(crate::admin::routes)
+            .configure(crate::ui::routes)
+    })
+    .disable_signals()
+    .client_request_timeout(config.server.read_timeout)
+    .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1));
+    let server = match certs {
+        Some(store) => server.bind_rustls_0_23(config.listen, store.server_config()?)?,
+        None => server.bind(config.listen)?,
+    };
+    for addr in server.addrs() {
+        tracing::info!(%addr, tls = certs.is_some(), hooks = config.hooks.len(), sinks = config.sinks.len(), "hookbridge listening");
+    }
+    Ok(server.run())
+}
+
+/// Stops within `shutdown_timeout`: refuses new deliveries, lets requests and sends in flight
+/// finish with what the final flush does not need, stops the change feed, flushes the queue.
+async fn shut_down(
+    config: &Config,
+    state: &web::Data<AppState>,
+    handle: actix_web::dev::ServerHandle,
+    sinks: Sinks,
+    stop: &CancellationToken,
+    mut background: JoinSet<()>,
+    queue: Arc<Queue>,
+) -> Result<(), ServeError> {
     tracing::info!("stopping: refusing new deliveries, finishing those in flight");
     // The whole stop fits in shutdown_timeout: requests and sends in flight get what the final
     // flush does not need, and the flush gets the rest.
