@@ -124,50 +124,10 @@ impl Dispatcher {
         loop {
             let stopping = self.shutdown.is_cancelled();
             let mut hold = None;
-            // Takes that gave nothing to send (all parked for changes) before idling.
-            let mut retakes = 0;
             if !stopping && backoff.is_none() && !self.control.is_paused() {
-                while in_flight.len() < depth {
-                    let batch = match self.queue.take(&self.name, self.sink.max_batch(), &taken) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::error!(sink = %self.name, error = %e, "cannot read the queue");
-                            backoff = Some(Duration::from_secs(1));
-                            break;
-                        }
-                    };
-                    if batch.is_empty() {
-                        break;
-                    }
-                    let batch = match &self.feed {
-                        Some(feed) => feed.prepare(&self.name, batch),
-                        None => batch,
-                    };
-                    if batch.is_empty() {
-                        retakes += 1;
-                        if retakes > 8 {
-                            break;
-                        }
-                        continue;
-                    }
-                    if let Some(until) = self.sink.hold_until(&batch) {
-                        if until > now_ms() {
-                            hold = Some(until);
-                            break;
-                        }
-                    }
-                    taken.extend(batch.iter().map(|d| d.seq));
-                    let sink = self.sink.clone();
-                    let feed = self.feed.clone();
-                    let name = self.name.clone();
-                    in_flight.push_back(Box::pin(async move {
-                        let started = Instant::now();
-                        let result = match feed {
-                            Some(feed) => feed.send(&name, sink.as_ref(), &batch).await,
-                            None => sink.send(&batch).await,
-                        };
-                        (batch, result, started.elapsed())
-                    }));
+                match self.fill(&mut in_flight, &mut taken, depth) {
+                    Ok(until) => hold = until,
+                    Err(delay) => backoff = Some(delay),
                 }
             }
             if in_flight.is_empty() {
@@ -195,38 +155,105 @@ impl Dispatcher {
             for d in &batch {
                 taken.remove(&d.seq);
             }
-            METRICS
-                .send_seconds
-                .with_label_values(&[&self.name])
-                .observe(elapsed.as_secs_f64());
-            match result {
-                Ok(outcomes) => {
-                    if backoff.is_none() {
-                        outage = 0;
-                    }
-                    if !self.record(&batch, outcomes) {
-                        backoff.get_or_insert(Duration::from_secs(1));
-                    }
-                }
+            self.settle(&batch, result, elapsed, &mut outage, &mut backoff);
+        }
+        tracing::debug!(sink = %self.name, "dispatcher stopped");
+    }
+
+    /// Takes batches and starts sending them until `depth` are in flight or nothing is ready.
+    /// Returns when a held batch (a digest window) is due again, or the delay to wait when the
+    /// queue cannot be read.
+    fn fill(
+        &self,
+        in_flight: &mut FuturesOrdered<BoxFuture<'static, Sent>>,
+        taken: &mut HashSet<u64>,
+        depth: usize,
+    ) -> Result<Option<u64>, Duration> {
+        // Takes that gave nothing to send (all parked for changes) before idling.
+        let mut retakes = 0;
+        while in_flight.len() < depth {
+            let batch = match self.queue.take(&self.name, self.sink.max_batch(), taken) {
+                Ok(b) => b,
                 Err(e) => {
-                    METRICS
-                        .deliveries
-                        .with_label_values(&[&self.name, "unavailable"])
-                        .inc_by(batch.len() as u64);
-                    let error = e.to_string();
-                    self.control.record_error(&error);
-                    self.queue.record_unavailable(&self.name, &batch, &error);
-                    // The other batches in flight likely fail the same way: one outage, one wait.
-                    if backoff.is_none() {
-                        outage += 1;
-                        let delay = backoff_delay(&self.retry.backoff, outage);
-                        tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink unavailable; nothing is lost, retrying");
-                        backoff = Some(delay);
-                    }
+                    tracing::error!(sink = %self.name, error = %e, "cannot read the queue");
+                    return Err(Duration::from_secs(1));
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let batch = match &self.feed {
+                Some(feed) => feed.prepare(&self.name, batch),
+                None => batch,
+            };
+            if batch.is_empty() {
+                retakes += 1;
+                if retakes > 8 {
+                    break;
+                }
+                continue;
+            }
+            if let Some(until) = self.sink.hold_until(&batch) {
+                if until > now_ms() {
+                    return Ok(Some(until));
+                }
+            }
+            taken.extend(batch.iter().map(|d| d.seq));
+            let sink = self.sink.clone();
+            let feed = self.feed.clone();
+            let name = self.name.clone();
+            in_flight.push_back(Box::pin(async move {
+                let started = Instant::now();
+                let result = match feed {
+                    Some(feed) => feed.send(&name, sink.as_ref(), &batch).await,
+                    None => sink.send(&batch).await,
+                };
+                (batch, result, started.elapsed())
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Records what a batch's send came to: each delivery's outcome, or an outage of the sink
+    /// as a whole (no attempt spent), which sets the backoff before the next batch.
+    fn settle(
+        &self,
+        batch: &[Delivery],
+        result: Result<Vec<Outcome>, SinkError>,
+        elapsed: Duration,
+        outage: &mut u32,
+        backoff: &mut Option<Duration>,
+    ) {
+        METRICS
+            .send_seconds
+            .with_label_values(&[&self.name])
+            .observe(elapsed.as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                if backoff.is_none() {
+                    *outage = 0;
+                }
+                if !self.record(batch, outcomes) {
+                    backoff.get_or_insert(Duration::from_secs(1));
+                }
+            }
+            Err(e) => {
+                METRICS
+                    .deliveries
+                    .with_label_values(&[&self.name, "unavailable"])
+                    .inc_by(batch.len() as u64);
+                let error = e.to_string();
+                self.control.record_error(&error);
+                self.queue.record_unavailable(&self.name, batch, &error);
+                // The other batches in flight likely fail the same way: one outage, one wait.
+                if backoff.is_none() {
+                    *outage += 1;
+                    let delay = backoff_delay(&self.retry.backoff, *outage);
+                    tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink unavailable; nothing is lost, retrying");
+                    *backoff = Some(delay);
                 }
             }
         }
-        tracing::debug!(sink = %self.name, "dispatcher stopped");
     }
 
     /// Waits for new deliveries, the next retry or digest time, a resume, or shutdown.
