@@ -7,6 +7,7 @@ pub mod rabbitmq;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -35,6 +36,9 @@ pub enum Outcome {
     Delivered,
     /// A transient failure: try again after a backoff (counts as an attempt).
     Retry(String),
+    /// A transient failure whose destination asked for a wait (HTTP `Retry-After`): try again
+    /// after the backoff or that wait, whichever is longer, but never past the policy's `max`.
+    RetryAfter(String, Duration),
     /// The destination refused it for good: dead-letter it with this reason.
     Reject(String),
 }
