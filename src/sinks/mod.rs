@@ -2,6 +2,7 @@
 
 pub mod email;
 pub mod file;
+pub mod http;
 pub mod kafka;
 pub mod rabbitmq;
 
@@ -92,10 +93,12 @@ pub enum SinkConfig {
     RabbitMq(rabbitmq::RabbitMqConfig),
     /// Templated mail through lettre.
     Email(email::EmailConfig),
+    /// Requests to an HTTP receiver through reqwest.
+    Http(http::HttpConfig),
 }
 
 /// The `type` values, for error messages.
-const TYPES: &str = "file, kafka, rabbitmq, email";
+const TYPES: &str = "file, kafka, rabbitmq, email, http";
 
 impl SinkConfig {
     /// Parses `[sinks.NAME]`: its `type`, its optional `retry`, and the type's own keys.
@@ -140,6 +143,11 @@ impl SinkConfig {
             "kafka" => SinkConfig::Kafka(table_into(table, &key)?),
             "rabbitmq" => SinkConfig::RabbitMq(table_into(table, &key)?),
             "email" => SinkConfig::Email(table_into(table, &key)?),
+            "http" => {
+                let mut c: http::HttpConfig = table_into(table, &key)?;
+                c.ca = c.ca.map(|ca| base.join(ca));
+                SinkConfig::Http(c)
+            }
             other => {
                 return Err(vec![Problem::new(
                     format!("{key}.type"),
@@ -157,6 +165,7 @@ impl SinkConfig {
             SinkConfig::Kafka(_) => "kafka",
             SinkConfig::RabbitMq(_) => "rabbitmq",
             SinkConfig::Email(_) => "email",
+            SinkConfig::Http(_) => "http",
         }
     }
 
@@ -172,6 +181,7 @@ impl SinkConfig {
             SinkConfig::Kafka(c) => c.register_templates(name, renderer, problems),
             SinkConfig::RabbitMq(c) => c.register_templates(name, renderer, problems),
             SinkConfig::Email(c) => c.register_templates(name, renderer, problems),
+            SinkConfig::Http(c) => c.check(name, renderer, problems),
         }
     }
 
@@ -188,6 +198,7 @@ impl SinkConfig {
             SinkConfig::Kafka(c) => c.preview(name, r, event, payload),
             SinkConfig::RabbitMq(c) => c.preview(name, r, event, payload),
             SinkConfig::Email(c) => c.preview(name, r, event, payload),
+            SinkConfig::Http(c) => c.preview(name, r, event, payload),
         }
     }
 
@@ -206,6 +217,7 @@ impl SinkConfig {
             SinkConfig::Kafka(c) => c.build(name, renderer),
             SinkConfig::RabbitMq(c) => c.build(name, renderer),
             SinkConfig::Email(c) => c.build(name, renderer),
+            SinkConfig::Http(c) => Ok(Some(c.build(name, renderer)?)),
         }
     }
 }
