@@ -349,3 +349,49 @@ async fn a_hanging_receiver_times_out_and_the_delivery_is_retried() {
         d.log_text()
     );
 }
+
+#[tokio::test]
+async fn the_rate_limit_and_max_in_flight_bound_what_the_receiver_sees() {
+    let r = Receiver::start();
+    r.reply_always(Reply::status(200).delay(Duration::from_millis(100)));
+    let sink = http_sink("paced", &format!("{}/paced", r.base), "rate = \"5/s\"");
+    let d = Daemon::start(&config(&sink, "\"paced\""));
+    let bodies: Vec<Vec<u8>> = (0..15)
+        .map(|n| portal_event(&format!("paced-{n}")))
+        .collect();
+    for b in &bodies {
+        post(&d, "portal", b).await;
+    }
+    let seen = r.wait_until(|c| c.len() >= 15).await;
+    assert_eq!(seen.len(), 15, "{}", d.log_text());
+    // A burst of 5, then one every 200 ms: 15 requests span at least 2 s.
+    let span = seen[14].at.duration_since(seen[0].at);
+    assert!(
+        span >= Duration::from_millis(1800),
+        "15 requests in {span:?} at 5/s"
+    );
+    for w in seen.windows(11) {
+        let gap = w[10].at.duration_since(w[0].at);
+        assert!(
+            gap >= Duration::from_millis(900),
+            "11 requests within {gap:?}"
+        );
+    }
+    let metrics = d.get("/metrics").await.text;
+    assert!(
+        metrics.contains("hookbridge_http_rate_limit_wait_seconds_total{sink=\"paced\"}"),
+        "{metrics}"
+    );
+    drop(d);
+
+    let r = Receiver::start();
+    r.reply_always(Reply::status(200).delay(Duration::from_millis(150)));
+    let sink = http_sink("narrow", &format!("{}/narrow", r.base), "max_in_flight = 2");
+    let d = Daemon::start(&config(&sink, "\"narrow\""));
+    for b in &bodies {
+        post(&d, "portal", b).await;
+    }
+    let seen = r.wait_until(|c| c.len() >= 15).await;
+    assert_eq!(seen.len(), 15, "{}", d.log_text());
+    assert_eq!(r.most_at_once(), 2, "max_in_flight = 2");
+}

@@ -85,6 +85,9 @@ struct State {
     script: BTreeMap<String, VecDeque<Reply>>,
     /// The answer when nothing is scripted (200 unless set).
     default: Option<Reply>,
+    /// Requests being answered now, and the most at once so far.
+    active: usize,
+    most: usize,
 }
 
 /// A running receiver; stopped on drop.
@@ -174,6 +177,11 @@ impl Receiver {
             .collect()
     }
 
+    /// The most requests the receiver was answering at once.
+    pub fn most_at_once(&self) -> usize {
+        self.state.lock().unwrap().most
+    }
+
     /// Waits (20 s at most) until `done` holds for the requests, returning them.
     pub async fn wait_until(&self, done: impl Fn(&[Captured]) -> bool) -> Vec<Captured> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -222,6 +230,8 @@ async fn receive(
             body: body.to_vec(),
             at: Instant::now(),
         });
+        st.active += 1;
+        st.most = st.most.max(st.active);
         let scripted = st.script.get_mut(&path).and_then(VecDeque::pop_front);
         scripted
             .or_else(|| st.default.clone())
@@ -230,6 +240,7 @@ async fn receive(
     if !reply.delay.is_zero() {
         actix_web::rt::time::sleep(reply.delay).await;
     }
+    state.lock().unwrap().active -= 1;
     let mut answer = HttpResponse::build(
         actix_web::http::StatusCode::from_u16(reply.status).expect("a status code"),
     );
