@@ -270,26 +270,22 @@ pub(super) fn check_template_body(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Headers hookbridge sets itself (lower case): configuring them would conflict.
+/// Headers hookbridge always sets itself (lower case).
+const RESERVED: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    EVENT_ID_HEADER,
+];
+
+/// Headers hookbridge sets for this sink (lower case): configuring them would conflict.
 pub(super) fn reserved_headers(c: &HttpConfig) -> Vec<String> {
-    let mut names: Vec<String> = [
-        "content-type",
-        "content-length",
-        "host",
-        "transfer-encoding",
-        "connection",
-        EVENT_ID_HEADER,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut names: Vec<String> = RESERVED.iter().map(ToString::to_string).collect();
     if let Some(auth) = &c.auth {
-        names.push(
-            auth.header
-                .as_deref()
-                .unwrap_or("authorization")
-                .to_ascii_lowercase(),
-        );
+        let header = auth.header.as_deref().unwrap_or("authorization");
+        names.push(header.to_ascii_lowercase());
     }
     if let Some(sign) = &c.sign {
         names.extend(Signer::header_names(sign));
@@ -351,25 +347,18 @@ pub(super) fn auth_header(a: &AuthConfig) -> Result<(HeaderName, HeaderValue), (
         return Ok((AUTHORIZATION, value));
     }
     if let (Some(header), Some(value)) = (&a.header, &a.value) {
-        let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-            (
-                ".header".to_string(),
-                format!("{header:?} is not a valid header name"),
-            )
-        })?;
+        let name = header_name(header, &[]).map_err(invalid("header"))?;
         let value = header_value(value.expose(), true).map_err(invalid("value"))?;
         return Ok((name, value));
     }
-    let missing = if a.user.is_some() {
-        ".password"
-    } else if a.password.is_some() {
-        ".user"
-    } else if a.header.is_some() {
-        ".value"
-    } else {
-        ".header"
+    let missing = match (&a.user, &a.password, &a.header) {
+        (Some(_), ..) => ".password",
+        (_, Some(_), _) => ".user",
+        (.., Some(_)) => ".value",
+        _ => ".header",
     };
-    Err((missing.into(), "missing; basic authentication needs user and password, a custom header needs header and value".into()))
+    let needs = "missing; basic authentication needs user and password, a custom header needs header and value";
+    Err((missing.into(), needs.into()))
 }
 
 #[cfg(test)]
