@@ -97,6 +97,17 @@ pub fn backoff_delay(b: &Backoff, attempt: u32) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// The delay before attempt `attempt + 1` when the destination asked for `after` (HTTP
+/// `Retry-After`): the backoff or that wait, whichever is longer, capped at the policy's `max`
+/// so that a destination cannot park a delivery for longer than the operator allows.
+pub fn retry_delay(b: &Backoff, attempt: u32, after: Option<Duration>) -> Duration {
+    let backoff = backoff_delay(b, attempt);
+    match after {
+        Some(after) => backoff.max(after.min(b.max)),
+        None => backoff,
+    }
+}
+
 /// A batch on its way to the sink: the deliveries, the sink's answer, and how long it took.
 type Sent = (Vec<Delivery>, Result<Vec<Outcome>, SinkError>, Duration);
 
@@ -335,13 +346,30 @@ impl Dispatcher {
         match outcome {
             Outcome::Delivered => Decision::Delivered,
             Outcome::Reject(error) => Decision::Dead { error },
-            Outcome::Retry(error) if attempts + 1 >= self.retry.attempts => Decision::Dead {
+            Outcome::Retry(error) => self.retry_or_give_up(attempts, error, None, now),
+            Outcome::RetryAfter(error, after) => {
+                self.retry_or_give_up(attempts, error, Some(after), now)
+            }
+        }
+    }
+
+    /// A failed attempt: retried after `retry_delay`, or dead once the attempts are spent.
+    fn retry_or_give_up(
+        &self,
+        attempts: u32,
+        error: String,
+        after: Option<Duration>,
+        now: u64,
+    ) -> Decision {
+        if attempts + 1 >= self.retry.attempts {
+            return Decision::Dead {
                 error: format!("gave up after {} attempts: {error}", attempts + 1),
-            },
-            Outcome::Retry(error) => Decision::Retry {
-                due_ms: now + backoff_delay(&self.retry.backoff, attempts + 1).as_millis() as u64,
-                error,
-            },
+            };
+        }
+        let delay = retry_delay(&self.retry.backoff, attempts + 1, after);
+        Decision::Retry {
+            due_ms: now + delay.as_millis() as u64,
+            error,
         }
     }
 
@@ -488,6 +516,71 @@ mod tests {
         assert_eq!(probe.sent.lock().unwrap().len(), 40, "none delivered twice");
         let stats = queue.stats([&"p".to_string()]).unwrap();
         assert_eq!((stats.sinks["p"].ready, stats.sinks["p"].dead), (0, 0));
+        queue.close().unwrap();
+    }
+
+    #[test]
+    fn retry_after_lengthens_the_backoff_up_to_the_policy_max() {
+        let b = Backoff {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        for _ in 0..50 {
+            // No wait asked: the plain backoff (first attempt: 0.5 to 1 s).
+            let plain = retry_delay(&b, 1, None);
+            assert!(plain <= Duration::from_secs(1), "{plain:?}");
+            // A longer wait asked: exactly that wait.
+            assert_eq!(
+                retry_delay(&b, 1, Some(Duration::from_secs(30))),
+                Duration::from_secs(30)
+            );
+            // A shorter wait asked: the backoff still applies (attempt 5: 8 to 16 s).
+            let longer = retry_delay(&b, 5, Some(Duration::from_secs(2)));
+            assert!(longer >= Duration::from_secs(8), "{longer:?}");
+            // A wait past the policy's max: capped at max.
+            assert_eq!(
+                retry_delay(&b, 1, Some(Duration::from_secs(3600))),
+                Duration::from_secs(60)
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_after_outcome_is_due_no_sooner_than_asked_and_spends_an_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let week = Duration::from_secs(7 * 86_400);
+        let retention = Retention {
+            dedup_window: week,
+            keep_delivered: week,
+            keep_dead: week,
+            min_free: 0,
+        };
+        let queue = Queue::open(dir.path(), retention).unwrap();
+        let d = Dispatcher {
+            name: "p".into(),
+            sink: Arc::new(Probe::default()),
+            queue: queue.clone(),
+            retry: RetryConfig {
+                attempts: 3,
+                backoff: Backoff {
+                    first: Duration::from_millis(10),
+                    max: Duration::from_secs(60),
+                },
+            },
+            health: Arc::new(Health::default()),
+            shutdown: CancellationToken::new(),
+            control: Arc::new(SinkControl::default()),
+            feed: None,
+        };
+        let after = Outcome::RetryAfter("429".into(), Duration::from_secs(20));
+        match d.decide(0, after.clone(), 1_000) {
+            Decision::Retry { due_ms, error } => {
+                assert_eq!(due_ms, 21_000);
+                assert_eq!(error, "429");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(d.decide(2, after, 1_000), Decision::Dead { .. }));
         queue.close().unwrap();
     }
 

@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder, exponential_buckets,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder, exponential_buckets,
 };
 
 /// The process-wide metrics (the one global: Prometheus registries are meant to be shared).
@@ -51,6 +51,12 @@ pub struct Metrics {
     pub enrich_failures: IntCounterVec,
     /// Bytes of change files read, by connection.
     pub enrich_bytes: IntCounterVec,
+    /// Answers from HTTP receivers, by sink and status code.
+    pub http_responses: IntCounterVec,
+    /// Time of one HTTP sink request, from sending to the end of the answer, by sink.
+    pub http_request_seconds: HistogramVec,
+    /// Time HTTP sink requests waited for the sink's rate limit, by sink.
+    pub http_rate_limit_wait: CounterVec,
 }
 
 impl Metrics {
@@ -139,7 +145,7 @@ impl Metrics {
                     "hookbridge_commit_fsync_duration_seconds",
                     "Time of one group commit's write and fsync",
                 )
-                .buckets(latency),
+                .buckets(latency.clone()),
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
             sink_up: IntGaugeVec::new(
@@ -191,6 +197,28 @@ impl Metrics {
                 "Bytes of change files read, by ArcGIS connection",
                 &["connection"],
             ),
+            http_responses: counter(
+                "hookbridge_http_responses_total",
+                "Answers from HTTP receivers, by sink and status code",
+                &["sink", "status"],
+            ),
+            http_request_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "hookbridge_http_request_duration_seconds",
+                    "Time of one HTTP sink request, from sending to the end of the answer",
+                )
+                .buckets(latency),
+                &["sink"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            http_rate_limit_wait: CounterVec::new(
+                Opts::new(
+                    "hookbridge_http_rate_limit_wait_seconds_total",
+                    "Time HTTP sink requests waited for the sink's rate limit",
+                ),
+                &["sink"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -213,6 +241,9 @@ impl Metrics {
             Box::new(m.enrich_job_polls.clone()),
             Box::new(m.enrich_failures.clone()),
             Box::new(m.enrich_bytes.clone()),
+            Box::new(m.http_responses.clone()),
+            Box::new(m.http_request_seconds.clone()),
+            Box::new(m.http_rate_limit_wait.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

@@ -33,9 +33,10 @@ pub enum PayloadFormat {
     Template,
 }
 
-/// The templates shipped in `templates/`, built into the binary so that an email sink works
-/// wherever its config file lives; a file of the same name in the templates directory wins.
-const BUILTIN: [(&str, &str); 15] = [
+/// The templates shipped in `templates/`, built into the binary so that an email sink (and an
+/// HTTP sink's Teams or Slack body) works wherever its config file lives; a file of the same
+/// name in the templates directory wins.
+const BUILTIN: [(&str, &str); 17] = [
     (
         "digest.html.tera",
         include_str!("../templates/digest.html.tera"),
@@ -96,6 +97,14 @@ const BUILTIN: [(&str, &str); 15] = [
         "survey123.txt.tera",
         include_str!("../templates/survey123.txt.tera"),
     ),
+    (
+        "slack.json.tera",
+        include_str!("../templates/slack.json.tera"),
+    ),
+    (
+        "teams.json.tera",
+        include_str!("../templates/teams.json.tera"),
+    ),
 ];
 
 /// All compiled templates, by name; built at config load so that mistakes surface there.
@@ -133,6 +142,7 @@ impl Renderer {
     pub fn new(dir: PathBuf) -> Self {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![".html", ".html.tera"]);
+        tera.register_filter("utc", utc_filter);
         Renderer {
             tera: Arc::new(tera),
             dir,
@@ -198,6 +208,38 @@ impl Renderer {
         }
     }
 
+    /// Compiles one template `name` from `file` in the templates directory, or else from the
+    /// built-in template of that file name (an HTTP sink's `teams` and `slack` bodies).
+    pub fn add_file_or_builtin(
+        &mut self,
+        name: &str,
+        file: &str,
+        key: &str,
+        problems: &mut Vec<Problem>,
+    ) {
+        let path = self.dir.join(file);
+        let builtin = BUILTIN.iter().find(|(f, _)| *f == file).map(|(_, t)| *t);
+        let tera = Arc::make_mut(&mut self.tera);
+        let added = match builtin {
+            _ if path.exists() => tera.add_template_file(&path, Some(name)),
+            Some(text) => tera.add_raw_template(name, text),
+            None => {
+                problems.push(Problem::new(
+                    key,
+                    format!(
+                        "template file {} does not exist, and there is no built-in template {file:?}",
+                        path.display()
+                    ),
+                ));
+                return;
+            }
+        };
+        Arc::make_mut(&mut self.needs).remove(name);
+        if let Err(e) = added {
+            problems.push(Problem::new(key, error_chain(&e)));
+        }
+    }
+
     /// Whether a template of that name exists.
     pub fn has(&self, name: &str) -> bool {
         self.tera.get_template_names().any(|n| n == name)
@@ -259,6 +301,19 @@ fn context_of(event: &Event, payload: Option<&str>) -> tera::Context {
         map.insert("payload".into(), parsed);
     }
     tera::Context::from_value(value).unwrap_or_default()
+}
+
+/// The `utc` filter: epoch milliseconds as `2023-11-14 22:15:21 UTC`, for message templates.
+fn utc_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    let at = value
+        .as_u64()
+        .or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        .and_then(|ms| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            tera::Error::msg(format!("utc expects epoch milliseconds; found {value}"))
+        })?;
+    let text = humantime::format_rfc3339_seconds(at).to_string();
+    Ok(Value::from(text.replacen('T', " ", 1).replace('Z', " UTC")))
 }
 
 /// Tera's error with its causes, which hold the useful part (line, variable name).
@@ -334,6 +389,26 @@ mod tests {
         // A name compiled again with a template that needs more loses its shortcut.
         r.add_inline("literal", "{{ payload.a }}", "k", &mut p);
         assert_eq!(r.render_event("literal", &e, payload).unwrap(), "7");
+    }
+
+    #[test]
+    fn the_utc_filter_formats_epoch_milliseconds() {
+        let mut r = Renderer::new(PathBuf::from("templates"));
+        let mut p = vec![];
+        r.add_inline("t", "{{ when | utc }}", "k", &mut p);
+        let e = Event {
+            when: Some(1_700_000_120_001),
+            ..event()
+        };
+        assert_eq!(
+            r.render_event("t", &e, "{}").unwrap(),
+            "2023-11-14 22:15:20 UTC"
+        );
+        let bad = Event {
+            when: None,
+            ..event()
+        };
+        assert!(r.render_event("t", &bad, "{}").is_err());
     }
 
     #[test]

@@ -306,7 +306,7 @@ pub fn portal(run: u64) -> Bodies {
 }
 
 /// A unique portal payload of about 1 KB: run `run`, request `n`.
-fn portal_payload(run: u64, n: u64) -> Vec<u8> {
+pub fn portal_payload(run: u64, n: u64) -> Vec<u8> {
     format!(
         r#"{{"info":{{"webhookName":"bench","webhookId":"72fed926aeb74c9ca8a22aacddc6725a","portalURL":"https://gis.example.org/portal/","when":1700000000000}},"events":[{{"username":"bench","userId":"173dd04b69134bdf99c5000aad0b6298","when":{n},"operation":"update","source":"item","id":"item-{run}-{n:012}","properties":{{"padding":"{pad}"}}}}]}}"#,
         pad = "x".repeat(700)

@@ -1,7 +1,8 @@
 //! Accept benchmark: durable accept rate and latency of the release binary, next to a no-op
 //! actix-web handler driven by the same load generator in the same run; RSS idle and loaded;
 //! feature-service form bodies; end to end through the file sink, RabbitMQ and Kafka (tansu),
-//! each broker next to its raw client on the same broker.
+//! each broker next to its raw client on the same broker; the HTTP sink draining to a local no-op
+//! receiver next to a raw reqwest client.
 //!
 //! Run: `cargo bench --bench accept`. Prints markdown (and writes it to `BENCH_REPORT=path`).
 //! Environment:
@@ -9,8 +10,9 @@
 //! - `BENCH_E2E_RATE` (1000): paced rate of the end-to-end phases;
 //! - `BENCH_BROKER_N` (20000): messages of the raw-client runs and events of the sink drains;
 //! - `BENCH_RAW_WINDOWS` (8): batches in flight at once in the pipelined raw-client runs;
-//! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka`, `maximal`
-//!   (default: all);
+//! - `BENCH_HTTP_IN_FLIGHT` (16): requests in flight of the HTTP sink and of its raw client;
+//! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka`, `http`,
+//!   `maximal` (default: all);
 //! - `BENCH_BACKLOG=N`: adds the backlog phase (RSS and restart-to-ready with N queued events).
 //!
 //! RabbitMQ is expected at 127.0.0.1:5672 (guest/guest; `BENCH_AMQP_URL` names another) and
@@ -22,6 +24,7 @@ mod daemon;
 mod e2e;
 mod file_sink;
 mod form;
+mod http_sink;
 mod load;
 mod maximal;
 mod report;
@@ -112,6 +115,9 @@ fn main() {
     }
     if wanted("kafka") {
         brokers::kafka::run(&rt, &mut report, &bench, &mut summary);
+    }
+    if wanted("http") {
+        http_sink::run(&rt, &mut report, &bench, &mut summary);
     }
     summary.print(&mut report, rate);
     if wanted("maximal") {

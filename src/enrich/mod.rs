@@ -167,7 +167,7 @@ impl Feed {
             let worse = match (&outcomes[i], &o) {
                 (Outcome::Reject(_), _) => false,
                 (_, Outcome::Reject(_)) => true,
-                (Outcome::Delivered, Outcome::Retry(_)) => true,
+                (Outcome::Delivered, Outcome::Retry(_) | Outcome::RetryAfter(..)) => true,
                 _ => false,
             };
             if worse {

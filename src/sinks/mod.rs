@@ -5,12 +5,14 @@
 
 mod email;
 mod file;
+mod http;
 mod kafka;
 mod message;
 mod rabbitmq;
 mod registry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -21,11 +23,12 @@ pub(crate) use message::{body_for_display, check_payload_template, payload_templ
 pub use registry::{Check, SinkConfig, SinkKind, SinkType};
 
 /// Every sink type hookbridge knows: adding one is a folder and a line here.
-const KINDS: [SinkKind; 4] = [
+const KINDS: [SinkKind; 5] = [
     SinkKind::of::<file::FileConfig>(),
     SinkKind::of::<kafka::KafkaConfig>(),
     SinkKind::of::<rabbitmq::RabbitMqConfig>(),
     SinkKind::of::<email::EmailConfig>(),
+    SinkKind::of::<http::HttpConfig>(),
 ];
 
 /// One event due at one sink, as the dispatcher hands it over.
@@ -48,6 +51,9 @@ pub enum Outcome {
     Delivered,
     /// A transient failure: try again after a backoff (counts as an attempt).
     Retry(String),
+    /// A transient failure whose destination asked for a wait (HTTP `Retry-After`): try again
+    /// after the backoff or that wait, whichever is longer, but never past the policy's `max`.
+    RetryAfter(String, Duration),
     /// The destination refused it for good: dead-letter it with this reason.
     Reject(String),
 }

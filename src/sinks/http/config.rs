@@ -1,0 +1,434 @@
+//! `[sinks.NAME]` with `type = "http"`: the settings, their checks with key paths, what
+//! `explain` shows, and building the running sink.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::Quota;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use super::encode::{self, Encoder, display_url};
+use super::send::HttpSink;
+use super::sign::Signer;
+use crate::event::Event;
+use crate::problem::Problem;
+use crate::render::{RenderError, Renderer};
+use crate::secret::Secret;
+use crate::sinks::{Check, Sink, SinkError, SinkType, body_for_display};
+
+/// `[sinks.NAME]` with `type = "http"`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to send: a template over the event; `env:`/`file:` keep a URL that holds a token
+    /// (Teams, Slack) out of the file.
+    pub url: TextOrSecret,
+    /// `POST` (default), `PUT` or `PATCH`.
+    #[serde(default)]
+    pub method: Method,
+    /// Extra headers: templates over the event, or `env:`/`file:` secrets sent as they are.
+    #[serde(default)]
+    pub headers: BTreeMap<String, TextOrSecret>,
+    /// What the body holds: `event` (default), `raw`, `teams`, `slack`, or a tera template.
+    #[serde(default)]
+    pub body: BodySpec,
+    /// The body's `Content-Type`, when the default (JSON, or text for a non-JSON template) is wrong.
+    pub content_type: Option<String>,
+    /// Bound on one request: connecting, sending and reading the answer.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests on their way at once; 1 sends one at a time, in queue order.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// At most this many requests per second, minute or hour (`"10/s"`).
+    pub rate: Option<Rate>,
+    /// How hookbridge authenticates to the receiver.
+    pub auth: Option<AuthConfig>,
+    /// How requests are signed, so the receiver can tell they come from hookbridge.
+    pub sign: Option<SignConfig>,
+    /// A PEM file of private CA certificates trusted besides the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Accepts any certificate (a test receiver only); logged as a warning at every start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_in_flight() -> usize {
+    4
+}
+
+/// The most requests in flight a sink may ask for.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// Hand-written so that an inline URL's path (Slack and Teams put their token there) and
+/// secret header values never reach a log.
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: BTreeMap<&str, &str> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), if v.is_secret() { "***" } else { v.expose() }))
+            .collect();
+        f.debug_struct("HttpConfig")
+            .field("url", &display_url(self.url.expose()))
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field("body", &self.body)
+            .field("content_type", &self.content_type)
+            .field("timeout", &self.timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("rate", &self.rate)
+            .field("auth", &self.auth)
+            .field("sign", &self.sign)
+            .field("ca", &self.ca)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+/// A config string that is text (a template) or an `env:`/`file:` secret resolved at load.
+#[derive(Clone, Debug)]
+pub enum TextOrSecret {
+    /// Written in the config file.
+    Text(String),
+    /// Read from the environment or a file; never printed.
+    Secret(Secret),
+}
+
+impl TextOrSecret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        match self {
+            TextOrSecret::Text(t) => t,
+            TextOrSecret::Secret(s) => s.expose(),
+        }
+    }
+
+    /// Whether it came from `env:` or `file:`.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, TextOrSecret::Secret(_))
+    }
+}
+
+impl<'de> Deserialize<'de> for TextOrSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.starts_with("env:") || text.starts_with("file:") {
+            return Secret::resolve(&text)
+                .map(TextOrSecret::Secret)
+                .map_err(serde::de::Error::custom);
+        }
+        Ok(TextOrSecret::Text(text))
+    }
+}
+
+/// The request method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Method {
+    /// The default: receivers create something per event.
+    #[default]
+    #[serde(rename = "POST", alias = "post")]
+    Post,
+    /// For receivers that store the event under the URL.
+    #[serde(rename = "PUT", alias = "put")]
+    Put,
+    /// For receivers that update a resource.
+    #[serde(rename = "PATCH", alias = "patch")]
+    Patch,
+}
+
+/// What the request body holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BodySpec {
+    /// The normalized event as JSON.
+    #[default]
+    Event,
+    /// The ArcGIS payload as received.
+    Raw,
+    /// A Microsoft Teams message (an Adaptive Card), built in (`teams.json.tera`).
+    Teams,
+    /// A Slack incoming-webhook message (`text` and `blocks`), built in (`slack.json.tera`).
+    Slack,
+    /// An inline tera template over the event.
+    Template(String),
+}
+
+impl<'de> Deserialize<'de> for BodySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "event" => BodySpec::Event,
+            "raw" => BodySpec::Raw,
+            "teams" => BodySpec::Teams,
+            "slack" => BodySpec::Slack,
+            other => BodySpec::Template(other.to_string()),
+        })
+    }
+}
+
+/// A rate limit: `count` requests per `per`, in bursts of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests per period.
+    pub count: NonZeroU32,
+    /// The period: a second, a minute or an hour.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parses `N/s`, `N/m` or `N/h` (also `sec`, `second`, `min`, `minute`, `hour`).
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let expected =
+            "expected a count per second, minute or hour, like \"10/s\", \"600/m\" or \"100/h\"";
+        let (count, unit) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{expected}; found {text:?}"))?;
+        let count = count.trim().parse::<NonZeroU32>().map_err(|_| {
+            format!("{expected}; found {text:?} (the count must be a whole number of at least 1)")
+        })?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(format!("{expected}; found {text:?}")),
+        };
+        Ok(Rate { count, per })
+    }
+
+    /// The token bucket: one request every `per / count`, bursts of up to `count`.
+    pub fn quota(&self) -> Option<Quota> {
+        Quota::with_period(self.per / self.count.get()).map(|q| q.allow_burst(self.count))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Rate::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `auth`: one way of authenticating to the receiver, its secret from `env:`/`file:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `Authorization: Bearer <token>`.
+    pub bearer: Option<Secret>,
+    /// Basic authentication: the user name (with `password`).
+    pub user: Option<String>,
+    /// Basic authentication: the password.
+    pub password: Option<Secret>,
+    /// A custom header's name (with `value`), e.g. `X-Api-Key`.
+    pub header: Option<String>,
+    /// The custom header's value.
+    pub value: Option<Secret>,
+}
+
+/// `sign`: how requests are signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignConfig {
+    /// The signature scheme.
+    pub scheme: SignScheme,
+    /// The signing secret.
+    pub secret: Option<Secret>,
+    /// Several secrets while one is rotated out (Standard Webhooks signs with each).
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// The header of an `hmac-sha256` signature (default `X-Hub-Signature-256`).
+    pub header: Option<String>,
+}
+
+impl SignConfig {
+    /// `secret` and `secrets`, in that order.
+    pub fn keys(&self) -> Vec<&Secret> {
+        self.secret.iter().chain(self.secrets.iter()).collect()
+    }
+}
+
+/// The signature schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignScheme {
+    /// standardwebhooks.com: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks,
+    /// GitHub-style `sha256=<hex HMAC of the body>` in one header.
+    HmacSha256,
+}
+
+impl SinkType for HttpConfig {
+    const NAME: &'static str = "http";
+
+    fn resolve(&mut self, base: &Path) {
+        self.ca = self.ca.take().map(|ca| base.join(ca));
+    }
+
+    /// Validates the settings and compiles the templates, naming each problem's key.
+    fn check(&self, check: &mut Check<'_>) {
+        let name = check.name;
+        let (r, p) = (&mut *check.renderer, &mut *check.problems);
+        let key = |k: &str| format!("sinks.{name}.{k}");
+        if let Err(e) = encode::check_url(self.url.expose()) {
+            p.push(Problem::new(key("url"), e));
+        }
+        r.add_inline(&key("url"), self.url.expose(), &key("url"), p);
+        let reserved = encode::reserved_headers(self);
+        for (header, value) in &self.headers {
+            let at = format!("sinks.{name}.headers.{header}");
+            match encode::header_name(header, &reserved) {
+                Err(e) => p.push(Problem::new(&at, e)),
+                Ok(_) if value.is_secret() => {
+                    if let Err(e) = encode::header_value(value.expose(), false) {
+                        p.push(Problem::new(&at, e));
+                    }
+                }
+                Ok(_) => r.add_inline(&at, value.expose(), &at, p),
+            }
+        }
+        match &self.body {
+            BodySpec::Event | BodySpec::Raw => {}
+            BodySpec::Teams | BodySpec::Slack => {
+                let (template, file) = encode::preset(&self.body);
+                r.add_file_or_builtin(template, file, &key("body"), p);
+            }
+            BodySpec::Template(t) => match encode::check_template_body(t) {
+                Ok(()) => r.add_inline(&key("body"), t, &key("body"), p),
+                Err(e) => p.push(Problem::new(key("body"), e)),
+            },
+        }
+        if let Some(ct) = &self.content_type {
+            if let Err(e) = encode::header_value(ct, false) {
+                p.push(Problem::new(key("content_type"), e));
+            }
+        }
+        if self.timeout.is_zero() {
+            p.push(Problem::new(key("timeout"), "must be longer than 0s"));
+        }
+        if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight) {
+            p.push(Problem::new(
+                key("max_in_flight"),
+                format!(
+                    "expected 1 to {MAX_IN_FLIGHT}; found {}",
+                    self.max_in_flight
+                ),
+            ));
+        }
+        if let Some(rate) = &self.rate {
+            if rate.quota().is_none() {
+                p.push(Problem::new(
+                    key("rate"),
+                    "is more than one request per nanosecond",
+                ));
+            }
+        }
+        if let Some(auth) = &self.auth {
+            if let Err((sub, e)) = encode::auth_header(auth) {
+                p.push(Problem::new(key(&format!("auth{sub}")), e));
+            }
+        }
+        if let Some(sign) = &self.sign {
+            if let Err((sub, e)) = Signer::new(sign) {
+                p.push(Problem::new(key(&format!("sign{sub}")), e));
+            }
+        }
+        if let Some(ca) = &self.ca {
+            if let Err(e) = super::send::read_ca(ca) {
+                p.push(Problem::new(key("ca"), e));
+            }
+        }
+    }
+
+    /// The request that would be sent for `event`: method, URL, headers (secrets as `***`)
+    /// and body, for `hookbridge explain`.
+    fn preview(
+        &self,
+        name: &str,
+        r: &Renderer,
+        event: &Event,
+        payload: &str,
+    ) -> Result<Value, RenderError> {
+        let failed = |message: String| RenderError {
+            name: format!("sinks.{name}"),
+            message,
+        };
+        let encoder = Encoder::new(name, self, r.clone()).map_err(failed)?;
+        let request = encoder
+            .render(event, payload, crate::clock::now_ms() / 1000)
+            .map_err(failed)?;
+        let headers: BTreeMap<&str, &str> = request
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let shown = if v.is_sensitive() {
+                    "***"
+                } else {
+                    v.to_str().unwrap_or("(binary)")
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        let url = if self.url.is_secret() {
+            display_url(request.url.as_str())
+        } else {
+            request.url.to_string()
+        };
+        Ok(json!({
+            "method": request.method.as_str(),
+            "url": url,
+            "headers": headers,
+            "body": body_for_display(&request.body),
+        }))
+    }
+
+    /// The running sink: the client is built here (a CA file that cannot be read fails it);
+    /// nothing connects until `connect`.
+    fn build(&self, name: &str, r: &Renderer) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(HttpSink::new(name, self, r.clone())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_or_say_what_they_expect() {
+        let r = Rate::parse("10/s").unwrap();
+        assert_eq!((r.count.get(), r.per), (10, Duration::from_secs(1)));
+        assert_eq!(
+            Rate::parse("600 / minute").unwrap().per,
+            Duration::from_secs(60)
+        );
+        assert_eq!(Rate::parse("1/h").unwrap().per, Duration::from_secs(3600));
+        for bad in ["10", "0/s", "ten/s", "10/d", "-1/s"] {
+            let e = Rate::parse(bad).unwrap_err();
+            assert!(e.contains("\"10/s\"") && e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_the_url_path() {
+        let c: HttpConfig = toml::from_str(
+            r#"
+url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
+headers = { "X-Api-Key" = "env:PATH", "X-Team" = "gis" }
+auth = { bearer = "inline-token-123" }
+"#,
+        )
+        .unwrap();
+        let text = format!("{c:?}");
+        assert!(!text.contains("XXXXSECRET"), "{text}");
+        assert!(!text.contains("inline-token-123"), "{text}");
+        assert!(!text.contains(&std::env::var("PATH").unwrap()), "{text}");
+        assert!(
+            text.contains("hooks.slack.com") && text.contains("gis"),
+            "{text}"
+        );
+    }
+}

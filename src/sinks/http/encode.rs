@@ -1,0 +1,410 @@
+//! From a delivery to the request: URL, method, headers (authentication and signature
+//! included), body and its content type. The checks `config.rs` runs at load use the same
+//! functions, so what passes `hookbridge check` builds.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::config::{AuthConfig, BodySpec, HttpConfig, Method, TextOrSecret};
+use super::sign::Signer;
+use crate::event::Event;
+use crate::render::Renderer;
+
+/// The header carrying the event id, so that receivers deduplicate even without signing.
+pub(super) const EVENT_ID_HEADER: &str = "x-hookbridge-event-id";
+
+/// One request, ready to send.
+#[derive(Debug)]
+pub(super) struct Request {
+    pub method: reqwest::Method,
+    pub url: Url,
+    /// Content type, event id, configured headers, authentication, signature. Secret values are
+    /// marked sensitive.
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A header the encoder adds to each request.
+enum HeaderPart {
+    /// Rendered per event from the template of this name.
+    Template(String),
+    /// The same for every request (a secret, or authentication).
+    Fixed(HeaderValue),
+}
+
+/// Renders a sink's deliveries into requests.
+pub(super) struct Encoder {
+    renderer: Renderer,
+    method: reqwest::Method,
+    /// The renderer name of the URL template.
+    url: String,
+    headers: Vec<(HeaderName, HeaderPart)>,
+    body: BodySpec,
+    /// The renderer name of the body template, for a template or a preset.
+    body_template: String,
+    content_type: Option<HeaderValue>,
+    signer: Option<Signer>,
+}
+
+impl Encoder {
+    /// The encoder for sink `name`, whose templates `renderer` holds.
+    pub fn new(name: &str, c: &HttpConfig, renderer: Renderer) -> Result<Self, String> {
+        let reserved = reserved_headers(c);
+        let mut headers = Vec::new();
+        for (header, value) in &c.headers {
+            let at = |e: String| format!("headers.{header}: {e}");
+            let header_name = header_name(header, &reserved).map_err(at)?;
+            let part = match value {
+                TextOrSecret::Secret(s) => {
+                    HeaderPart::Fixed(header_value(s.expose(), true).map_err(at)?)
+                }
+                TextOrSecret::Text(_) => {
+                    HeaderPart::Template(format!("sinks.{name}.headers.{header}"))
+                }
+            };
+            headers.push((header_name, part));
+        }
+        if let Some(auth) = &c.auth {
+            let (header, value) = auth_header(auth).map_err(|(k, e)| format!("auth{k}: {e}"))?;
+            headers.push((header, HeaderPart::Fixed(value)));
+        }
+        let body_template = match &c.body {
+            BodySpec::Teams | BodySpec::Slack => preset(&c.body).0.to_string(),
+            _ => format!("sinks.{name}.body"),
+        };
+        let content_type = match &c.content_type {
+            Some(ct) => Some(header_value(ct, false).map_err(|e| format!("content_type: {e}"))?),
+            None => None,
+        };
+        let signer = match &c.sign {
+            Some(s) => Some(Signer::new(s).map_err(|(k, e)| format!("sign{k}: {e}"))?),
+            None => None,
+        };
+        Ok(Encoder {
+            renderer,
+            method: match c.method {
+                Method::Post => reqwest::Method::POST,
+                Method::Put => reqwest::Method::PUT,
+                Method::Patch => reqwest::Method::PATCH,
+            },
+            url: format!("sinks.{name}.url"),
+            headers,
+            body: c.body.clone(),
+            body_template,
+            content_type,
+            signer,
+        })
+    }
+
+    /// The request for one event, signed at `now_secs`; an error says why this event cannot be
+    /// sent (a template fails on it, or renders something a request cannot carry).
+    pub fn render(&self, event: &Event, payload: &str, now_secs: u64) -> Result<Request, String> {
+        let text = self
+            .renderer
+            .render_event(&self.url, event, payload)
+            .map_err(|e| e.to_string())?;
+        let url = parse_url(text.trim())?;
+        let body = match &self.body {
+            BodySpec::Event => serde_json::to_vec(event).map_err(|e| e.to_string())?,
+            BodySpec::Raw => payload.as_bytes().to_vec(),
+            _ => self
+                .renderer
+                .render_event(&self.body_template, event, payload)
+                .map_err(|e| e.to_string())?
+                .into_bytes(),
+        };
+        let mut headers = HeaderMap::new();
+        let content_type = match &self.content_type {
+            Some(ct) => ct.clone(),
+            None => HeaderValue::from_static(default_content_type(&self.body, &body)),
+        };
+        headers.insert(CONTENT_TYPE, content_type);
+        let id = header_value(&event.event_id, false)?;
+        headers.insert(HeaderName::from_static(EVENT_ID_HEADER), id);
+        for (name, part) in &self.headers {
+            let value = match part {
+                HeaderPart::Fixed(v) => v.clone(),
+                HeaderPart::Template(t) => {
+                    let text = self
+                        .renderer
+                        .render_event(t, event, payload)
+                        .map_err(|e| e.to_string())?;
+                    header_value(&text, false).map_err(|e| format!("header {name}: {e}"))?
+                }
+            };
+            headers.append(name.clone(), value);
+        }
+        if let Some(signer) = &self.signer {
+            for (name, value) in signer.headers(&event.event_id, now_secs, &body)? {
+                headers.insert(name, value);
+            }
+        }
+        Ok(Request {
+            method: self.method.clone(),
+            url,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The content type when `content_type` is not set: JSON for the event, the raw payload and the
+/// presets; for a template, JSON when it rendered to JSON, else UTF-8 text.
+fn default_content_type(body: &BodySpec, rendered: &[u8]) -> &'static str {
+    match body {
+        BodySpec::Template(_)
+            if serde_json::from_slice::<serde::de::IgnoredAny>(rendered).is_err() =>
+        {
+            "text/plain; charset=utf-8"
+        }
+        _ => "application/json",
+    }
+}
+
+/// A rendered URL as reqwest takes it: absolute, `http` or `https`, with a host.
+fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| {
+        format!(
+            "the url renders to something that is not a URL ({e}): {}",
+            display_url(text)
+        )
+    })?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err(format!("the url names no host: {}", display_url(text))),
+        other => Err(format!(
+            "expected an http:// or https:// URL; found scheme {other:?}"
+        )),
+    }
+}
+
+/// Whether a text holds tera tags.
+fn is_template(text: &str) -> bool {
+    ["{{", "{%", "{#"].iter().any(|t| text.contains(t))
+}
+
+/// The part of a URL template before its first tag (all of it when it has none).
+fn static_prefix(url: &str) -> &str {
+    let cut = ["{{", "{%", "{#"]
+        .iter()
+        .filter_map(|t| url.find(t))
+        .min()
+        .unwrap_or(url.len());
+    &url[..cut]
+}
+
+/// Checks a URL (template) at load: a literal must be an http(s) URL with a host; a template
+/// must start with `http://` or `https://` unless it is templated from the first character.
+pub(super) fn check_url(url: &str) -> Result<(), String> {
+    if !is_template(url) {
+        return parse_url(url.trim()).map(|_| ());
+    }
+    let prefix = static_prefix(url).trim_start().to_ascii_lowercase();
+    let schemes = ["http://", "https://"];
+    if prefix.is_empty()
+        || schemes
+            .iter()
+            .any(|s| prefix.starts_with(s) || s.starts_with(&prefix))
+    {
+        Ok(())
+    } else {
+        Err("expected an http:// or https:// URL".into())
+    }
+}
+
+/// The receiver's host and port when the URL template fixes them (`https://host/x/{{ id }}`),
+/// so that `connect` can check it is reachable; `None` when the host is templated.
+pub(super) fn static_origin(url: &str) -> Option<(String, u16)> {
+    let prefix = static_prefix(url).trim();
+    let (_, rest) = prefix.split_once("://")?;
+    let whole = prefix.len() == url.trim().len();
+    if !whole && !rest.contains(['/', '?', '#']) {
+        return None;
+    }
+    let parsed = Url::parse(prefix).ok()?;
+    Some((
+        parsed.host_str()?.to_string(),
+        parsed.port_or_known_default()?,
+    ))
+}
+
+/// A URL for logs and dead letters: scheme, host and port only, since Slack, Teams and many
+/// receivers put their token in the path or query.
+pub(crate) fn display_url(url: &str) -> String {
+    let url = url.trim();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let more = if rest[end..].trim_end_matches('/').is_empty() {
+        ""
+    } else {
+        "/…"
+    };
+    format!("{scheme}://{host}{more}")
+}
+
+/// The built-in template and file of a preset body.
+pub(super) fn preset(body: &BodySpec) -> (&'static str, &'static str) {
+    match body {
+        BodySpec::Slack => ("slack.json", "slack.json.tera"),
+        _ => ("teams.json", "teams.json.tera"),
+    }
+}
+
+/// Refuses a body that looks like a misspelt preset name rather than a template.
+pub(super) fn check_template_body(text: &str) -> Result<(), String> {
+    let word = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if word && !is_template(text) {
+        return Err(format!(
+            "unknown body {text:?}; expected event, raw, teams, slack or a tera template"
+        ));
+    }
+    Ok(())
+}
+
+/// Headers hookbridge always sets itself (lower case).
+const RESERVED: [&str; 6] = [
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    EVENT_ID_HEADER,
+];
+
+/// Headers hookbridge sets for this sink (lower case): configuring them would conflict.
+pub(super) fn reserved_headers(c: &HttpConfig) -> Vec<String> {
+    let mut names: Vec<String> = RESERVED.iter().map(ToString::to_string).collect();
+    if let Some(auth) = &c.auth {
+        let header = auth.header.as_deref().unwrap_or("authorization");
+        names.push(header.to_ascii_lowercase());
+    }
+    if let Some(sign) = &c.sign {
+        names.extend(Signer::header_names(sign));
+    }
+    names
+}
+
+/// A configured header name, checked.
+pub(super) fn header_name(name: &str, reserved: &[String]) -> Result<HeaderName, String> {
+    let parsed = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+    if reserved.iter().any(|r| r == parsed.as_str()) {
+        let hint = if parsed == CONTENT_TYPE {
+            " (use content_type)"
+        } else {
+            ""
+        };
+        return Err(format!("{name} is set by hookbridge itself{hint}"));
+    }
+    Ok(parsed)
+}
+
+/// A header value, checked; `sensitive` keeps it out of debug output and `explain`.
+pub(super) fn header_value(text: &str, sensitive: bool) -> Result<HeaderValue, String> {
+    let mut value = HeaderValue::from_str(text).map_err(|_| {
+        "is not a valid header value (it holds a line break or another control character)"
+            .to_string()
+    })?;
+    value.set_sensitive(sensitive);
+    Ok(value)
+}
+
+/// The header `auth` adds; an error names the sub-key (`""`, `.user`, `.header`) at fault.
+pub(super) fn auth_header(a: &AuthConfig) -> Result<(HeaderName, HeaderValue), (String, String)> {
+    let ways = [
+        a.bearer.is_some(),
+        a.user.is_some() || a.password.is_some(),
+        a.header.is_some() || a.value.is_some(),
+    ];
+    let expected = "expected one of { bearer = ... }, { user = ..., password = ... } or { header = ..., value = ... }";
+    if ways.iter().filter(|w| **w).count() != 1 {
+        return Err((String::new(), expected.into()));
+    }
+    let invalid = |k: &'static str| move |e: String| (format!(".{k}"), e);
+    if let Some(token) = &a.bearer {
+        let value =
+            header_value(&format!("Bearer {}", token.expose()), true).map_err(invalid("bearer"))?;
+        return Ok((AUTHORIZATION, value));
+    }
+    if let (Some(user), Some(password)) = (&a.user, &a.password) {
+        if user.contains(':') {
+            return Err((
+                ".user".into(),
+                "may not contain ':' (basic authentication separates the password with it)".into(),
+            ));
+        }
+        let encoded = STANDARD.encode(format!("{user}:{}", password.expose()));
+        let value = header_value(&format!("Basic {encoded}"), true).map_err(invalid("user"))?;
+        return Ok((AUTHORIZATION, value));
+    }
+    if let (Some(header), Some(value)) = (&a.header, &a.value) {
+        let name = header_name(header, &[]).map_err(invalid("header"))?;
+        let value = header_value(value.expose(), true).map_err(invalid("value"))?;
+        return Ok((name, value));
+    }
+    let missing = match (&a.user, &a.password, &a.header) {
+        (Some(_), ..) => ".password",
+        (_, Some(_), _) => ".user",
+        (.., Some(_)) => ".value",
+        _ => ".header",
+    };
+    let needs = "missing; basic authentication needs user and password, a custom header needs header and value";
+    Err((missing.into(), needs.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_for_logs_keep_only_the_origin() {
+        assert_eq!(
+            display_url("https://hooks.slack.com/services/T0/B0/XXSECRET"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            display_url("https://user:pw@h.example:8443/"),
+            "https://h.example:8443"
+        );
+        assert_eq!(display_url("http://h?token=x"), "http://h/…");
+        assert_eq!(display_url("{{ properties.url }}"), "(not a URL)");
+    }
+
+    #[test]
+    fn the_origin_is_static_only_when_the_host_is() {
+        assert_eq!(
+            static_origin("https://r.example/hooks/{{ kind }}"),
+            Some(("r.example".into(), 443))
+        );
+        assert_eq!(
+            static_origin("http://127.0.0.1:9/x"),
+            Some(("127.0.0.1".into(), 9))
+        );
+        assert_eq!(
+            static_origin("http://127.0.0.1:9"),
+            Some(("127.0.0.1".into(), 9))
+        );
+        assert_eq!(static_origin("https://{{ properties.host }}/x"), None);
+        assert_eq!(static_origin("https://r.example{{ path }}"), None);
+        assert_eq!(static_origin("{{ properties.url }}"), None);
+    }
+
+    #[test]
+    fn url_checks() {
+        assert!(check_url("https://r.example/x").is_ok());
+        assert!(check_url("https://{{ host }}/x").is_ok());
+        assert!(check_url("{{ properties.url }}").is_ok());
+        assert!(check_url("ftp://r.example/x").is_err());
+        assert!(check_url("r.example/{{ id }}").is_err());
+        assert!(check_url("https://").is_err());
+    }
+}

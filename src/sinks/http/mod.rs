@@ -1,0 +1,17 @@
+//! HTTP sink (reqwest over rustls): one request per delivery to a receiver's URL, with the body
+//! as the event, the raw ArcGIS payload, a Teams or Slack message or any tera template; headers
+//! and authentication from secrets; Standard Webhooks or GitHub-style signatures; a rate limit
+//! and a bound on requests in flight so that a slow or strict receiver is not flooded. Answers
+//! decide the outcome (`errors.rs`): 2xx delivered, 408/429/5xx retried (honouring
+//! `Retry-After`), other 4xx dead-lettered, an unreachable receiver backs the sink off as a whole.
+//!
+//! `config.rs` holds the settings and their checks, `encode.rs` turns a delivery into a request,
+//! `sign.rs` signs it, `send.rs` sends it, `errors.rs` reads the answer.
+
+mod config;
+mod encode;
+mod errors;
+mod send;
+mod sign;
+
+pub use config::HttpConfig;

@@ -1,0 +1,302 @@
+//! The running HTTP sink: one reqwest client (rustls, the system's roots and an optional private
+//! CA), requests bounded in flight and by the rate limit, each answer read by `errors.rs`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use governor::{DefaultDirectRateLimiter, RateLimiter};
+use reqwest::header::RETRY_AFTER;
+use reqwest::redirect::Policy;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use super::config::HttpConfig;
+use super::encode::{Encoder, Request, display_url, static_origin};
+use super::errors::{Attempt, QUOTED_BYTES, answer, failure};
+use crate::metrics::METRICS;
+use crate::render::Renderer;
+use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+
+/// The longest wait for a TCP connection, whatever `timeout` says.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of a successful answer is read, so the connection can serve the next request.
+const DRAINED_BYTES: usize = 64 * 1024;
+
+/// Sends each delivery as one request and counts it done on a 2xx answer.
+pub struct HttpSink {
+    name: String,
+    client: reqwest::Client,
+    encoder: Encoder,
+    timeout: Duration,
+    /// Requests on their way, across every batch the dispatcher has in flight.
+    permits: Semaphore,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// The receiver to check at `connect`, when the URL template fixes its host.
+    origin: Option<(String, u16)>,
+    /// The configured URL as logs may show it.
+    url: String,
+    max_in_flight: usize,
+    max_batch: usize,
+}
+
+impl HttpSink {
+    /// A sink for `c`, whose templates `renderer` holds; fails when the settings cannot work.
+    pub fn new(name: &str, c: &HttpConfig, renderer: Renderer) -> Result<Self, SinkError> {
+        let encoder = Encoder::new(name, c, renderer).map_err(SinkError::Config)?;
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("hookbridge/", env!("CARGO_PKG_VERSION")))
+            .timeout(c.timeout)
+            .connect_timeout(c.timeout.min(CONNECT_TIMEOUT))
+            .redirect(Policy::none())
+            .tls_built_in_webpki_certs(false)
+            .tls_built_in_native_certs(true);
+        if let Some(ca) = &c.ca {
+            for cert in read_ca(ca).map_err(|e| SinkError::Config(format!("ca: {e}")))? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if c.insecure_skip_verify {
+            tracing::warn!(sink = %name, "TLS certificate verification is OFF for this sink (insecure_skip_verify = true): anyone on the way can read and change what it sends");
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| SinkError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let limiter = match &c.rate {
+            Some(rate) => Some(RateLimiter::direct(rate.quota().ok_or_else(|| {
+                SinkError::Config("rate: more than one request per nanosecond".into())
+            })?)),
+            None => None,
+        };
+        let burst = c.rate.map_or(usize::MAX, |r| r.count.get() as usize);
+        Ok(HttpSink {
+            name: name.to_string(),
+            client,
+            encoder,
+            timeout: c.timeout,
+            permits: Semaphore::new(c.max_in_flight.max(1)),
+            limiter,
+            origin: static_origin(c.url.expose()),
+            url: display_url(c.url.expose()),
+            max_in_flight: c.max_in_flight.max(1),
+            max_batch: (c.max_in_flight * 8).clamp(16, 256).min(burst),
+        })
+    }
+
+    /// Counts one failure of `kind` for this sink.
+    fn count(&self, kind: &str) {
+        METRICS
+            .sink_errors
+            .with_label_values(&[&self.name, kind])
+            .inc();
+    }
+
+    /// Sends one delivery: a permit, a token of the rate limit, then the request, rendered and
+    /// signed only now so that its timestamp is fresh. `down` is set once the receiver proved
+    /// unreachable, so the rest of the batch is not tried; `heard` once it answered anything.
+    async fn deliver(&self, d: &Delivery, down: &AtomicBool, heard: &AtomicBool) -> Attempt {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Attempt::Unreachable("the sink is stopping".into());
+        };
+        if down.load(Ordering::SeqCst) {
+            return Attempt::Unreachable(format!("not sent: {} is unreachable", self.url));
+        }
+        if let Some(limiter) = &self.limiter {
+            let waited = Instant::now();
+            limiter.until_ready().await;
+            METRICS
+                .http_rate_limit_wait
+                .with_label_values(&[&self.name])
+                .inc_by(waited.elapsed().as_secs_f64());
+        }
+        let now = crate::clock::now_ms() / 1000;
+        let request = match self.encoder.render(&d.event, &d.payload, now) {
+            Ok(r) => r,
+            Err(e) => {
+                self.count("render");
+                return Attempt::Answered(Outcome::Reject(e));
+            }
+        };
+        let attempt = self.exchange(request, &d.event.event_id, heard).await;
+        if matches!(attempt, Attempt::Unreachable(_)) {
+            down.store(true, Ordering::SeqCst);
+        }
+        attempt
+    }
+
+    /// One request and its answer.
+    async fn exchange(&self, request: Request, event_id: &str, heard: &AtomicBool) -> Attempt {
+        let shown = display_url(request.url.as_str());
+        let started = Instant::now();
+        let sent = self
+            .client
+            .request(request.method, request.url)
+            .headers(request.headers)
+            .body(request.body)
+            .send()
+            .await;
+        let attempt = match sent {
+            Ok(response) => {
+                heard.store(true, Ordering::SeqCst);
+                let status = response.status();
+                let retry_after = response.headers().get(RETRY_AFTER).cloned();
+                let limit = if status.is_success() {
+                    DRAINED_BYTES
+                } else {
+                    QUOTED_BYTES + 1
+                };
+                let head = read_head(response, limit).await;
+                METRICS
+                    .http_responses
+                    .with_label_values(&[&self.name, status.as_str()])
+                    .inc();
+                if !status.is_success() {
+                    self.count("status");
+                }
+                if status.as_u16() == 410 {
+                    tracing::warn!(sink = %self.name, url = %shown, event_id, "the receiver says the endpoint is gone (410); deliveries are dead-lettered until the sink's url changes");
+                }
+                Attempt::Answered(answer(
+                    status,
+                    retry_after.as_ref(),
+                    &head,
+                    &shown,
+                    SystemTime::now(),
+                ))
+            }
+            Err(e) => {
+                let attempt = failure(e, &shown, self.timeout);
+                match &attempt {
+                    Attempt::Unreachable(_) => self.count("connect"),
+                    Attempt::Answered(_) => {
+                        heard.store(true, Ordering::SeqCst);
+                        self.count("timeout");
+                    }
+                }
+                attempt
+            }
+        };
+        METRICS
+            .http_request_seconds
+            .with_label_values(&[&self.name])
+            .observe(started.elapsed().as_secs_f64());
+        attempt
+    }
+}
+
+/// Up to `limit` bytes of an answer's body; a body that cannot be read counts as empty.
+async fn read_head(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut head = Vec::new();
+    while head.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    head
+}
+
+/// The certificates of a private CA file (PEM, one or more).
+pub(super) fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Whether requests go through a proxy from the environment: then the receiver itself may not
+/// be reachable directly, and `connect` does not try.
+fn proxied() -> bool {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    /// Checks that the receiver's host resolves and accepts a TCP connection, when the URL fixes
+    /// it; any HTTP answer will do later, so none is asked for now.
+    async fn connect(&self) -> Result<(), SinkError> {
+        let Some((host, port)) = self.origin.clone().filter(|_| !proxied()) else {
+            return Ok(());
+        };
+        let reach = async {
+            let addresses = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+            let mut last = format!("{host} resolves to no address");
+            for address in addresses {
+                match TcpStream::connect(address).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = format!("cannot connect to {address}: {e}"),
+                }
+            }
+            Err(last)
+        };
+        let bound = self.timeout.min(CONNECT_TIMEOUT);
+        let result = match tokio::time::timeout(bound, reach).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no TCP connection to {host}:{port} within {bound:?}"
+            )),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(sink = %self.name, url = %self.url, "HTTP receiver reachable");
+                Ok(())
+            }
+            Err(e) => {
+                self.count("connect");
+                Err(SinkError::Unavailable(format!("{}: {e}", self.url)))
+            }
+        }
+    }
+
+    /// Sends the batch's requests concurrently, at most `max_in_flight` at once across batches.
+    /// If the receiver could not be reached and answered nothing, the batch fails as a whole
+    /// and no attempt is spent.
+    async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
+        let (down, heard) = (AtomicBool::new(false), AtomicBool::new(false));
+        let attempts = join_all(batch.iter().map(|d| self.deliver(d, &down, &heard))).await;
+        let unreachable = attempts.iter().find_map(|a| match a {
+            Attempt::Unreachable(reason) => Some(reason.clone()),
+            Attempt::Answered(_) => None,
+        });
+        if let Some(reason) = unreachable {
+            if !heard.load(Ordering::SeqCst) {
+                return Err(SinkError::Unavailable(reason));
+            }
+        }
+        Ok(attempts
+            .into_iter()
+            .map(|a| match a {
+                Attempt::Answered(outcome) => outcome,
+                Attempt::Unreachable(reason) => Outcome::Retry(reason),
+            })
+            .collect())
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Two batches when requests may overlap, so the next batch's requests start while the
+    /// last ones of the previous batch are still out; one to keep the queue's order.
+    fn max_in_flight(&self) -> usize {
+        if self.max_in_flight > 1 { 2 } else { 1 }
+    }
+}
