@@ -1,0 +1,200 @@
+//! The dispatcher's decisions and its loop, against a real queue and a scripted sink.
+
+use super::*;
+use crate::queue::tests::event;
+use crate::queue::{Retention, RoutedEvent};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+/// A sink that records how many sends overlap; its first send fails as a whole.
+#[derive(Default)]
+struct Probe {
+    active: AtomicUsize,
+    most: AtomicUsize,
+    calls: AtomicUsize,
+    sent: Mutex<Vec<u64>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for Probe {
+    async fn connect(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        if first {
+            return Err(SinkError::Unavailable("injected".into()));
+        }
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.extend(batch.iter().map(|d| d.seq));
+        }
+        Ok(vec![Outcome::Delivered; batch.len()])
+    }
+
+    fn max_batch(&self) -> usize {
+        5
+    }
+
+    fn max_in_flight(&self) -> usize {
+        3
+    }
+}
+
+#[tokio::test]
+async fn batches_overlap_up_to_max_in_flight_and_a_failed_one_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let week = Duration::from_secs(7 * 86_400);
+    let retention = Retention {
+        dedup_window: week,
+        keep_delivered: week,
+        keep_dead: week,
+        min_free: 0,
+    };
+    let queue = Queue::open(dir.path(), retention).unwrap();
+    let events: Vec<RoutedEvent> = (0..40)
+        .map(|n| RoutedEvent {
+            event: event(n),
+            sinks: vec!["p".into()],
+            properties_at: None,
+        })
+        .collect();
+    queue.accept(Arc::from("{}"), events).await.unwrap();
+    let probe = Arc::new(Probe::default());
+    let shutdown = CancellationToken::new();
+    let dispatcher = Dispatcher {
+        name: "p".into(),
+        sink: probe.clone(),
+        queue: queue.clone(),
+        retry: RetryConfig {
+            attempts: 3,
+            backoff: Backoff {
+                first: Duration::from_millis(10),
+                max: Duration::from_millis(20),
+            },
+        },
+        health: Arc::new(Health::default()),
+        shutdown: shutdown.clone(),
+        control: Arc::new(SinkControl::default()),
+        feed: None,
+    };
+    let task = tokio::spawn(dispatcher.run());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while probe.sent.lock().unwrap().len() < 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+
+    assert_eq!(
+        probe.most.load(Ordering::SeqCst),
+        3,
+        "three batches at once"
+    );
+    let mut sent = probe.sent.lock().unwrap().clone();
+    sent.sort_unstable();
+    sent.dedup();
+    assert_eq!(
+        sent.len(),
+        40,
+        "every event delivered, the failed batch's included"
+    );
+    assert_eq!(probe.sent.lock().unwrap().len(), 40, "none delivered twice");
+    let stats = queue.stats([&"p".to_string()]).unwrap();
+    assert_eq!((stats.sinks["p"].ready, stats.sinks["p"].dead), (0, 0));
+    queue.close().unwrap();
+}
+
+#[test]
+fn retry_after_lengthens_the_backoff_up_to_the_policy_max() {
+    let b = Backoff {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    };
+    for _ in 0..50 {
+        // No wait asked: the plain backoff (first attempt: 0.5 to 1 s).
+        let plain = retry_delay(&b, 1, None);
+        assert!(plain <= Duration::from_secs(1), "{plain:?}");
+        // A longer wait asked: exactly that wait.
+        assert_eq!(
+            retry_delay(&b, 1, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+        // A shorter wait asked: the backoff still applies (attempt 5: 8 to 16 s).
+        let longer = retry_delay(&b, 5, Some(Duration::from_secs(2)));
+        assert!(longer >= Duration::from_secs(8), "{longer:?}");
+        // A wait past the policy's max: capped at max.
+        assert_eq!(
+            retry_delay(&b, 1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
+    }
+}
+
+#[test]
+fn a_retry_after_outcome_is_due_no_sooner_than_asked_and_spends_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let week = Duration::from_secs(7 * 86_400);
+    let retention = Retention {
+        dedup_window: week,
+        keep_delivered: week,
+        keep_dead: week,
+        min_free: 0,
+    };
+    let queue = Queue::open(dir.path(), retention).unwrap();
+    let d = Dispatcher {
+        name: "p".into(),
+        sink: Arc::new(Probe::default()),
+        queue: queue.clone(),
+        retry: RetryConfig {
+            attempts: 3,
+            backoff: Backoff {
+                first: Duration::from_millis(10),
+                max: Duration::from_secs(60),
+            },
+        },
+        health: Arc::new(Health::default()),
+        shutdown: CancellationToken::new(),
+        control: Arc::new(SinkControl::default()),
+        feed: None,
+    };
+    let after = Outcome::RetryAfter("429".into(), Duration::from_secs(20));
+    match d.decide(0, after.clone(), 1_000) {
+        Decision::Retry { due_ms, error } => {
+            assert_eq!(due_ms, 21_000);
+            assert_eq!(error, "429");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(d.decide(2, after, 1_000), Decision::Dead { .. }));
+    queue.close().unwrap();
+}
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    let b = Backoff {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(10),
+    };
+    for _ in 0..50 {
+        let d1 = backoff_delay(&b, 1);
+        assert!(
+            d1 >= Duration::from_millis(500) && d1 <= Duration::from_secs(1),
+            "{d1:?}"
+        );
+        let d3 = backoff_delay(&b, 3);
+        assert!(
+            d3 >= Duration::from_secs(2) && d3 <= Duration::from_secs(4),
+            "{d3:?}"
+        );
+        let d20 = backoff_delay(&b, 40);
+        assert!(
+            d20 >= Duration::from_secs(5) && d20 <= Duration::from_secs(10),
+            "{d20:?}"
+        );
+    }
+}
