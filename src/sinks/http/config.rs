@@ -269,7 +269,14 @@ impl HttpConfig {
         if let Err(e) = encode::check_url(self.url.expose()) {
             p.push(Problem::new(key("url"), e));
         }
+        let before = p.len();
         r.add_inline(&key("url"), self.url.expose(), &key("url"), p);
+        if self.url.is_secret() {
+            // Tera quotes the template around a syntax error: not a secret URL.
+            for problem in &mut p[before..] {
+                problem.message = "the URL read from env:/file: is not a valid template".into();
+            }
+        }
         let reserved = encode::reserved_headers(self);
         for (header, value) in &self.headers {
             let at = format!("sinks.{name}.headers.{header}");
