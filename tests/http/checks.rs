@@ -97,6 +97,7 @@ fn every_bad_key_is_named() {
         ("rate = \"fast\"", "sinks.web.rate:"),
         ("rate = \"0/s\"", "sinks.web.rate:"),
         ("rate = \"10/day\"", "sinks.web.rate:"),
+        ("rate = \"4000000000/s\"", "sinks.web.rate:"),
         (
             "auth = { bearer = \"t\", user = \"u\", password = \"p\" }",
             "sinks.web.auth:",

@@ -211,7 +211,7 @@ fn is_template(text: &str) -> bool {
 }
 
 /// The part of a URL template before its first tag (all of it when it has none).
-fn static_prefix(url: &str) -> &str {
+pub(super) fn static_prefix(url: &str) -> &str {
     let cut = ["{{", "{%", "{#"]
         .iter()
         .filter_map(|t| url.find(t))
@@ -237,22 +237,6 @@ pub(super) fn check_url(url: &str) -> Result<(), String> {
     } else {
         Err("expected an http:// or https:// URL".into())
     }
-}
-
-/// The receiver's host and port when the URL template fixes them (`https://host/x/{{ id }}`),
-/// so that `connect` can check it is reachable; `None` when the host is templated.
-pub(super) fn static_origin(url: &str) -> Option<(String, u16)> {
-    let prefix = static_prefix(url).trim();
-    let (_, rest) = prefix.split_once("://")?;
-    let whole = prefix.len() == url.trim().len();
-    if !whole && !rest.contains(['/', '?', '#']) {
-        return None;
-    }
-    let parsed = Url::parse(prefix).ok()?;
-    Some((
-        parsed.host_str()?.to_string(),
-        parsed.port_or_known_default()?,
-    ))
 }
 
 /// A URL for logs and dead letters: scheme, host and port only, since Slack, Teams and many
@@ -402,25 +386,6 @@ mod tests {
         );
         assert_eq!(display_url("http://h?token=x"), "http://h/…");
         assert_eq!(display_url("{{ properties.url }}"), "(not a URL)");
-    }
-
-    #[test]
-    fn the_origin_is_static_only_when_the_host_is() {
-        assert_eq!(
-            static_origin("https://r.example/hooks/{{ kind }}"),
-            Some(("r.example".into(), 443))
-        );
-        assert_eq!(
-            static_origin("http://127.0.0.1:9/x"),
-            Some(("127.0.0.1".into(), 9))
-        );
-        assert_eq!(
-            static_origin("http://127.0.0.1:9"),
-            Some(("127.0.0.1".into(), 9))
-        );
-        assert_eq!(static_origin("https://{{ properties.host }}/x"), None);
-        assert_eq!(static_origin("https://r.example{{ path }}"), None);
-        assert_eq!(static_origin("{{ properties.url }}"), None);
     }
 
     #[test]

@@ -14,6 +14,9 @@ mod errors;
 mod send;
 mod sign;
 
-pub use config::{AuthConfig, BodySpec, HttpConfig, Method, Rate, SignConfig, SignScheme};
+pub use config::{
+    AuthConfig, BodySpec, HttpConfig, Method, Rate, ReceiverUrl, SignConfig, SignScheme,
+    TextOrSecret,
+};
 pub use send::HttpSink;
 pub use sign::standard_webhooks_signature;

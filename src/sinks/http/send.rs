@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::config::HttpConfig;
-use super::encode::{Encoder, Request, display_url, static_origin};
+use super::encode::{Encoder, Request, display_url, static_prefix};
 use super::errors::{Attempt, QUOTED_BYTES, answer, failure};
 use crate::metrics::METRICS;
 use crate::render::Renderer;
@@ -78,12 +78,7 @@ impl HttpSink {
         let client = builder
             .build()
             .map_err(|e| SinkError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let limiter = match &c.rate {
-            Some(rate) => Some(RateLimiter::direct(rate.quota().ok_or_else(|| {
-                SinkError::Config("rate: more than one request per nanosecond".into())
-            })?)),
-            None => None,
-        };
+        let limiter = c.rate.map(|rate| RateLimiter::direct(rate.quota()));
         let burst = c.rate.map_or(usize::MAX, |r| r.count.get() as usize);
         Ok(HttpSink {
             requests: Arc::new(Requests {
@@ -122,7 +117,8 @@ impl HttpSink {
                     Ok(r) => r,
                     Err(e) => {
                         requests.count("render");
-                        pending.push(Pending::Done(Attempt::Answered(Outcome::Reject(e))));
+                        let decided = Attempt::Answered(Outcome::Reject(e));
+                        pending.push(tokio::spawn(std::future::ready(decided)));
                         continue;
                     }
                 };
@@ -130,20 +126,17 @@ impl HttpSink {
                     break;
                 };
                 let (requests, down, heard) = (requests.clone(), down.clone(), heard.clone());
-                pending.push(Pending::Running(tokio::spawn(async move {
+                pending.push(tokio::spawn(async move {
                     let attempt = requests.deliver(request, &down, &heard).await;
                     drop(permit);
                     attempt
-                })));
+                }));
             }
             let mut attempts = Vec::with_capacity(pending.len());
-            for p in pending {
-                attempts.push(match p {
-                    Pending::Done(attempt) => attempt,
-                    Pending::Running(task) => task.await.unwrap_or_else(|e| {
-                        Attempt::Answered(Outcome::Retry(format!("the request task failed: {e}")))
-                    }),
-                });
+            for task in pending {
+                attempts.push(task.await.unwrap_or_else(|e| {
+                    Attempt::Answered(Outcome::Retry(format!("the request task failed: {e}")))
+                }));
             }
             (attempts, heard.load(Ordering::SeqCst))
         });
@@ -159,12 +152,6 @@ impl HttpSink {
             }
         }
     }
-}
-
-/// One request of a batch: decided before sending (its template failed), or on its way.
-enum Pending {
-    Done(Attempt),
-    Running(tokio::task::JoinHandle<Attempt>),
 }
 
 impl Requests {
@@ -264,6 +251,22 @@ impl Requests {
             .observe(started.elapsed().as_secs_f64());
         attempt
     }
+}
+
+/// The receiver's host and port when the URL template fixes them (`https://host/x/{{ id }}`),
+/// so that `connect` can check it is reachable; `None` when the host is templated.
+pub(super) fn static_origin(url: &str) -> Option<(String, u16)> {
+    let prefix = static_prefix(url).trim();
+    let (_, rest) = prefix.split_once("://")?;
+    let whole = prefix.len() == url.trim().len();
+    if !whole && !rest.contains(['/', '?', '#']) {
+        return None;
+    }
+    let parsed = reqwest::Url::parse(prefix).ok()?;
+    Some((
+        parsed.host_str()?.to_string(),
+        parsed.port_or_known_default()?,
+    ))
 }
 
 /// Up to `limit` bytes of an answer's body; a body that cannot be read counts as empty.
@@ -376,5 +379,29 @@ impl Sink for HttpSink {
     /// last ones of the previous batch are still out; one to keep the queue's order.
     fn max_in_flight(&self) -> usize {
         if self.max_in_flight > 1 { 2 } else { 1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_static_only_when_the_host_is() {
+        assert_eq!(
+            static_origin("https://r.example/hooks/{{ kind }}"),
+            Some(("r.example".into(), 443))
+        );
+        assert_eq!(
+            static_origin("http://127.0.0.1:9/x"),
+            Some(("127.0.0.1".into(), 9))
+        );
+        assert_eq!(
+            static_origin("http://127.0.0.1:9"),
+            Some(("127.0.0.1".into(), 9))
+        );
+        assert_eq!(static_origin("https://{{ properties.host }}/x"), None);
+        assert_eq!(static_origin("https://r.example{{ path }}"), None);
+        assert_eq!(static_origin("{{ properties.url }}"), None);
     }
 }
