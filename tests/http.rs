@@ -8,6 +8,8 @@ mod checks;
 mod common;
 #[path = "http/crash.rs"]
 mod crash;
+#[path = "http/presets.rs"]
+mod presets;
 #[path = "http/receiver.rs"]
 mod receiver;
 #[path = "http/signing.rs"]

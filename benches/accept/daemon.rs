@@ -113,6 +113,11 @@ impl Daemon {
         false
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The last lines of the daemon's log, for an error message.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();

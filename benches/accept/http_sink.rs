@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use hookbridge::arcgis::{HookKind, parse};
 
-use crate::brokers::{self, Params, Summary};
+use crate::brokers::{self, Counters, Params, Summary};
 use crate::daemon::Daemon;
-use crate::load::{env_or, free_port, portal_payload, wait_port};
+use crate::load::{
+    Load, admin_post, env_or, free_port, portal, portal_payload, wait_drained, wait_port,
+};
 use crate::report::{Report, out};
 
 /// The drain / raw ratio the sink should reach.
@@ -34,12 +36,14 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
         .expect("start the no-op receiver");
     wait_port(port);
     let url = format!("http://127.0.0.1:{port}/hooks/receiver");
-    let result = measure(rt, &url, p, in_flight);
+    let result = measure(rt, &url, receiver.id(), p, in_flight);
     let _ = receiver.kill();
     let _ = receiver.wait();
     match result {
-        Ok((raw, drain)) => {
-            let raw_rate = p.n as f64 / raw.as_secs_f64().max(1e-9);
+        Ok(f) => {
+            let n = p.n as f64;
+            let raw_rate = n / f.raw.as_secs_f64().max(1e-9);
+            let drain = &f.drain;
             let ratio = drain.rate() / raw_rate.max(1e-9);
             out!(
                 report,
@@ -50,7 +54,7 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
                 report,
                 "| raw reqwest, {in_flight} concurrent POSTs of the sink's bodies | {} | {:.2} | {raw_rate:.0} | 1.00 |",
                 p.n,
-                raw.as_secs_f64()
+                f.raw.as_secs_f64()
             );
             out!(
                 report,
@@ -65,6 +69,21 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
                 report,
                 "- sink drain / raw reqwest: **{ratio:.2}** (target ≥ {TARGET}: {})",
                 if ratio >= TARGET { "met" } else { "not met" }
+            );
+            let delivered = drain.posted.ok.max(1) as f64;
+            out!(
+                report,
+                "- CPU per request: raw client {:.0} µs + receiver {:.0} µs; sink {:.0} µs (daemon: queue, dispatcher, rendering, HTTP client) + receiver {:.0} µs",
+                f.raw_cpu.0 * 1e6 / n,
+                f.raw_cpu.1 * 1e6 / n,
+                f.drain_cpu.0 * 1e6 / delivered,
+                f.drain_cpu.1 * 1e6 / delivered
+            );
+            out!(
+                report,
+                "- the queue's share, measured by draining the same events through the file sink: {:.0} events/s, {:.0} µs of daemon CPU per delivery",
+                f.queue_rate,
+                f.queue_cpu * 1e6 / delivered
             );
             out!(
                 report,
@@ -83,19 +102,38 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
     }
 }
 
-/// The raw run's time, then the sink's drain.
+/// What the phase measured: the raw run and the sink's drain, with the CPU each side used.
+struct Figures {
+    raw: Duration,
+    /// CPU seconds of this process (the raw client) and of the receiver during the raw run.
+    raw_cpu: (f64, f64),
+    drain: brokers::Drain,
+    /// CPU seconds of the daemon and of the receiver during the drain.
+    drain_cpu: (f64, f64),
+    /// The same drain through the file sink: events per second, and the daemon's CPU seconds.
+    queue_rate: f64,
+    queue_cpu: f64,
+}
+
+/// The raw run, then the sink draining the same number of events.
 fn measure(
     rt: &tokio::runtime::Runtime,
     url: &str,
+    receiver: u32,
     p: &Params,
     in_flight: usize,
-) -> anyhow::Result<(Duration, brokers::Drain)> {
+) -> anyhow::Result<Figures> {
     let bodies = Arc::new(
         (0..p.n)
             .map(|n| event_body(30, n))
             .collect::<anyhow::Result<Vec<_>>>()?,
     );
+    let before = (cpu_seconds("self"), cpu_seconds(&receiver.to_string()));
     let raw = rt.block_on(post_all(url, bodies, in_flight))?;
+    let raw_cpu = (
+        cpu_seconds("self") - before.0,
+        cpu_seconds(&receiver.to_string()) - before.1,
+    );
     let bus = format!("type = \"http\"\nurl = \"{url}\"\nmax_in_flight = {in_flight}\n");
     let d = Daemon::start(&bus);
     ensure!(
@@ -103,8 +141,111 @@ fn measure(
         "the daemon's HTTP sink did not connect within 30 s\n{}",
         d.log_tail()
     );
-    let drain = rt.block_on(brokers::drain(&d, p, 31))?;
-    Ok((raw, drain))
+    let (sink, sink_cpu) = rt.block_on(drain(&d, receiver, p))?;
+    drop(d);
+    // The queue's own share: the same drain through the file sink (one write and fsync per
+    // batch of 512), whose daemon CPU is mostly the queue's and the dispatcher's.
+    let file = Daemon::start("type = \"file\"\npath = \"events.jsonl\"\n");
+    ensure!(
+        rt.block_on(file.ready(Duration::from_secs(30))),
+        "the file sink did not start\n{}",
+        file.log_tail()
+    );
+    let (queue, queue_cpu) = rt.block_on(drain(&file, receiver, p))?;
+    Ok(Figures {
+        raw,
+        raw_cpu,
+        drain: sink,
+        drain_cpu: sink_cpu,
+        queue_rate: queue.rate(),
+        queue_cpu: queue_cpu.0,
+    })
+}
+
+/// Queues `p.n` events with the sink paused, then times the drain from resume until the
+/// pending gauge reads 0, with the CPU the daemon and the receiver used meanwhile.
+async fn drain(
+    d: &Daemon,
+    receiver: u32,
+    p: &Params,
+) -> anyhow::Result<(brokers::Drain, (f64, f64))> {
+    let hooks = format!("http://127.0.0.1:{}/hooks/portal", d.port);
+    // One event first: the pending gauge exists once the sink has had a delivery.
+    let warm = Load::new(&hooks, 1, 60, portal(32)).limit(1).run().await;
+    ensure!(warm.ok == 1, "the warm-up event was not accepted");
+    let (_, idle) = wait_drained(
+        d.port,
+        "bus",
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    )
+    .await;
+    ensure!(
+        idle,
+        "the warm-up event was not delivered\n{}",
+        d.log_tail()
+    );
+    admin_post(d.port, "/admin/sinks/bus/pause").await;
+    let posted = Load::new(&hooks, p.clients, 3600, portal(31))
+        .limit(p.n)
+        .run()
+        .await;
+    let before = Counters::read(d.port).await;
+    let cpu = (
+        cpu_seconds(&d.pid().to_string()),
+        cpu_seconds(&receiver.to_string()),
+    );
+    let resumed = Instant::now();
+    admin_post(d.port, "/admin/sinks/bus/resume").await;
+    let (_, complete) = wait_drained(
+        d.port,
+        "bus",
+        Duration::from_millis(10),
+        Duration::from_secs(600),
+    )
+    .await;
+    let took = resumed.elapsed();
+    let cpu = (
+        cpu_seconds(&d.pid().to_string()) - cpu.0,
+        cpu_seconds(&receiver.to_string()) - cpu.1,
+    );
+    ensure!(
+        complete,
+        "the sink did not drain within 600 s\n{}",
+        d.log_tail()
+    );
+    let after = Counters::read(d.port).await;
+    let sink = Counters {
+        delivered: after.delivered - before.delivered,
+        dead: after.dead - before.dead,
+        batches: after.batches - before.batches,
+        send_seconds: after.send_seconds - before.send_seconds,
+    };
+    let drain = brokers::Drain {
+        posted,
+        took,
+        sink,
+        in_broker: None,
+    };
+    Ok((drain, cpu))
+}
+
+/// User and system CPU seconds of process `pid` (`self` for this one), from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start with the state (3rd).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15, in USER_HZ (100 per second on Linux).
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// The body the sink sends for payload `n` of run `run`: the normalized event as JSON.

@@ -18,6 +18,8 @@ pub(super) const EVENT_ID_HEADER: &str = "x-hookbridge-event-id";
 /// One request, ready to send.
 #[derive(Debug)]
 pub(super) struct Request {
+    /// The event id: the signature's message id, and for logs.
+    pub id: String,
     pub method: reqwest::Method,
     pub url: Url,
     /// Content type, event id, configured headers, authentication, signature. Secret values are
@@ -40,6 +42,8 @@ pub(super) struct Encoder {
     method: reqwest::Method,
     /// The renderer name of the URL template.
     url: String,
+    /// The URL, parsed once, when it is not a template.
+    fixed_url: Option<Url>,
     headers: Vec<(HeaderName, HeaderPart)>,
     body: BodySpec,
     /// The renderer name of the body template, for a template or a preset.
@@ -90,6 +94,9 @@ impl Encoder {
                 Method::Patch => reqwest::Method::PATCH,
             },
             url: format!("sinks.{name}.url"),
+            fixed_url: Some(c.url.expose())
+                .filter(|u| !is_template(u))
+                .and_then(|u| parse_url(u.trim()).ok()),
             headers,
             body: c.body.clone(),
             body_template,
@@ -101,11 +108,33 @@ impl Encoder {
     /// The request for one event, signed at `now_secs`; an error says why this event cannot be
     /// sent (a template fails on it, or renders something a request cannot carry).
     pub fn render(&self, event: &Event, payload: &str, now_secs: u64) -> Result<Request, String> {
-        let text = self
-            .renderer
-            .render_event(&self.url, event, payload)
-            .map_err(|e| e.to_string())?;
-        let url = parse_url(text.trim())?;
+        let mut request = self.unsigned(event, payload)?;
+        self.sign(&mut request, now_secs)?;
+        Ok(request)
+    }
+
+    /// Adds the signature headers for a request sent at `now_secs` (nothing without `sign`).
+    pub fn sign(&self, request: &mut Request, now_secs: u64) -> Result<(), String> {
+        if let Some(signer) = &self.signer {
+            for (name, value) in signer.headers(&request.id, now_secs, &request.body)? {
+                request.headers.insert(name, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// The request for one event without its signature, which is added when it goes out.
+    pub fn unsigned(&self, event: &Event, payload: &str) -> Result<Request, String> {
+        let url = match &self.fixed_url {
+            Some(url) => url.clone(),
+            None => {
+                let text = self
+                    .renderer
+                    .render_event(&self.url, event, payload)
+                    .map_err(|e| e.to_string())?;
+                parse_url(text.trim())?
+            }
+        };
         let body = match &self.body {
             BodySpec::Event => serde_json::to_vec(event).map_err(|e| e.to_string())?,
             BodySpec::Raw => payload.as_bytes().to_vec(),
@@ -136,12 +165,8 @@ impl Encoder {
             };
             headers.append(name.clone(), value);
         }
-        if let Some(signer) = &self.signer {
-            for (name, value) in signer.headers(&event.event_id, now_secs, &body)? {
-                headers.insert(name, value);
-            }
-        }
         Ok(Request {
+            id: event.event_id.clone(),
             method: self.method.clone(),
             url,
             headers,
@@ -186,7 +211,7 @@ fn is_template(text: &str) -> bool {
 }
 
 /// The part of a URL template before its first tag (all of it when it has none).
-fn static_prefix(url: &str) -> &str {
+pub(super) fn static_prefix(url: &str) -> &str {
     let cut = ["{{", "{%", "{#"]
         .iter()
         .filter_map(|t| url.find(t))
@@ -212,22 +237,6 @@ pub(super) fn check_url(url: &str) -> Result<(), String> {
     } else {
         Err("expected an http:// or https:// URL".into())
     }
-}
-
-/// The receiver's host and port when the URL template fixes them (`https://host/x/{{ id }}`),
-/// so that `connect` can check it is reachable; `None` when the host is templated.
-pub(super) fn static_origin(url: &str) -> Option<(String, u16)> {
-    let prefix = static_prefix(url).trim();
-    let (_, rest) = prefix.split_once("://")?;
-    let whole = prefix.len() == url.trim().len();
-    if !whole && !rest.contains(['/', '?', '#']) {
-        return None;
-    }
-    let parsed = Url::parse(prefix).ok()?;
-    Some((
-        parsed.host_str()?.to_string(),
-        parsed.port_or_known_default()?,
-    ))
 }
 
 /// A URL for logs and dead letters: scheme, host and port only, since Slack, Teams and many
@@ -377,25 +386,6 @@ mod tests {
         );
         assert_eq!(display_url("http://h?token=x"), "http://h/…");
         assert_eq!(display_url("{{ properties.url }}"), "(not a URL)");
-    }
-
-    #[test]
-    fn the_origin_is_static_only_when_the_host_is() {
-        assert_eq!(
-            static_origin("https://r.example/hooks/{{ kind }}"),
-            Some(("r.example".into(), 443))
-        );
-        assert_eq!(
-            static_origin("http://127.0.0.1:9/x"),
-            Some(("127.0.0.1".into(), 9))
-        );
-        assert_eq!(
-            static_origin("http://127.0.0.1:9"),
-            Some(("127.0.0.1".into(), 9))
-        );
-        assert_eq!(static_origin("https://{{ properties.host }}/x"), None);
-        assert_eq!(static_origin("https://r.example{{ path }}"), None);
-        assert_eq!(static_origin("{{ properties.url }}"), None);
     }
 
     #[test]

@@ -2,19 +2,20 @@
 //! CA), requests bounded in flight and by the rate limit, each answer read by `errors.rs`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use futures::future::join_all;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
+use prometheus::{Counter, Histogram};
 use reqwest::header::RETRY_AFTER;
 use reqwest::redirect::Policy;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::config::HttpConfig;
-use super::encode::{Encoder, Request, display_url, static_origin};
+use super::encode::{Encoder, Request, display_url, static_prefix};
 use super::errors::{Attempt, QUOTED_BYTES, answer, failure};
 use crate::metrics::METRICS;
 use crate::render::Renderer;
@@ -28,19 +29,30 @@ const DRAINED_BYTES: usize = 64 * 1024;
 
 /// Sends each delivery as one request and counts it done on a 2xx answer.
 pub struct HttpSink {
+    requests: Arc<Requests>,
+    /// The receiver to check at `connect`, when the URL template fixes its host.
+    origin: Option<(String, u16)>,
+    max_in_flight: usize,
+    max_batch: usize,
+}
+
+/// What every request of the sink shares. Requests run in tasks of their own, so that they
+/// go on while the dispatcher records the previous batch.
+struct Requests {
     name: String,
     client: reqwest::Client,
     encoder: Encoder,
     timeout: Duration,
-    /// Requests on their way, across every batch the dispatcher has in flight.
-    permits: Semaphore,
+    /// Requests on their way, across every batch the dispatcher has in flight; taken in queue
+    /// order, so `max_in_flight = 1` sends in that order.
+    permits: Arc<Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
-    /// The receiver to check at `connect`, when the URL template fixes its host.
-    origin: Option<(String, u16)>,
     /// The configured URL as logs may show it.
     url: String,
-    max_in_flight: usize,
-    max_batch: usize,
+    /// This sink's `hookbridge_http_request_duration_seconds`.
+    request_seconds: Histogram,
+    /// This sink's `hookbridge_http_rate_limit_wait_seconds_total`.
+    rate_wait: Counter,
 }
 
 impl HttpSink {
@@ -66,27 +78,83 @@ impl HttpSink {
         let client = builder
             .build()
             .map_err(|e| SinkError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let limiter = match &c.rate {
-            Some(rate) => Some(RateLimiter::direct(rate.quota().ok_or_else(|| {
-                SinkError::Config("rate: more than one request per nanosecond".into())
-            })?)),
-            None => None,
-        };
+        let limiter = c.rate.map(|rate| RateLimiter::direct(rate.quota()));
         let burst = c.rate.map_or(usize::MAX, |r| r.count.get() as usize);
         Ok(HttpSink {
-            name: name.to_string(),
-            client,
-            encoder,
-            timeout: c.timeout,
-            permits: Semaphore::new(c.max_in_flight.max(1)),
-            limiter,
+            requests: Arc::new(Requests {
+                name: name.to_string(),
+                client,
+                encoder,
+                timeout: c.timeout,
+                permits: Arc::new(Semaphore::new(c.max_in_flight.max(1))),
+                limiter,
+                url: display_url(c.url.expose()),
+                request_seconds: METRICS.http_request_seconds.with_label_values(&[name]),
+                rate_wait: METRICS.http_rate_limit_wait.with_label_values(&[name]),
+            }),
             origin: static_origin(c.url.expose()),
-            url: display_url(c.url.expose()),
             max_in_flight: c.max_in_flight.max(1),
             max_batch: (c.max_in_flight * 8).clamp(16, 256).min(burst),
         })
     }
 
+    /// Renders the batch, then sends it from a task of its own: each request takes a permit
+    /// in queue order, then goes out in a task of its own. Returns the attempts in batch order,
+    /// and whether the receiver answered anything.
+    async fn send_all(&self, batch: &[Delivery]) -> (Vec<Attempt>, bool) {
+        let requests = self.requests.clone();
+        let prepared: Vec<Result<Request, String>> = batch
+            .iter()
+            .map(|d| requests.encoder.unsigned(&d.event, &d.payload))
+            .collect();
+        let size = batch.len();
+        let driver = tokio::spawn(async move {
+            let down = Arc::new(AtomicBool::new(false));
+            let heard = Arc::new(AtomicBool::new(false));
+            let mut pending = Vec::with_capacity(prepared.len());
+            for request in prepared {
+                let request = match request {
+                    Ok(r) => r,
+                    Err(e) => {
+                        requests.count("render");
+                        let decided = Attempt::Answered(Outcome::Reject(e));
+                        pending.push(tokio::spawn(std::future::ready(decided)));
+                        continue;
+                    }
+                };
+                let Ok(permit) = requests.permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let (requests, down, heard) = (requests.clone(), down.clone(), heard.clone());
+                pending.push(tokio::spawn(async move {
+                    let attempt = requests.deliver(request, &down, &heard).await;
+                    drop(permit);
+                    attempt
+                }));
+            }
+            let mut attempts = Vec::with_capacity(pending.len());
+            for task in pending {
+                attempts.push(task.await.unwrap_or_else(|e| {
+                    Attempt::Answered(Outcome::Retry(format!("the request task failed: {e}")))
+                }));
+            }
+            (attempts, heard.load(Ordering::SeqCst))
+        });
+        match driver.await {
+            Ok((mut attempts, heard)) => {
+                let stopped = Attempt::Unreachable("the sink is stopping".into());
+                attempts.resize(size, stopped);
+                (attempts, heard)
+            }
+            Err(e) => {
+                let failed = Attempt::Unreachable(format!("the batch's task failed: {e}"));
+                (vec![failed; size], false)
+            }
+        }
+    }
+}
+
+impl Requests {
     /// Counts one failure of `kind` for this sink.
     fn count(&self, kind: &str) {
         METRICS
@@ -95,33 +163,31 @@ impl HttpSink {
             .inc();
     }
 
-    /// Sends one delivery: a permit, a token of the rate limit, then the request, rendered and
-    /// signed only now so that its timestamp is fresh. `down` is set once the receiver proved
+    /// Sends one request (its permit taken): a token of the rate limit, then the signature,
+    /// only now so that its timestamp is fresh. `down` is set once the receiver proved
     /// unreachable, so the rest of the batch is not tried; `heard` once it answered anything.
-    async fn deliver(&self, d: &Delivery, down: &AtomicBool, heard: &AtomicBool) -> Attempt {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Attempt::Unreachable("the sink is stopping".into());
-        };
+    async fn deliver(
+        &self,
+        mut request: Request,
+        down: &AtomicBool,
+        heard: &AtomicBool,
+    ) -> Attempt {
         if down.load(Ordering::SeqCst) {
             return Attempt::Unreachable(format!("not sent: {} is unreachable", self.url));
         }
         if let Some(limiter) = &self.limiter {
             let waited = Instant::now();
             limiter.until_ready().await;
-            METRICS
-                .http_rate_limit_wait
-                .with_label_values(&[&self.name])
-                .inc_by(waited.elapsed().as_secs_f64());
+            self.rate_wait.inc_by(waited.elapsed().as_secs_f64());
         }
-        let now = crate::clock::now_ms() / 1000;
-        let request = match self.encoder.render(&d.event, &d.payload, now) {
-            Ok(r) => r,
-            Err(e) => {
-                self.count("render");
-                return Attempt::Answered(Outcome::Reject(e));
-            }
-        };
-        let attempt = self.exchange(request, &d.event.event_id, heard).await;
+        if let Err(e) = self
+            .encoder
+            .sign(&mut request, crate::clock::now_ms() / 1000)
+        {
+            self.count("render");
+            return Attempt::Answered(Outcome::Reject(e));
+        }
+        let attempt = self.exchange(request, heard).await;
         if matches!(attempt, Attempt::Unreachable(_)) {
             down.store(true, Ordering::SeqCst);
         }
@@ -129,8 +195,9 @@ impl HttpSink {
     }
 
     /// One request and its answer.
-    async fn exchange(&self, request: Request, event_id: &str, heard: &AtomicBool) -> Attempt {
+    async fn exchange(&self, request: Request, heard: &AtomicBool) -> Attempt {
         let shown = display_url(request.url.as_str());
+        let request_id = request.id;
         let started = Instant::now();
         let sent = self
             .client
@@ -158,7 +225,7 @@ impl HttpSink {
                     self.count("status");
                 }
                 if status.as_u16() == 410 {
-                    tracing::warn!(sink = %self.name, url = %shown, event_id, "the receiver says the endpoint is gone (410); deliveries are dead-lettered until the sink's url changes");
+                    tracing::warn!(sink = %self.name, url = %shown, event_id = %request_id, "the receiver says the endpoint is gone (410); deliveries are dead-lettered until the sink's url changes");
                 }
                 Attempt::Answered(answer(
                     status,
@@ -180,12 +247,26 @@ impl HttpSink {
                 attempt
             }
         };
-        METRICS
-            .http_request_seconds
-            .with_label_values(&[&self.name])
+        self.request_seconds
             .observe(started.elapsed().as_secs_f64());
         attempt
     }
+}
+
+/// The receiver's host and port when the URL template fixes them (`https://host/x/{{ id }}`),
+/// so that `connect` can check it is reachable; `None` when the host is templated.
+pub(super) fn static_origin(url: &str) -> Option<(String, u16)> {
+    let prefix = static_prefix(url).trim();
+    let (_, rest) = prefix.split_once("://")?;
+    let whole = prefix.len() == url.trim().len();
+    if !whole && !rest.contains(['/', '?', '#']) {
+        return None;
+    }
+    let parsed = reqwest::Url::parse(prefix).ok()?;
+    Some((
+        parsed.host_str()?.to_string(),
+        parsed.port_or_known_default()?,
+    ))
 }
 
 /// Up to `limit` bytes of an answer's body; a body that cannot be read counts as empty.
@@ -247,7 +328,8 @@ impl Sink for HttpSink {
             }
             Err(last)
         };
-        let bound = self.timeout.min(CONNECT_TIMEOUT);
+        let r = &self.requests;
+        let bound = r.timeout.min(CONNECT_TIMEOUT);
         let result = match tokio::time::timeout(bound, reach).await {
             Ok(r) => r,
             Err(_) => Err(format!(
@@ -256,12 +338,12 @@ impl Sink for HttpSink {
         };
         match result {
             Ok(()) => {
-                tracing::info!(sink = %self.name, url = %self.url, "HTTP receiver reachable");
+                tracing::info!(sink = %r.name, url = %r.url, "HTTP receiver reachable");
                 Ok(())
             }
             Err(e) => {
-                self.count("connect");
-                Err(SinkError::Unavailable(format!("{}: {e}", self.url)))
+                r.count("connect");
+                Err(SinkError::Unavailable(format!("{}: {e}", r.url)))
             }
         }
     }
@@ -270,14 +352,13 @@ impl Sink for HttpSink {
     /// If the receiver could not be reached and answered nothing, the batch fails as a whole
     /// and no attempt is spent.
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
-        let (down, heard) = (AtomicBool::new(false), AtomicBool::new(false));
-        let attempts = join_all(batch.iter().map(|d| self.deliver(d, &down, &heard))).await;
+        let (attempts, heard) = self.send_all(batch).await;
         let unreachable = attempts.iter().find_map(|a| match a {
             Attempt::Unreachable(reason) => Some(reason.clone()),
             Attempt::Answered(_) => None,
         });
         if let Some(reason) = unreachable {
-            if !heard.load(Ordering::SeqCst) {
+            if !heard {
                 return Err(SinkError::Unavailable(reason));
             }
         }
@@ -298,5 +379,29 @@ impl Sink for HttpSink {
     /// last ones of the previous batch are still out; one to keep the queue's order.
     fn max_in_flight(&self) -> usize {
         if self.max_in_flight > 1 { 2 } else { 1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_static_only_when_the_host_is() {
+        assert_eq!(
+            static_origin("https://r.example/hooks/{{ kind }}"),
+            Some(("r.example".into(), 443))
+        );
+        assert_eq!(
+            static_origin("http://127.0.0.1:9/x"),
+            Some(("127.0.0.1".into(), 9))
+        );
+        assert_eq!(
+            static_origin("http://127.0.0.1:9"),
+            Some(("127.0.0.1".into(), 9))
+        );
+        assert_eq!(static_origin("https://{{ properties.host }}/x"), None);
+        assert_eq!(static_origin("https://r.example{{ path }}"), None);
+        assert_eq!(static_origin("{{ properties.url }}"), None);
     }
 }

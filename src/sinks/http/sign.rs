@@ -37,7 +37,7 @@ pub(super) enum Signer {
 impl Signer {
     /// The signer for `c`; an error names the sub-key at fault (`.secret`, `.secrets[1]`, ...).
     pub fn new(c: &SignConfig) -> Result<Signer, (String, String)> {
-        let keys = c.keys();
+        let keys: Vec<_> = c.secret.iter().chain(&c.secrets).collect();
         let (one, many) = (c.secret.is_some(), !c.secrets.is_empty());
         if one == many {
             return Err((
