@@ -294,7 +294,13 @@ impl SinkType for HttpConfig {
             BodySpec::Event | BodySpec::Raw => {}
             BodySpec::Teams | BodySpec::Slack => {
                 let (template, file) = encode::preset(&self.body);
+                let before = p.len();
                 r.add_file_or_builtin(template, file, &key("body"), p);
+                if p.len() == before {
+                    if let Err(e) = check_preset(template, r, check.samples) {
+                        p.push(Problem::new(key("body"), format!("{file}: {e}")));
+                    }
+                }
             }
             BodySpec::Template(t) => match encode::check_template_body(t) {
                 Ok(()) => r.add_inline(&key("body"), t, &key("body"), p),
@@ -384,6 +390,21 @@ impl SinkType for HttpConfig {
     }
 }
 
+/// Renders a preset body with every sample event: a `teams.json.tera` or `slack.json.tera`
+/// override that fails, or gives something other than JSON, is named at load instead of
+/// dead-lettering every event it meets.
+fn check_preset(template: &str, r: &Renderer, samples: &[(Event, String)]) -> Result<(), String> {
+    for (event, payload) in samples {
+        let kind = event.kind.as_str();
+        let body = r
+            .render_event(template, event, payload)
+            .map_err(|e| format!("fails with the {kind} sample: {e}"))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&body)
+            .map_err(|e| format!("gives no JSON with the {kind} sample: {e}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +427,27 @@ auth = { bearer = "inline-token-123" }
             text.contains("hooks.slack.com") && text.contains("gis"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_preset_override_that_gives_no_json_is_named_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("slack.json.tera"), "text: {{ id }}").unwrap();
+        let text = format!(
+            "templates = {:?}\n[hooks.h]\n[[routes]]\nmatch = {{}}\nto = [\"chat\"]\n[sinks.chat]\ntype = \"http\"\nurl = \"https://hooks.example.org/x\"\nbody = \"slack\"\n",
+            dir.path().display().to_string()
+        );
+        let p = crate::config::Config::parse(std::path::Path::new("routes.toml"), &text)
+            .err()
+            .unwrap();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "sinks.chat.body");
+        assert!(p[0].message.contains("gives no JSON"), "{p:?}");
+        std::fs::write(
+            dir.path().join("slack.json.tera"),
+            "{\"text\": {{ id | json_encode() }}}",
+        )
+        .unwrap();
+        assert!(crate::config::Config::parse(std::path::Path::new("routes.toml"), &text).is_ok());
     }
 }
