@@ -97,6 +97,37 @@ impl EmailConfig {
             (None, None) => EVENT_KINDS.to_vec(),
         }
     }
+
+    /// Renders the templates with sample events: a digest must render for all of them at once;
+    /// a named template for at least one sample (templates are often written for one kind); the
+    /// default per-kind templates each for every sample of their kind.
+    fn check_render(&self, check: &mut Check<'_>) {
+        let (name, r, samples) = (check.name, &*check.renderer, check.samples);
+        if self.digest.is_some() {
+            let ctx = digest_context(samples.iter().map(|(e, j)| (e, j.as_str())));
+            if let Err(e) = render_mail(name, self, self.template_for(EventKind::Portal), r, &ctx) {
+                check.problem("template", format!("with sample events: {e}"));
+            }
+            return;
+        }
+        let mut errors = Vec::new();
+        for (event, json) in samples {
+            let t = self.template_for(event.kind);
+            match render_mail(name, self, t, r, &single_context(event, json)) {
+                Ok(_) if self.template.is_some() => return,
+                Ok(_) => {}
+                Err(e) => errors.push(format!("{} sample: {e}", event.kind.as_str())),
+            }
+        }
+        if self.template.is_some() || !errors.is_empty() {
+            let what = if self.template.is_some() {
+                "renders for no sample event"
+            } else {
+                "a default template fails"
+            };
+            check.problem("template", format!("{what}; {}", errors.join("; ")));
+        }
+    }
 }
 
 impl SinkType for EmailConfig {
@@ -173,39 +204,6 @@ impl SinkType for EmailConfig {
                 .unwrap_or_else(|_| "hookbridge.invalid".into()),
             transport,
         }))
-    }
-}
-
-impl EmailConfig {
-    /// Renders the templates with sample events: a digest must render for all of them at once;
-    /// a named template for at least one sample (templates are often written for one kind); the
-    /// default per-kind templates each for every sample of their kind.
-    fn check_render(&self, check: &mut Check<'_>) {
-        let (name, r, samples) = (check.name, &*check.renderer, check.samples);
-        if self.digest.is_some() {
-            let ctx = digest_context(samples.iter().map(|(e, j)| (e, j.as_str())));
-            if let Err(e) = render_mail(name, self, self.template_for(EventKind::Portal), r, &ctx) {
-                check.problem("template", format!("with sample events: {e}"));
-            }
-            return;
-        }
-        let mut errors = Vec::new();
-        for (event, json) in samples {
-            let t = self.template_for(event.kind);
-            match render_mail(name, self, t, r, &single_context(event, json)) {
-                Ok(_) if self.template.is_some() => return,
-                Ok(_) => {}
-                Err(e) => errors.push(format!("{} sample: {e}", event.kind.as_str())),
-            }
-        }
-        if self.template.is_some() || !errors.is_empty() {
-            let what = if self.template.is_some() {
-                "renders for no sample event"
-            } else {
-                "a default template fails"
-            };
-            check.problem("template", format!("{what}; {}", errors.join("; ")));
-        }
     }
 }
 
