@@ -183,35 +183,13 @@ async fn accept(
     name: &str,
     hook: &HookConfig,
     config: &Config,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: &AppState,
 ) -> Result<AcceptOutcome, IngressError> {
     if !state.is_accepting() {
         return Err(IngressError::Unavailable("shutting down".into()));
     }
-    let limit = config.server.max_body.as_u64();
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(IngressError::TooLarge(limit));
-    }
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("(not text)"));
-    let encoding = BodyEncoding::from_content_type(content_type)?;
-
-    let read_timeout = config.server.read_timeout;
-    let raw = tokio::time::timeout(read_timeout, read_body(&mut payload, declared, limit))
-        .await
-        .map_err(|_| IngressError::Timeout(read_timeout))??;
-    if raw.is_empty() {
-        return Err(IngressError::Body("the body is empty".into()));
-    }
-
+    let (encoding, raw) = read_delivery(req, config, payload).await?;
     let decoded = arcgis::body::decode(encoding, &raw);
     authenticate(req, hook, &raw, decoded.as_ref().ok())?;
     let decoded = decoded?;
@@ -223,17 +201,7 @@ async fn accept(
     if prepared.events.is_empty() {
         return Ok(AcceptOutcome::default());
     }
-
-    let routed: Vec<RoutedEvent> = prepared
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(i, event)| RoutedEvent {
-            sinks: config.routes.sinks_for(&event),
-            properties_at: arcgis::properties_pointer(event.kind, i),
-            event,
-        })
-        .collect();
+    let routed = route(prepared.events, config);
     let kinds: Vec<(&'static str, bool, String)> = routed
         .iter()
         .map(|r| {
@@ -249,6 +217,56 @@ async fn accept(
         .accept(prepared.payload, routed)
         .await
         .map_err(|e| IngressError::Unavailable(e.to_string()))?;
+    count(name, kinds, &outcome);
+    Ok(outcome)
+}
+
+/// The body's encoding (from its content type) and the body itself, read within
+/// `server.read_timeout` and `server.max_body`; an empty body is refused.
+async fn read_delivery(
+    req: &HttpRequest,
+    config: &Config,
+    mut payload: web::Payload,
+) -> Result<(BodyEncoding, web::BytesMut), IngressError> {
+    let limit = config.server.max_body.as_u64();
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(IngressError::TooLarge(limit));
+    }
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let encoding = BodyEncoding::from_content_type(content_type)?;
+    let read_timeout = config.server.read_timeout;
+    let raw = tokio::time::timeout(read_timeout, read_body(&mut payload, declared, limit))
+        .await
+        .map_err(|_| IngressError::Timeout(read_timeout))??;
+    if raw.is_empty() {
+        return Err(IngressError::Body("the body is empty".into()));
+    }
+    Ok((encoding, raw))
+}
+
+/// Each event with the sinks its routes send it to, and where its properties sit in the payload.
+fn route(events: Vec<crate::event::Event>, config: &Config) -> Vec<RoutedEvent> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| RoutedEvent {
+            sinks: config.routes.sinks_for(&event),
+            properties_at: arcgis::properties_pointer(event.kind, i),
+            event,
+        })
+        .collect()
+}
+
+/// Counts what the queue stored (per kind), what matched no route, and the duplicates.
+fn count(name: &str, kinds: Vec<(&'static str, bool, String)>, outcome: &AcceptOutcome) {
     let stored: HashSet<&str> = outcome.accepted.iter().map(String::as_str).collect();
     for (kind, unrouted, id) in kinds {
         if !stored.contains(id.as_str()) {
@@ -267,7 +285,6 @@ async fn accept(
         .events_duplicate
         .with_label_values(&[name])
         .inc_by(outcome.duplicates.len() as u64);
-    Ok(outcome)
 }
 
 /// Checks the delivery's credentials against the hook: the signature (header, else form field),
