@@ -11,7 +11,7 @@
 //! - `BENCH_BROKER_N` (20000): messages of the raw-client runs and events of the sink drains;
 //! - `BENCH_RAW_WINDOWS` (8): batches in flight at once in the pipelined raw-client runs;
 //! - `BENCH_HTTP_IN_FLIGHT` (16): requests in flight of the HTTP sink and of its raw client;
-//! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka`, `http`,
+//! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka`, `http`, `wrk`,
 //!   `maximal` (default: all);
 //! - `BENCH_BACKLOG=N`: adds the backlog phase (RSS and restart-to-ready with N queued events).
 //!
@@ -28,6 +28,7 @@ mod http_sink;
 mod load;
 mod maximal;
 mod report;
+mod wrk;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -120,6 +121,9 @@ fn main() {
         http_sink::run(&rt, &mut report, &bench, &mut summary);
     }
     summary.print(&mut report, rate);
+    if wanted("wrk") {
+        wrk::run(&mut report, seconds);
+    }
     if wanted("maximal") {
         maximal::run(&rt, &mut report);
     }

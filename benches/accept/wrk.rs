@@ -1,0 +1,176 @@
+//! The figures a user can reproduce with standard tools: `wrk -t2 -c64` (Debian's package) with
+//! unique, unsigned 1-event and 3-event portal payloads and feature-service form bodies
+//! (`wrk/post.lua`), against the no-op actix-web handler and the daemon (file sink delivering)
+//! in the same run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::daemon::{start_daemon, stop};
+use crate::load::{free_port, rss_kib, wait_port};
+use crate::report::{Report, out};
+
+/// What one wrk run reported.
+struct WrkRun {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// The request shapes of `wrk/post.lua`, with what the table calls them.
+const SHAPES: [(&str, &str); 3] = [
+    ("portal1", "portal, 1 event per request (~1 KB JSON)"),
+    ("portal3", "portal, 3 events per request (~1 KB JSON)"),
+    (
+        "form",
+        "feature service, 4 events per request (~1 KB form body)",
+    ),
+];
+
+/// Runs the wrk phase and prints its table, or says what to install when wrk is missing.
+pub fn run(report: &mut Report, seconds: u64) {
+    out!(report);
+    out!(
+        report,
+        "## wrk (`wrk -t2 -c64 -d{seconds}s --latency`, unsigned, unique deliveries)"
+    );
+    out!(report);
+    if Command::new("wrk").arg("--version").output().is_err() {
+        out!(
+            report,
+            "skipped: wrk is not installed (apt-get install wrk; `.ci/setup/wrk.sh` does it)"
+        );
+        return;
+    }
+    let noop_port = free_port();
+    let mut noop = Command::new(std::env::current_exe().expect("own path"))
+        .env("HOOKBRIDGE_BENCH_NOOP", noop_port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start no-op server");
+    wait_port(noop_port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_config(dir.path(), port);
+    let mut daemon = start_daemon(&config, dir.path());
+    wait_port(port);
+    let pid = daemon.id();
+    out!(
+        report,
+        "| requests | no-op req/s | hookbridge req/s | ratio (target ≥ 0.5) | hookbridge p50 ms | p99 ms | errors | RSS peak MiB (target ≤ 80) |"
+    );
+    out!(report, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (shape, what) in SHAPES {
+        let (Some(ceiling), Some(ours)) = (
+            wrk(noop_port, shape, seconds),
+            peak_rss(pid, || wrk(port, shape, seconds)),
+        ) else {
+            out!(report, "| {what} | wrk failed | | | | | | |");
+            continue;
+        };
+        let (ours, rss) = ours;
+        out!(
+            report,
+            "| {what} | {:.0} | {:.0} | **{:.2}** | {:.2} | {:.2} | {} | {:.1} |",
+            ceiling.rps,
+            ours.rps,
+            ours.rps / ceiling.rps.max(1.0),
+            ours.p50_ms,
+            ours.p99_ms,
+            ours.errors,
+            rss as f64 / 1024.0
+        );
+    }
+    out!(report);
+    out!(
+        report,
+        "- wrk drives at most what 64 connections give; it cannot pace a rate, so p99 at half rate is the load generator's figure above, not wrk's."
+    );
+    stop(&mut daemon);
+    let _ = noop.kill();
+    let _ = noop.wait();
+}
+
+/// Unsigned hooks for the portal and feature-service shapes, every event to a file sink.
+fn write_config(dir: &Path, port: u16) -> PathBuf {
+    let config = dir.join("routes.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = \"{d}/data\"\n\
+         [hooks.portal]\nkind = \"portal\"\n[hooks.features]\nkind = \"feature-service\"\n\
+         [sinks.log]\ntype = \"file\"\npath = \"{d}/events.jsonl\"\n[[routes]]\nmatch = {{}}\nto = [\"log\"]\n",
+        d = dir.display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+/// Runs `f` while sampling `pid`'s RSS every 100 ms; returns its result and the peak in KiB.
+fn peak_rss<T>(pid: u32, f: impl FnOnce() -> Option<T>) -> Option<(T, u64)> {
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let result = f();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    result.map(|r| (r, peak.load(Ordering::Relaxed)))
+}
+
+/// One wrk run against `port` with the script's `shape`.
+fn wrk(port: u16, shape: &str, seconds: u64) -> Option<WrkRun> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/accept/wrk/post.lua");
+    let out = Command::new("wrk")
+        .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(["--", shape])
+        .output()
+        .ok()?;
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Requests/s, the 50th and 99th percentile latencies and the non-2xx count of wrk's report.
+fn parse(text: &str) -> Option<WrkRun> {
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix).map(|v| v.trim().to_string()))
+    };
+    let rps = field("Requests/sec:")?.parse().ok()?;
+    let p50_ms = millis(&field("50%")?)?;
+    let p99_ms = millis(&field("99%")?)?;
+    let errors = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(WrkRun {
+        rps,
+        p50_ms,
+        p99_ms,
+        errors,
+    })
+}
+
+/// wrk's `1.23ms`, `850.00us` or `1.02s` in milliseconds.
+fn millis(v: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    number.trim().parse::<f64>().ok().map(|n| n * factor)
+}
