@@ -1,5 +1,5 @@
 //! hookbridge: ArcGIS webhooks in — verified, deduplicated, durable — and out to Kafka,
-//! RabbitMQ, email and files, at least once.
+//! RabbitMQ, HTTP receivers, email and files, at least once.
 //!
 //! The modules follow the data: ingress → verify → arcgis (parse) → event (dedup key) →
 //! route → queue → dispatch → sinks.

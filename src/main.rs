@@ -15,7 +15,7 @@ use hookbridge::serve::ServeError;
 /// unit's `RestartPreventExitStatus=` keeps systemd from restarting into the same full disk.
 const EXIT_NO_ROOM: u8 = 75;
 
-/// ArcGIS webhooks in — verified, deduplicated, durable — out to Kafka, RabbitMQ, email and files.
+/// ArcGIS webhooks in — verified, deduplicated, durable — out to Kafka, RabbitMQ, HTTP, email and files.
 #[derive(Parser)]
 #[command(name = "hookbridge", version)]
 struct Cli {
