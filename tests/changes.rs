@@ -257,6 +257,11 @@ async fn errors_dead_letter_with_the_reason_and_a_replay_fetches_again() {
     )
     .await;
     d.wait_lines("out/loose.jsonl", 2).await;
+    // The loose sink delivers at once; sink f spends its attempts first.
+    until(&d, 20, "the failed job's dead letter", async || {
+        metric(&d, "hookbridge_dead_letters{sink=\"f\"}").await == 1
+    })
+    .await;
     d.stop();
     let dead = dead_letters(&d);
     assert_eq!(dead.len(), 1, "{dead:#?}");
