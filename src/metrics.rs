@@ -35,6 +35,12 @@ pub struct Metrics {
     pub commit_batch_requests: Histogram,
     /// Time of one group commit's write and fsync.
     pub commit_fsync_seconds: Histogram,
+    /// Time sled takes to apply one group commit's rows (before its fsync).
+    pub commit_apply_seconds: Histogram,
+    /// Rows the group commits wrote (a delivery's body, events, dedup keys and deliveries).
+    pub commit_rows: IntCounter,
+    /// Bytes of keys and values the group commits wrote.
+    pub commit_bytes: IntCounter,
     /// Whether each sink has connected (1) or not (0).
     pub sink_up: IntGaugeVec,
     /// Sink failures by sink and kind (connect, connection_lost, nack, unroutable, render, ...).
@@ -148,6 +154,24 @@ impl Metrics {
                 .buckets(latency.clone()),
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            commit_apply_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "hookbridge_commit_apply_duration_seconds",
+                    "Time sled takes to apply one group commit's rows, before its fsync",
+                )
+                .buckets(latency.clone()),
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            commit_rows: IntCounter::new(
+                "hookbridge_commit_rows_total",
+                "Rows the group commits wrote",
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            commit_bytes: IntCounter::new(
+                "hookbridge_commit_bytes_total",
+                "Bytes of keys and values the group commits wrote",
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
             sink_up: IntGaugeVec::new(
                 Opts::new(
                     "hookbridge_sink_connected",
@@ -233,6 +257,9 @@ impl Metrics {
             Box::new(m.dead_letters.clone()),
             Box::new(m.commit_batch_requests.clone()),
             Box::new(m.commit_fsync_seconds.clone()),
+            Box::new(m.commit_apply_seconds.clone()),
+            Box::new(m.commit_rows.clone()),
+            Box::new(m.commit_bytes.clone()),
             Box::new(m.sink_up.clone()),
             Box::new(m.sink_errors.clone()),
             Box::new(m.config_reloads.clone()),

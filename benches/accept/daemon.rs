@@ -48,8 +48,13 @@ pub fn write_config(dir: &Path, port: u16) -> PathBuf {
 }
 
 pub fn start_daemon(config: &Path, dir: &Path) -> Child {
+    start_binary(Path::new(env!("CARGO_BIN_EXE_hookbridge")), config, dir)
+}
+
+/// Starts `binary` (this build's daemon, or an earlier release to compare with) on `config`.
+pub fn start_binary(binary: &Path, config: &Path, dir: &Path) -> Child {
     let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+    Command::new(binary)
         .args(["serve", "--config"])
         .arg(config)
         .env("HOOKBRIDGE_LOG", "warn")

@@ -13,6 +13,8 @@
 //! - `BENCH_HTTP_IN_FLIGHT` (16): requests in flight of the HTTP sink and of its raw client;
 //! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka`, `http`, `wrk`,
 //!   `maximal` (default: all);
+//! - `BENCH_BASELINE=path/to/hookbridge`: the wrk phase also runs that (earlier) build, for a
+//!   before-and-after table measured in one run.
 //! - `BENCH_BACKLOG=N`: adds the backlog phase (RSS and restart-to-ready with N queued events).
 //!
 //! RabbitMQ is expected at 127.0.0.1:5672 (guest/guest; `BENCH_AMQP_URL` names another) and

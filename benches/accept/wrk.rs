@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::daemon::{start_daemon, stop};
-use crate::load::{free_port, rss_kib, wait_port};
+use crate::daemon::{start_binary, start_daemon, stop};
+use crate::load::{self, free_port, rss_kib, wait_port};
 use crate::report::{Report, out};
 
 /// What one wrk run reported.
@@ -64,7 +64,15 @@ pub fn run(report: &mut Report, seconds: u64) {
         "| requests | no-op req/s | hookbridge req/s | ratio (target ≥ 0.5) | hookbridge p50 ms | p99 ms | errors | RSS peak MiB (target ≤ 80) |"
     );
     out!(report, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut profiles = Vec::new();
+    let baseline = Baseline::start();
+    let mut compared = Vec::new();
     for (shape, what) in SHAPES {
+        let before = QueueWork::read(&rt, port);
         let (Some(ceiling), Some(ours)) = (
             wrk(noop_port, shape, seconds),
             peak_rss(pid, || wrk(port, shape, seconds)),
@@ -72,6 +80,10 @@ pub fn run(report: &mut Report, seconds: u64) {
             out!(report, "| {what} | wrk failed | | | | | | |");
             continue;
         };
+        profiles.push((what, QueueWork::read(&rt, port).minus(&before)));
+        if let Some(b) = &baseline {
+            compared.push((what, ceiling.rps, ours.0.rps, wrk(b.port, shape, seconds)));
+        }
         let (ours, rss) = ours;
         out!(
             report,
@@ -90,9 +102,128 @@ pub fn run(report: &mut Report, seconds: u64) {
         report,
         "- wrk drives at most what 64 connections give; it cannot pace a rate, so p99 at half rate is the load generator's figure above, not wrk's."
     );
+    out!(report);
+    out!(
+        report,
+        "Queue work during those runs (the daemon's `hookbridge_commit_*` metrics):"
+    );
+    out!(report);
+    out!(
+        report,
+        "| requests | events | rows per event | bytes per event | requests per group | sled apply ms per group | sled apply µs per event | fsync ms per group |"
+    );
+    out!(report, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (what, w) in profiles {
+        let per_event = |v: f64| v / w.events.max(1.0);
+        let per_group = |v: f64| v / w.groups.max(1.0);
+        out!(
+            report,
+            "| {what} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} | {:.2} |",
+            w.events,
+            per_event(w.rows),
+            per_event(w.bytes),
+            per_group(w.requests),
+            per_group(w.apply_s * 1000.0),
+            per_event(w.apply_s * 1e6),
+            per_group(w.fsync_s * 1000.0),
+        );
+    }
+    if let Some(mut b) = baseline {
+        out!(report);
+        out!(
+            report,
+            "Before and after, same run: `BENCH_BASELINE={}` against this build:",
+            b.binary.display()
+        );
+        out!(report);
+        out!(
+            report,
+            "| requests | no-op req/s | before req/s | before ratio | after req/s | after ratio |"
+        );
+        out!(report, "|---|---:|---:|---:|---:|---:|");
+        for (what, ceiling, after, before) in compared {
+            let before = before.map_or(0.0, |r| r.rps);
+            out!(
+                report,
+                "| {what} | {ceiling:.0} | {before:.0} | {:.2} | {after:.0} | **{:.2}** |",
+                before / ceiling.max(1.0),
+                after / ceiling.max(1.0)
+            );
+        }
+        stop(&mut b.child);
+    }
     stop(&mut daemon);
     let _ = noop.kill();
     let _ = noop.wait();
+}
+
+/// An earlier build of the daemon (`BENCH_BASELINE=path/to/hookbridge`) run beside this one,
+/// on the same config, so that before and after are measured in one run.
+struct Baseline {
+    binary: PathBuf,
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Baseline {
+    /// Starts the baseline daemon when `BENCH_BASELINE` names one.
+    fn start() -> Option<Baseline> {
+        let binary = PathBuf::from(std::env::var_os("BENCH_BASELINE")?);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = write_config(dir.path(), port);
+        let child = start_binary(&binary, &config, dir.path());
+        wait_port(port);
+        Some(Baseline {
+            binary,
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+/// What the committer did, from the daemon's metrics; subtract two readings for one run's share.
+#[derive(Default)]
+struct QueueWork {
+    events: f64,
+    rows: f64,
+    bytes: f64,
+    groups: f64,
+    requests: f64,
+    apply_s: f64,
+    fsync_s: f64,
+}
+
+impl QueueWork {
+    /// Reads the counters now.
+    fn read(rt: &tokio::runtime::Runtime, port: u16) -> QueueWork {
+        let text = rt.block_on(load::metrics_text(port));
+        let value = |name: &str| load::metric(&text, name, &[]).unwrap_or(0.0);
+        QueueWork {
+            events: value("hookbridge_events_accepted_total"),
+            rows: value("hookbridge_commit_rows_total"),
+            bytes: value("hookbridge_commit_bytes_total"),
+            groups: value("hookbridge_commit_batch_requests_count"),
+            requests: value("hookbridge_commit_batch_requests_sum"),
+            apply_s: value("hookbridge_commit_apply_duration_seconds_sum"),
+            fsync_s: value("hookbridge_commit_fsync_duration_seconds_sum"),
+        }
+    }
+
+    /// What happened between `earlier` and this reading.
+    fn minus(&self, earlier: &QueueWork) -> QueueWork {
+        QueueWork {
+            events: self.events - earlier.events,
+            rows: self.rows - earlier.rows,
+            bytes: self.bytes - earlier.bytes,
+            groups: self.groups - earlier.groups,
+            requests: self.requests - earlier.requests,
+            apply_s: self.apply_s - earlier.apply_s,
+            fsync_s: self.fsync_s - earlier.fsync_s,
+        }
+    }
 }
 
 /// Unsigned hooks for the portal and feature-service shapes, every event to a file sink.

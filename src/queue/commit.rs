@@ -15,9 +15,10 @@ use super::QueueError;
 use super::flusher::{Flusher, Pending};
 use super::keys::*;
 use super::space;
-use super::stage::{AcceptOutcome, RoutedEvent, Staged, stage_accept};
+use super::stage::{AcceptOutcome, Prepared, Staged, stage_accept};
 use super::store::{Reply, Store};
 use crate::clock::now_ms;
+use crate::metrics::METRICS;
 
 /// Most requests folded into one batch.
 const MAX_GROUP: usize = 1024;
@@ -29,8 +30,7 @@ const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) enum Command {
     Accept {
-        payload: Arc<str>,
-        events: Vec<RoutedEvent>,
+        prepared: Prepared,
         reply: oneshot::Sender<Result<AcceptOutcome, QueueError>>,
     },
     Replay {
@@ -115,6 +115,8 @@ struct Group {
     refused: usize,
     /// What the last refused request needed.
     last_refused: u64,
+    /// Rows and bytes of keys and values admitted (for the metrics).
+    written: (u64, u64),
 }
 
 impl Group {
@@ -134,6 +136,8 @@ impl Group {
             }
         }
         self.need += cost;
+        self.written.0 += staged.writes.len() as u64;
+        self.written.1 += staged.bytes();
         let mut ends = staged.ends.into_iter().peekable();
         for (i, (k, v)) in staged.writes.into_iter().enumerate() {
             if self.chunks.is_empty() || self.full {
@@ -171,6 +175,7 @@ fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
             .flatten(),
         refused: 0,
         last_refused: 0,
+        written: (0, 0),
     };
     let now = now_ms();
     let failed = store.has_failed().then(|| store.earlier_failure());
@@ -184,20 +189,8 @@ fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
             Command::Replay { reply, .. } if failed.is_some() => {
                 let _ = reply.send(Err(store.earlier_failure()));
             }
-            Command::Accept {
-                payload,
-                events,
-                reply,
-            } => {
-                let staged = stage_accept(
-                    &store.db,
-                    &store.tree,
-                    &g.seen,
-                    now,
-                    &store.retention,
-                    &payload,
-                    events,
-                );
+            Command::Accept { prepared, reply } => {
+                let staged = stage_accept(&store.tree, &g.seen, now, &store.retention, prepared);
                 match staged {
                     Ok((staged, outcome)) => {
                         let added = staged.added.clone();
@@ -266,12 +259,20 @@ fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
     if g.pending.replies.is_empty() {
         return;
     }
+    let started = Instant::now();
     let result = g.chunks.into_iter().try_for_each(|chunk| {
         store.faults.check("apply")?;
         store.tree.apply_batch(chunk)
     });
     match result {
-        Ok(()) => flusher.submit(g.pending),
+        Ok(()) => {
+            METRICS
+                .commit_apply_seconds
+                .observe(started.elapsed().as_secs_f64());
+            METRICS.commit_rows.inc_by(g.written.0);
+            METRICS.commit_bytes.inc_by(g.written.1);
+            flusher.submit(g.pending)
+        }
         Err(e) => store.fail(g.pending.replies, g.pending.undo, &QueueError::from(e)),
     }
 }

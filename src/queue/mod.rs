@@ -239,13 +239,10 @@ impl Queue {
         events: Vec<RoutedEvent>,
     ) -> Result<AcceptOutcome, QueueError> {
         self.check_writable()?;
+        let prepared = stage::prepare(&self.db, now_ms(), payload, events)?;
         let (reply, rx) = oneshot::channel();
         self.sender()?
-            .send(commit::Command::Accept {
-                payload,
-                events,
-                reply,
-            })
+            .send(commit::Command::Accept { prepared, reply })
             .await
             .map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?

@@ -2,6 +2,7 @@
 //! on disk, before any of it touches the store.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -65,8 +66,7 @@ impl Staged {
         self.writes.push((key, None));
     }
 
-    /// Bytes of keys and values written (tests measure sled's overhead against it).
-    #[cfg(test)]
+    /// Bytes of keys and values written.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -82,99 +82,145 @@ impl Staged {
     }
 }
 
-/// Stages one request's new events and decides which are duplicates; `seen` holds the dedup
-/// keys claimed by earlier requests of the same group.
-pub(super) fn stage_accept(
+/// A request's events with their rows already built, off the committer thread: the committer
+/// only decides duplicates and writes what is fresh.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    /// The body row shared by the request's events (when more than one is routed): its seq and
+    /// the payload. Written only if one of those events is fresh.
+    body: Option<(u64, Arc<str>)>,
+    events: Vec<PreparedEvent>,
+}
+
+/// One event of a [`Prepared`] request.
+#[derive(Debug)]
+struct PreparedEvent {
+    key: [u8; 16],
+    event_id: String,
+    seq: u64,
+    /// The event row (None when no route matched: only its dedup key is written).
+    row: Option<Vec<u8>>,
+    sinks: Vec<String>,
+}
+
+/// Builds a request's rows: seqs, event rows and keys, all that does not depend on which of
+/// its events are duplicates. Runs on the request's own thread, so that the single committer
+/// spends its time only on what must be serial.
+pub(super) fn prepare(
     db: &sled::Db,
-    tree: &sled::Tree,
-    seen: &HashSet<[u8; 16]>,
     now: u64,
-    retention: &Retention,
-    payload: &str,
+    payload: Arc<str>,
     events: Vec<RoutedEvent>,
-) -> Result<(Staged, AcceptOutcome), QueueError> {
-    let mut outcome = AcceptOutcome::default();
-    let mut staged = Staged::default();
-    let window_start = now.saturating_sub(retention.dedup_window.as_millis() as u64);
-    let mut mine: HashSet<[u8; 16]> = HashSet::with_capacity(events.len());
-    // Decide the duplicates first: a request whose only new event is routed stores its payload
-    // inside that event's row (one row fewer), else once in a body row the events share.
-    let mut fresh = Vec::with_capacity(events.len());
+) -> Result<Prepared, QueueError> {
+    // A request with one routed event stores its payload inside that event's row (one row
+    // fewer); else once, in a body row its events share.
+    let inline = events.iter().filter(|r| !r.sinks.is_empty()).count() == 1;
+    let body = match inline || events.iter().all(|r| r.sinks.is_empty()) {
+        true => None,
+        false => Some((db.generate_id()?, payload.clone())),
+    };
+    let mut prepared = Vec::with_capacity(events.len());
     for routed in events {
-        let Some(key) = routed.event.dedup_key() else {
-            return Err(QueueError::Corrupt {
-                key: routed.event.event_id.clone(),
-                reason: "event id is not a dedup key".into(),
-            });
-        };
-        if seen.contains(&key.0) || mine.contains(&key.0) {
-            outcome.duplicates.push(routed.event.event_id);
-            continue;
-        }
-        // An expired row is overwritten: the undo puts it back.
-        let old = tree.get(dedup_key(&key.0))?;
-        if old
-            .as_ref()
-            .is_some_and(|v| u64_at(v, 0).is_some_and(|at| at >= window_start))
-        {
-            outcome.duplicates.push(routed.event.event_id);
-            continue;
-        }
-        mine.insert(key.0);
-        fresh.push((key, routed, old.map(|v| v.to_vec())));
-    }
-    let inline = fresh.iter().filter(|(_, r, _)| !r.sinks.is_empty()).count() == 1;
-    let mut body_seq = None;
-    staged.writes.reserve(fresh.len() * 3);
-    staged.undo.0.reserve(fresh.len() * 3);
-    for (key, routed, old_dedup) in fresh {
         let RoutedEvent {
             mut event,
             sinks,
             properties_at,
         } = routed;
+        let Some(key) = event.dedup_key() else {
+            return Err(QueueError::Corrupt {
+                key: event.event_id,
+                reason: "event id is not a dedup key".into(),
+            });
+        };
         let seq = db.generate_id()?;
         event.accepted_at = now as i64;
-        if sinks.is_empty() {
-            outcome.accepted.push(event.event_id);
-        } else {
-            let body = match (inline, body_seq) {
-                (true, _) => seq,
-                (false, Some(b)) => b,
-                (false, None) => {
-                    let b = db.generate_id()?;
-                    staged.put(seq_key(BODY, b), payload.as_bytes().to_vec(), None);
-                    body_seq = Some(b);
-                    b
+        let event_id = event.event_id.clone();
+        let row = match (&body, sinks.is_empty()) {
+            (_, true) => None,
+            (shared, false) => {
+                let properties_at = properties_at.filter(|_| !event.properties.is_empty());
+                if properties_at.is_some() {
+                    event.properties = serde_json::Map::new();
                 }
-            };
-            for sink in &sinks {
-                staged.put(
-                    sink_seq_key(READY, sink, seq),
-                    encode(&DeliveryRow::default()),
-                    None,
-                );
-                *staged.added.entry(sink.clone()).or_default() += 1;
+                let row = EventRow {
+                    event,
+                    body: shared.as_ref().map_or(seq, |(b, _)| *b),
+                    properties_at,
+                };
+                let inline_payload = shared.is_none().then_some(payload.as_bytes());
+                Some(row.encode(inline_payload))
             }
-            let id = event.event_id.clone();
-            let properties_at = properties_at.filter(|_| !event.properties.is_empty());
-            if properties_at.is_some() {
-                event.properties = serde_json::Map::new();
-            }
-            let row = EventRow {
-                event,
-                body,
-                properties_at,
-            };
-            let inline_payload = inline.then_some(payload.as_bytes());
-            staged.put(seq_key(EVENT, seq), row.encode(inline_payload), None);
-            outcome.accepted.push(id);
+        };
+        prepared.push(PreparedEvent {
+            key: key.0,
+            event_id,
+            seq,
+            row,
+            sinks,
+        });
+    }
+    Ok(Prepared {
+        body,
+        events: prepared,
+    })
+}
+
+/// Stages one prepared request's new events and decides which are duplicates; `seen` holds
+/// the dedup keys claimed by earlier requests of the same group.
+pub(super) fn stage_accept(
+    tree: &sled::Tree,
+    seen: &HashSet<[u8; 16]>,
+    now: u64,
+    retention: &Retention,
+    prepared: Prepared,
+) -> Result<(Staged, AcceptOutcome), QueueError> {
+    let mut outcome = AcceptOutcome::default();
+    let mut staged = Staged::default();
+    let window_start = now.saturating_sub(retention.dedup_window.as_millis() as u64);
+    let mut mine: HashSet<[u8; 16]> = HashSet::with_capacity(prepared.events.len());
+    let mut body = prepared.body;
+    staged.writes.reserve(prepared.events.len() * 3 + 1);
+    staged.undo.0.reserve(prepared.events.len() * 3 + 1);
+    for ev in prepared.events {
+        if seen.contains(&ev.key) || mine.contains(&ev.key) {
+            outcome.duplicates.push(ev.event_id);
+            continue;
         }
-        let mut value = now.to_be_bytes().to_vec();
-        value.extend_from_slice(&seq.to_be_bytes());
-        staged.put(dedup_key(&key.0), value, old_dedup);
-        staged.claimed.push(key.0);
+        // An expired row is overwritten: the undo puts it back.
+        let old = tree.get(dedup_key(&ev.key))?;
+        if old
+            .as_ref()
+            .is_some_and(|v| u64_at(v, 0).is_some_and(|at| at >= window_start))
+        {
+            outcome.duplicates.push(ev.event_id);
+            continue;
+        }
+        mine.insert(ev.key);
+        if let Some(row) = ev.row {
+            if let Some((b, payload)) = body.take() {
+                staged.put(seq_key(BODY, b), payload.as_bytes().to_vec(), None);
+            }
+            for sink in ev.sinks {
+                staged.put(sink_seq_key(READY, &sink, ev.seq), fresh_delivery(), None);
+                *staged.added.entry(sink).or_default() += 1;
+            }
+            staged.put(seq_key(EVENT, ev.seq), row, None);
+        }
+        outcome.accepted.push(ev.event_id);
+        let mut value = Vec::with_capacity(16);
+        value.extend_from_slice(&now.to_be_bytes());
+        value.extend_from_slice(&ev.seq.to_be_bytes());
+        staged.put(dedup_key(&ev.key), value, old.map(|v| v.to_vec()));
+        staged.claimed.push(ev.key);
         staged.end_unit();
     }
     Ok((staged, outcome))
+}
+
+/// The stored form of a delivery not yet tried.
+fn fresh_delivery() -> Vec<u8> {
+    static FRESH: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FRESH
+        .get_or_init(|| encode(&DeliveryRow::default()))
+        .clone()
 }
