@@ -80,4 +80,16 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, n: u64, clients: u
         rss_ready as f64 / 1024.0,
         rss_draining as f64 / 1024.0
     );
+    report.target(
+        &format!("RSS with {} queued events", r.ok),
+        format!("**{:.1} MiB**", rss_backlog as f64 / 1024.0),
+        "< 128 MiB",
+        rss_backlog < 128 * 1024,
+    );
+    report.target(
+        "restart to ready with that backlog",
+        format!("**{:.2} s**", ready.as_secs_f64()),
+        "< 2 s",
+        ready < Duration::from_secs(2),
+    );
 }

@@ -133,6 +133,7 @@ fn main() {
     if n > 0 {
         backlog::run(&rt, &mut report, n, clients);
     }
+    report.print_targets();
 }
 
 /// The accept phases on one daemon with a file sink: max rate with the sink delivering, max
@@ -219,6 +220,38 @@ fn accept(
         "- hookbridge / no-op ratio: **{:.2}** (target ≥ 0.5)",
         hb.rate / noop.rate.max(1.0)
     );
+    let ratio = hb.rate / noop.rate.max(1.0);
+    report.target(
+        "durable accept, 1-event requests, ratio to the no-op (load generator, sink delivering)",
+        format!("{:.0} vs {:.0} req/s = **{ratio:.2}**", hb.rate, noop.rate),
+        "≥ 0.5",
+        ratio >= 0.5,
+    );
+    let alone = hb_alone.rate / noop.rate.max(1.0);
+    report.target(
+        "durable accept, 1-event requests, sink paused",
+        format!("**{alone:.2}**"),
+        "≥ 0.5",
+        alone >= 0.5,
+    );
+    report.target(
+        "p99 accept latency at half the max rate",
+        format!("**{:.2} ms**", hb_half.p99),
+        "< 10 ms",
+        hb_half.p99 < 10.0,
+    );
+    report.target(
+        "RSS idle",
+        format!("**{:.1} MiB**", rss_idle as f64 / 1024.0),
+        "< 20 MiB",
+        rss_idle < 20 * 1024,
+    );
+    report.target(
+        "RSS at full load (accept phase)",
+        format!("**{:.1} MiB**", peak_max_phase as f64 / 1024.0),
+        "< 80 MiB",
+        peak_max_phase < 80 * 1024,
+    );
     out!(
         report,
         "- with the sink paused (accept alone): **{:.2}**",
@@ -297,6 +330,13 @@ fn print_form(
         f.run.p999,
         f.run.errors,
         f.run.rate / noop.rate.max(1.0)
+    );
+    let ratio = f.run.rate / noop.rate.max(1.0);
+    report.target(
+        "feature-service form bodies, ratio to the no-op (load generator)",
+        format!("{:.0} vs {:.0} req/s = **{ratio:.2}**", f.run.rate, noop.rate),
+        "≥ 0.5",
+        ratio >= 0.5,
     );
     out!(report);
     out!(

@@ -7,6 +7,15 @@ use std::path::PathBuf;
 pub struct Report {
     text: String,
     path: Option<PathBuf>,
+    targets: Vec<Target>,
+}
+
+/// One figure of the project's targets as this run measured it.
+struct Target {
+    figure: String,
+    measured: String,
+    target: String,
+    met: bool,
 }
 
 impl Report {
@@ -14,6 +23,46 @@ impl Report {
         Report {
             text: String::new(),
             path: std::env::var_os("BENCH_REPORT").map(PathBuf::from),
+            targets: Vec::new(),
+        }
+    }
+
+    /// Records a figure for the closing table, which puts every target this run measured in one
+    /// place.
+    pub fn target(&mut self, figure: &str, measured: String, target: &str, met: bool) {
+        self.targets.push(Target {
+            figure: figure.to_string(),
+            measured,
+            target: target.to_string(),
+            met,
+        });
+    }
+
+    /// Prints the figures recorded with [`Report::target`], each next to its target.
+    pub fn print_targets(&mut self) {
+        if self.targets.is_empty() {
+            return;
+        }
+        let rows: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "| {} | {} | {} | {} |",
+                    t.figure,
+                    t.measured,
+                    t.target,
+                    if t.met { "met" } else { "**not met**" }
+                )
+            })
+            .collect();
+        self.line("");
+        self.line("## Against the targets (this run)");
+        self.line("");
+        self.line("| figure | measured | target | |");
+        self.line("|---|---:|---:|---|");
+        for row in rows {
+            self.line(row);
         }
     }
 

@@ -96,6 +96,22 @@ pub fn run(report: &mut Report, seconds: u64) {
             ours.errors,
             rss as f64 / 1024.0
         );
+        let ratio = ours.rps / ceiling.rps.max(1.0);
+        report.target(
+            &format!("durable accept (wrk), {what}, ratio to the no-op"),
+            format!(
+                "{:.0} vs {:.0} req/s = **{ratio:.2}**, p99 {:.1} ms",
+                ours.rps, ceiling.rps, ours.p99_ms
+            ),
+            "≥ 0.5",
+            ratio >= 0.5,
+        );
+        report.target(
+            &format!("RSS at full load (wrk), {what}"),
+            format!("**{:.1} MiB**", rss as f64 / 1024.0),
+            "< 80 MiB",
+            rss < 80 * 1024,
+        );
     }
     out!(report);
     out!(

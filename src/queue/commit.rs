@@ -76,6 +76,7 @@ pub(super) fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>) {
             if let Some(queue) = store.queue.upgrade() {
                 let _moving = queue.lock_moves();
                 store.retention.run(&store.tree, &mut dedup_cursor);
+                queue.prune_history();
             }
         }
     }

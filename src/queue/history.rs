@@ -3,6 +3,8 @@
 //! Kept in its own sled tree beside the queue, written after a batch's outcome is recorded.
 //! It is a record for people, not state the queue runs on: a write that fails is logged and
 //! the delivery goes on as if it had been written. Rows go with their events (see `prune`).
+//! A successful attempt writes no row of its own: the delivered record (`k`) the queue keeps
+//! anyway says when, and [`Queue::attempts`] reads it from there (one write per event less).
 
 use serde::{Deserialize, Serialize};
 
@@ -45,17 +47,22 @@ impl Queue {
         Ok(self.db.open_tree(TREE)?)
     }
 
-    /// Records the outcomes of a batch `sink` sent at `now`; failures are logged, not returned.
+    /// Records the failed attempts of a batch `sink` sent at `now` (the delivered ones are in
+    /// their delivered records); failures to write are logged, not returned.
     pub fn record_attempts(&self, sink: &str, results: &[(&Delivery, Decision)], now: u64) {
-        let rows = results.iter().map(|(d, decision)| {
-            let (outcome, error, next_at) = match decision {
-                Decision::Delivered => ("delivered", None, None),
-                Decision::Retry { due_ms, error } => ("retry", Some(error.clone()), Some(*due_ms)),
-                Decision::Dead { error } => ("dead", Some(error.clone()), None),
-            };
-            (d.seq, outcome, error, next_at)
-        });
-        self.write_attempts(sink, now, rows);
+        let mut rows = results
+            .iter()
+            .filter_map(|(d, decision)| match decision {
+                Decision::Delivered => None,
+                Decision::Retry { due_ms, error } => {
+                    Some((d.seq, "retry", Some(error.clone()), Some(*due_ms)))
+                }
+                Decision::Dead { error } => Some((d.seq, "dead", Some(error.clone()), None)),
+            })
+            .peekable();
+        if rows.peek().is_some() {
+            self.write_attempts(sink, now, rows);
+        }
     }
 
     /// Records that a batch could not be sent because `sink` was down as a whole.
@@ -92,6 +99,14 @@ impl Queue {
         }
     }
 
+    /// Removes the history of events retention removed since the last prune (called beside
+    /// retention, as writes no longer come with every batch).
+    pub(super) fn prune_history(&self) {
+        if let Err(e) = self.history().and_then(|tree| self.prune(&tree)) {
+            tracing::warn!(error = %e, "cannot prune the attempt history");
+        }
+    }
+
     /// Removes history rows of events the queue no longer holds (retention removes events in
     /// seq order, so those are the rows below the oldest stored event).
     fn prune(&self, history: &sled::Tree) -> Result<(), QueueError> {
@@ -114,13 +129,33 @@ impl Queue {
         Ok(())
     }
 
-    /// Every recorded attempt for the event with sequence number `seq`, oldest first per sink.
+    /// Every recorded attempt for the event with sequence number `seq`, oldest first per sink:
+    /// the failures from the history, each delivery from its delivered record.
     pub fn attempts(&self, seq: u64) -> Result<Vec<Attempt>, QueueError> {
         let tree = self.history()?;
         let mut out = Vec::new();
         for item in tree.scan_prefix(seq.to_be_bytes()) {
             let (k, v) = item?;
             out.push(decode::<Attempt>(&k, &v)?);
+        }
+        let prefix = seq_key(DONE, seq);
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let sink = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            // Releases before this one wrote a history row for deliveries too.
+            if out
+                .iter()
+                .any(|a| a.sink == sink && a.outcome == "delivered")
+            {
+                continue;
+            }
+            out.push(Attempt {
+                sink,
+                at: u64_at(&v, 0).unwrap_or(0),
+                outcome: "delivered".into(),
+                error: None,
+                next_at: None,
+            });
         }
         out.sort_by_key(|a| a.at);
         Ok(out)
@@ -160,8 +195,23 @@ mod tests {
         assert_eq!(got[1].error.as_deref(), Some("451 later"));
         assert!(queue.attempts(d.seq + 1).unwrap().is_empty());
 
+        // A delivery is read from its delivered record, not written twice.
+        let history_rows = queue.history().unwrap().len();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        queue
+            .complete("s", &[(d, Decision::Delivered)])
+            .unwrap();
+        queue.record_attempts("s", &[(d, Decision::Delivered)], crate::clock::now_ms() + 20);
+        assert_eq!(queue.history().unwrap().len(), history_rows);
+        let got = queue.attempts(d.seq).unwrap();
+        let outcomes: Vec<_> = got.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["unavailable", "retry", "delivered"]);
+        assert_eq!(got[2].sink, "s");
+        assert!(got[2].at > 0);
+
         queue.tree.remove(seq_key(EVENT, d.seq)).unwrap();
-        queue.record_attempts("s", &[], 0);
+        queue.tree.remove(done_key(d.seq, "s")).unwrap();
+        queue.prune_history();
         assert!(queue.attempts(d.seq).unwrap().is_empty(), "pruned");
         queue.close().unwrap();
     }
