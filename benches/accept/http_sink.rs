@@ -72,7 +72,10 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
             );
             report.target(
                 "HTTP sink drain / raw reqwest",
-                format!("{:.0} vs {raw_rate:.0} req/s = **{ratio:.2}**", drain.rate()),
+                format!(
+                    "{:.0} vs {raw_rate:.0} req/s = **{ratio:.2}**",
+                    drain.rate()
+                ),
                 "≥ 0.7",
                 ratio >= TARGET,
             );

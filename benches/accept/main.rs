@@ -334,7 +334,10 @@ fn print_form(
     let ratio = f.run.rate / noop.rate.max(1.0);
     report.target(
         "feature-service form bodies, ratio to the no-op (load generator)",
-        format!("{:.0} vs {:.0} req/s = **{ratio:.2}**", f.run.rate, noop.rate),
+        format!(
+            "{:.0} vs {:.0} req/s = **{ratio:.2}**",
+            f.run.rate, noop.rate
+        ),
         "≥ 0.5",
         ratio >= 0.5,
     );

@@ -198,10 +198,12 @@ mod tests {
         // A delivery is read from its delivered record, not written twice.
         let history_rows = queue.history().unwrap().len();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        queue
-            .complete("s", &[(d, Decision::Delivered)])
-            .unwrap();
-        queue.record_attempts("s", &[(d, Decision::Delivered)], crate::clock::now_ms() + 20);
+        queue.complete("s", &[(d, Decision::Delivered)]).unwrap();
+        queue.record_attempts(
+            "s",
+            &[(d, Decision::Delivered)],
+            crate::clock::now_ms() + 20,
+        );
         assert_eq!(queue.history().unwrap().len(), history_rows);
         let got = queue.attempts(d.seq).unwrap();
         let outcomes: Vec<_> = got.iter().map(|a| a.outcome.as_str()).collect();

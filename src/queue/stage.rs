@@ -106,18 +106,33 @@ struct PreparedEvent {
 /// Builds a request's rows: seqs, event rows and keys, all that does not depend on which of
 /// its events are duplicates. Runs on the request's own thread, so that the single committer
 /// spends its time only on what must be serial.
+///
+/// A request's seqs are taken under `ids` as one contiguous run, its body's first: retention
+/// relies on seq order (an event's body is never above a later event's), which seqs taken one
+/// by one by concurrent requests would not keep.
 pub(super) fn prepare(
     db: &sled::Db,
+    ids: &std::sync::Mutex<()>,
     now: u64,
     payload: Arc<str>,
     events: Vec<RoutedEvent>,
 ) -> Result<Prepared, QueueError> {
     // A request with one routed event stores its payload inside that event's row (one row
     // fewer); else once, in a body row its events share.
-    let inline = events.iter().filter(|r| !r.sinks.is_empty()).count() == 1;
-    let body = match inline || events.iter().all(|r| r.sinks.is_empty()) {
-        true => None,
-        false => Some((db.generate_id()?, payload.clone())),
+    let routed = events.iter().filter(|r| !r.sinks.is_empty()).count();
+    let shared = routed > 1;
+    let seqs = {
+        let _run = ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (0..events.len() + usize::from(shared))
+            .map(|_| db.generate_id())
+            .collect::<Result<Vec<u64>, _>>()?
+    };
+    let mut seqs = seqs.into_iter();
+    let body = match shared {
+        true => seqs.next().map(|b| (b, payload.clone())),
+        false => None,
     };
     let mut prepared = Vec::with_capacity(events.len());
     for routed in events {
@@ -132,7 +147,12 @@ pub(super) fn prepare(
                 reason: "event id is not a dedup key".into(),
             });
         };
-        let seq = db.generate_id()?;
+        let Some(seq) = seqs.next() else {
+            return Err(QueueError::Corrupt {
+                key: event.event_id,
+                reason: "no seq left for the event".into(),
+            });
+        };
         event.accepted_at = now as i64;
         let event_id = event.event_id.clone();
         let row = match (&body, sinks.is_empty()) {

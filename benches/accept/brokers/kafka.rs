@@ -76,7 +76,11 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
             let ratio = f.drain.rate() / f.best_raw().max(1e-9);
             report.target(
                 "Kafka sink drain / raw rdkafka (tansu)",
-                format!("{:.0} vs {:.0} msg/s = **{ratio:.2}**", f.drain.rate(), f.best_raw()),
+                format!(
+                    "{:.0} vs {:.0} msg/s = **{ratio:.2}**",
+                    f.drain.rate(),
+                    f.best_raw()
+                ),
                 "≥ 0.7",
                 ratio >= 0.7,
             );

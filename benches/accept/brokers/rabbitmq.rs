@@ -90,7 +90,11 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
             let ratio = f.drain.rate() / f.best_raw().max(1e-9);
             report.target(
                 "RabbitMQ sink drain / raw lapin",
-                format!("{:.0} vs {:.0} msg/s = **{ratio:.2}**", f.drain.rate(), f.best_raw()),
+                format!(
+                    "{:.0} vs {:.0} msg/s = **{ratio:.2}**",
+                    f.drain.rate(),
+                    f.best_raw()
+                ),
                 "≥ 0.7",
                 ratio >= 0.7,
             );
