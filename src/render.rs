@@ -122,18 +122,104 @@ pub struct Renderer {
 enum Needs {
     /// Nothing: it has no tags and renders to this text.
     Nothing(String),
+    /// Literal text and fields every event has (`arcgis.{{ kind }}.{{ operation }}`,
+    /// `{{ id }}`): put together without building a context, as sinks do for every message.
+    Fields(Vec<Part>),
     /// The event's fields but not `payload`.
     EventOnly,
 }
 
+/// A piece of a [`Needs::Fields`] template.
+#[derive(Debug, Clone)]
+enum Part {
+    /// Text as written.
+    Text(String),
+    /// A field's value, as `{{ field }}` prints it.
+    Field(Field),
+}
+
+/// The event fields that are strings on every event, so `{{ field }}` prints them as they are
+/// and never fails (optional fields fail when absent: those go through tera).
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    EventId,
+    Kind,
+    Source,
+    Operation,
+    Id,
+    Hook,
+}
+
+impl Field {
+    fn named(name: &str) -> Option<Field> {
+        Some(match name {
+            "event_id" => Field::EventId,
+            "kind" => Field::Kind,
+            "source" => Field::Source,
+            "operation" => Field::Operation,
+            "id" => Field::Id,
+            "hook" => Field::Hook,
+            _ => return None,
+        })
+    }
+
+    fn of(self, event: &Event) -> &str {
+        match self {
+            Field::EventId => &event.event_id,
+            Field::Kind => event.kind.as_str(),
+            Field::Source => &event.source,
+            Field::Operation => &event.operation,
+            Field::Id => &event.id,
+            Field::Hook => &event.hook,
+        }
+    }
+}
+
+/// Template names tera autoescapes (see [`Renderer::new`]): their fields must go through tera.
+const AUTOESCAPED: [&str; 2] = [".html", ".html.tera"];
+
 impl Needs {
-    /// Classifies a template's source; `None` when it may use the payload or other templates.
-    fn of(text: &str) -> Option<Needs> {
+    /// Classifies template `name`'s source; `None` when it may use the payload or other
+    /// templates.
+    fn of(name: &str, text: &str) -> Option<Needs> {
         if !["{{", "{%", "{#"].iter().any(|t| text.contains(t)) {
             return Some(Needs::Nothing(text.to_string()));
         }
+        if !AUTOESCAPED.iter().any(|s| name.ends_with(s)) {
+            if let Some(parts) = Needs::fields(text) {
+                return Some(Needs::Fields(parts));
+            }
+        }
         let full = ["payload", "__tera_context", "include", "import", "extends"];
         (!full.iter().any(|w| text.contains(w))).then_some(Needs::EventOnly)
+    }
+
+    /// The parts of a template made only of text and `{{ field }}` tags naming a [`Field`]
+    /// (no filters, no whitespace control); `None` for anything else.
+    fn fields(text: &str) -> Option<Vec<Part>> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let (literal, tag) = match rest.find("{{") {
+                Some(at) => (&rest[..at], Some(&rest[at + 2..])),
+                None => (rest, None),
+            };
+            if literal.contains("{%") || literal.contains("{#") {
+                return None;
+            }
+            if !literal.is_empty() {
+                parts.push(Part::Text(literal.to_string()));
+            }
+            let Some(tag) = tag else { break };
+            let end = tag.find("}}")?;
+            let inner = &tag[..end];
+            if inner.starts_with('-') || inner.ends_with('-') {
+                return None;
+            }
+            parts.push(Part::Field(Field::named(inner.trim())?));
+            rest = &tag[end + 2..];
+        }
+        Some(parts)
     }
 }
 
@@ -162,7 +248,7 @@ impl Renderer {
             problems.push(Problem::new(key, error_chain(&e)));
         }
         let needs = Arc::make_mut(&mut self.needs);
-        match Needs::of(text) {
+        match Needs::of(name, text) {
             Some(n) => needs.insert(name.to_string(), n),
             None => needs.remove(name),
         };
@@ -262,6 +348,13 @@ impl Renderer {
     ) -> Result<String, RenderError> {
         match self.needs.get(name) {
             Some(Needs::Nothing(text)) => Ok(text.clone()),
+            Some(Needs::Fields(parts)) => Ok(parts.iter().fold(String::new(), |mut out, p| {
+                out.push_str(match p {
+                    Part::Text(t) => t,
+                    Part::Field(f) => f.of(event),
+                });
+                out
+            })),
             Some(Needs::EventOnly) => self.render(name, &context_of(event, None)),
             None => self.render(name, &context_of(event, Some(payload))),
         }
@@ -275,15 +368,36 @@ impl Renderer {
         event: &Event,
         payload: &str,
     ) -> Result<Vec<u8>, RenderError> {
+        let mut out = Vec::new();
+        self.encode_into(format, template, event, payload, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Renderer::encode`] appended to `out`, so that a sink whose client copies each message
+    /// (librdkafka does) encodes a whole batch into one reused buffer.
+    pub fn encode_into(
+        &self,
+        format: PayloadFormat,
+        template: &str,
+        event: &Event,
+        payload: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RenderError> {
         match format {
-            PayloadFormat::Event => serde_json::to_vec(event).map_err(|e| RenderError {
-                name: "event".into(),
-                message: e.to_string(),
-            }),
-            PayloadFormat::Raw => Ok(payload.as_bytes().to_vec()),
-            PayloadFormat::Template => self
-                .render_event(template, event, payload)
-                .map(String::into_bytes),
+            PayloadFormat::Event => {
+                serde_json::to_writer(&mut *out, event).map_err(|e| RenderError {
+                    name: "event".into(),
+                    message: e.to_string(),
+                })
+            }
+            PayloadFormat::Raw => {
+                out.extend_from_slice(payload.as_bytes());
+                Ok(())
+            }
+            PayloadFormat::Template => {
+                out.extend_from_slice(self.render_event(template, event, payload)?.as_bytes());
+                Ok(())
+            }
         }
     }
 }
@@ -368,7 +482,14 @@ mod tests {
         let mut p = vec![];
         let cases = [
             ("literal", "arcgis.events"),
+            (
+                "fields",
+                "arcgis.{{ kind }}.{{operation}}/{{\n hook }}:{{ id }}}-{{ event_id }}",
+            ),
+            ("key", "{{ id }}"),
             ("event-only", "{{ kind }}/{{ id | upper }}{# note #}"),
+            ("trimmed", "a {{- id }}"),
+            ("optional", "{{ kind }}.{{ user }}"),
             ("payload", "{{ payload.a }}-{{ id }}"),
             ("context", "{{ __tera_context | length }}"),
         ];
@@ -377,7 +498,11 @@ mod tests {
         }
         assert!(p.is_empty(), "{p:?}");
         assert!(matches!(r.needs.get("literal"), Some(Needs::Nothing(_))));
+        assert!(matches!(r.needs.get("fields"), Some(Needs::Fields(_))));
+        assert!(matches!(r.needs.get("key"), Some(Needs::Fields(_))));
         assert!(matches!(r.needs.get("event-only"), Some(Needs::EventOnly)));
+        assert!(matches!(r.needs.get("trimmed"), Some(Needs::EventOnly)));
+        assert!(matches!(r.needs.get("optional"), Some(Needs::EventOnly)));
         assert!(r.needs.get("payload").is_none());
         assert!(r.needs.get("context").is_none());
         let (e, payload) = (event(), r#"{"a":7}"#);
@@ -386,6 +511,13 @@ mod tests {
             assert_eq!(r.render_event(name, &e, payload).unwrap(), full, "{name}");
         }
         assert_eq!(r.render_event("payload", &e, payload).unwrap(), "7-i1");
+        assert_eq!(
+            r.render_event("fields", &e, payload).unwrap(),
+            format!("arcgis.portal.delete/portal:i1}}-{}", e.event_id)
+        );
+        // An autoescaped name prints its fields through tera.
+        r.add_inline("k.html", "{{ id }}", "k", &mut p);
+        assert!(matches!(r.needs.get("k.html"), Some(Needs::EventOnly)));
         // A name compiled again with a template that needs more loses its shortcut.
         r.add_inline("literal", "{{ payload.a }}", "k", &mut p);
         assert_eq!(r.render_event("literal", &e, payload).unwrap(), "7");

@@ -2,7 +2,7 @@
 //! phase shares: the daemon's metrics and admin API, RSS, disk use, ports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Event ids acknowledged, with when each request was due.
@@ -179,10 +179,22 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The client of the metrics and admin calls, built once: building one loads the TLS roots
+/// from disk, which at a poll every 10 ms took a third of a core from the daemon being timed.
+/// It keeps no idle connection, so it serves any runtime.
+fn poll_client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("http client")
+    })
+}
+
 /// The daemon's `/metrics` text (empty when it does not answer).
 pub async fn metrics_text(port: u16) -> String {
-    let client = reqwest::Client::new();
-    match client
+    match poll_client()
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .timeout(Duration::from_secs(10))
         .send()
@@ -210,7 +222,7 @@ pub fn metric(text: &str, name: &str, filters: &[&str]) -> Option<f64> {
 
 /// POSTs to an admin endpoint of the benchmark daemon (token "bench-admin-token-0123").
 pub async fn admin_post(port: u16, path: &str) {
-    let ok = reqwest::Client::new()
+    let ok = poll_client()
         .post(format!("http://127.0.0.1:{port}{path}"))
         .bearer_auth("bench-admin-token-0123")
         .timeout(Duration::from_secs(10))

@@ -1,5 +1,7 @@
 //! One loop per sink: take deliveries, send, record the outcome, retry with backoff, dead-letter.
 
+mod record;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use crate::metrics::METRICS;
 use crate::queue::{Decision, Queue};
 use crate::retry::{Backoff, RetryConfig};
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use record::Recorder;
 
 /// Operator control over one sink's dispatcher: pause and resume (from the admin API), and
 /// the last failure it met, so that an operator sees why a sink is behind.
@@ -109,14 +112,17 @@ pub fn retry_delay(b: &Backoff, attempt: u32, after: Option<Duration>) -> Durati
 }
 
 /// A batch on its way to the sink: the deliveries, the sink's answer, and how long it took.
-type Sent = (Vec<Delivery>, Result<Vec<Outcome>, SinkError>, Duration);
+type Sent = (Arc<[Delivery]>, Result<Vec<Outcome>, SinkError>, Duration);
 
 impl Dispatcher {
     /// Connects, then loops until `shutdown` is cancelled.
     ///
-    /// Up to `Sink::max_in_flight` batches are sent at once, so that a broker's acks for one
-    /// batch overlap with publishing the next; outcomes are recorded in the order batches were
-    /// taken. On shutdown, the batches in hand are finished and recorded first.
+    /// Up to `Sink::max_in_flight` batches are sent at once, each in a task of its own, so that
+    /// a broker's acks for one batch overlap with publishing the next; outcomes are decided in
+    /// the order batches were taken and written to the queue by the [`Recorder`] while the next
+    /// batches are taken and sent. A batch's deliveries stay handed out until their outcomes
+    /// are written, so none is taken twice. On shutdown, the batches in hand are finished and
+    /// recorded first.
     pub async fn run(self) {
         if !self.connect().await {
             return;
@@ -128,20 +134,27 @@ impl Dispatcher {
         let waker = self.queue.waker(&self.name);
         let depth = self.sink.max_in_flight().max(1);
         let mut in_flight: FuturesOrdered<BoxFuture<'static, Sent>> = FuturesOrdered::new();
+        let mut recorder = Recorder::default();
         let mut taken: HashSet<u64> = HashSet::new();
         let mut outage = 0u32;
         // After a failed batch: no new batches until the in-flight ones are back and this passes.
         let mut backoff: Option<Duration> = None;
         loop {
             let stopping = self.shutdown.is_cancelled();
+            let open = !stopping && backoff.is_none() && !self.control.is_paused();
+            // Batches sent and not yet recorded count against the window too: one write may be
+            // under way beside `depth` sends. Every batch handed out makes each take skip its
+            // rows, and a queue slower to record than the sink is to send holds the sends back.
+            let room = depth.min((depth + 1).saturating_sub(recorder.batches()));
             let mut hold = None;
-            if !stopping && backoff.is_none() && !self.control.is_paused() {
-                match self.fill(&mut in_flight, &mut taken, depth) {
+            if open {
+                match self.fill(&mut in_flight, &mut taken, room) {
                     Ok(until) => hold = until,
                     Err(delay) => backoff = Some(delay),
                 }
             }
-            if in_flight.is_empty() {
+            recorder.start(&self.queue, &self.name);
+            if in_flight.is_empty() && recorder.is_idle() {
                 if stopping {
                     break;
                 }
@@ -152,37 +165,44 @@ impl Dispatcher {
                 self.idle(&waker, hold).await;
                 continue;
             }
-            let next = if in_flight.len() < depth && !stopping && backoff.is_none() {
-                tokio::select! {
-                    done = in_flight.next() => done,
-                    _ = waker.notified() => continue,
+            let more = open && backoff.is_none() && in_flight.len() < room;
+            tokio::select! {
+                Some((batch, result, elapsed)) = in_flight.next(), if !in_flight.is_empty() => {
+                    // A batch the sink could not take at all has nothing to record.
+                    if result.is_err() {
+                        for d in batch.iter() {
+                            taken.remove(&d.seq);
+                        }
+                    }
+                    self.settle(batch, result, elapsed, &mut outage, &mut backoff, &mut recorder);
                 }
-            } else {
-                in_flight.next().await
-            };
-            let Some((batch, result, elapsed)) = next else {
-                continue;
-            };
-            for d in &batch {
-                taken.remove(&d.seq);
+                (seqs, recorded) = recorder.done(), if recorder.is_writing() => {
+                    for seq in seqs {
+                        taken.remove(&seq);
+                    }
+                    if !recorded {
+                        backoff.get_or_insert(Duration::from_secs(1));
+                    }
+                }
+                _ = waker.notified(), if more => {}
+                else => {}
             }
-            self.settle(&batch, result, elapsed, &mut outage, &mut backoff);
         }
         tracing::debug!(sink = %self.name, "dispatcher stopped");
     }
 
-    /// Takes batches and starts sending them until `depth` are in flight or nothing is ready.
+    /// Takes batches and starts sending them until `room` are in flight or nothing is ready.
     /// Returns when a held batch (a digest window) is due again, or the delay to wait when the
     /// queue cannot be read.
     fn fill(
         &self,
         in_flight: &mut FuturesOrdered<BoxFuture<'static, Sent>>,
         taken: &mut HashSet<u64>,
-        depth: usize,
+        room: usize,
     ) -> Result<Option<u64>, Duration> {
         // Takes that gave nothing to send (all parked for changes) before idling.
         let mut retakes = 0;
-        while in_flight.len() < depth {
+        while in_flight.len() < room {
             let batch = match self.queue.take(&self.name, self.sink.max_batch(), taken) {
                 Ok(b) => b,
                 Err(e) => {
@@ -210,30 +230,48 @@ impl Dispatcher {
                 }
             }
             taken.extend(batch.iter().map(|d| d.seq));
-            let sink = self.sink.clone();
-            let feed = self.feed.clone();
-            let name = self.name.clone();
+            let batch: Arc<[Delivery]> = batch.into();
+            // The send runs in a task of its own, so that rendering and publishing one batch
+            // go on beside this loop's taking the next one from the queue.
+            let send = tokio::spawn({
+                let (sink, feed, name) = (self.sink.clone(), self.feed.clone(), self.name.clone());
+                let batch = batch.clone();
+                async move {
+                    let started = Instant::now();
+                    let result = match feed {
+                        Some(feed) => feed.send(&name, sink.as_ref(), &batch).await,
+                        None => sink.send(&batch).await,
+                    };
+                    (result, started.elapsed())
+                }
+            });
             in_flight.push_back(Box::pin(async move {
-                let started = Instant::now();
-                let result = match feed {
-                    Some(feed) => feed.send(&name, sink.as_ref(), &batch).await,
-                    None => sink.send(&batch).await,
-                };
-                (batch, result, started.elapsed())
+                match send.await {
+                    Ok((result, elapsed)) => (batch, result, elapsed),
+                    // A send that panicked sent nothing we know of: like an outage, no attempt
+                    // is spent and the batch is sent again after the backoff.
+                    Err(e) => (
+                        batch,
+                        Err(SinkError::Unavailable(format!("the send failed: {e}"))),
+                        Duration::ZERO,
+                    ),
+                }
             }));
         }
         Ok(None)
     }
 
-    /// Records what a batch's send came to: each delivery's outcome, or an outage of the sink
-    /// as a whole (no attempt spent), which sets the backoff before the next batch.
+    /// Settles what a batch's send came to: each delivery's outcome, handed to the recorder, or
+    /// an outage of the sink as a whole (no attempt spent), which sets the backoff before the
+    /// next batch.
     fn settle(
         &self,
-        batch: &[Delivery],
+        batch: Arc<[Delivery]>,
         result: Result<Vec<Outcome>, SinkError>,
         elapsed: Duration,
         outage: &mut u32,
         backoff: &mut Option<Duration>,
+        recorder: &mut Recorder,
     ) {
         METRICS
             .send_seconds
@@ -244,9 +282,8 @@ impl Dispatcher {
                 if backoff.is_none() {
                     *outage = 0;
                 }
-                if !self.record(batch, outcomes) {
-                    backoff.get_or_insert(Duration::from_secs(1));
-                }
+                let decisions = self.decisions(&batch, outcomes);
+                recorder.push(batch, decisions);
             }
             Err(e) => {
                 METRICS
@@ -255,7 +292,7 @@ impl Dispatcher {
                     .inc_by(batch.len() as u64);
                 let error = e.to_string();
                 self.control.record_error(&error);
-                self.queue.record_unavailable(&self.name, batch, &error);
+                self.queue.record_unavailable(&self.name, &batch, &error);
                 // The other batches in flight likely fail the same way: one outage, one wait.
                 if backoff.is_none() {
                     *outage += 1;
@@ -295,50 +332,43 @@ impl Dispatcher {
         }
     }
 
-    /// Turns a batch's outcomes into decisions, counts them, and records them in the queue;
-    /// false if the queue could not record them (they will be sent again).
-    fn record(&self, batch: &[Delivery], outcomes: Vec<Outcome>) -> bool {
+    /// Turns a batch's outcomes into decisions, one per delivery, and counts them.
+    fn decisions(&self, batch: &[Delivery], outcomes: Vec<Outcome>) -> Vec<Decision> {
         let now = now_ms();
-        let decisions: Vec<_> = batch
+        let mut outcomes = outcomes.into_iter();
+        let (mut delivered, mut retry, mut dead) = (0u64, 0u64, 0u64);
+        let decisions: Vec<Decision> = batch
             .iter()
-            .enumerate()
-            .map(|(i, d)| {
+            .map(|d| {
                 let outcome = outcomes
-                    .get(i)
-                    .cloned()
+                    .next()
                     .unwrap_or_else(|| Outcome::Retry("the sink reported no outcome".into()));
-                (d, self.decide(d.attempts, outcome, now))
+                let decision = self.decide(d.attempts, outcome, now);
+                match &decision {
+                    Decision::Delivered => delivered += 1,
+                    Decision::Retry { error, .. } => {
+                        retry += 1;
+                        self.control.record_error(error);
+                        tracing::warn!(sink = %self.name, event_id = %d.event.event_id, attempt = d.attempts + 1, %error, "delivery failed; will retry");
+                    }
+                    Decision::Dead { error } => {
+                        dead += 1;
+                        self.control.record_error(error);
+                        tracing::error!(sink = %self.name, event_id = %d.event.event_id, attempts = d.attempts + 1, %error, "delivery is dead-lettered");
+                    }
+                }
+                decision
             })
             .collect();
-        for (d, decision) in &decisions {
-            let label = match decision {
-                Decision::Delivered => "delivered",
-                Decision::Retry { error, .. } => {
-                    self.control.record_error(error);
-                    tracing::warn!(sink = %self.name, event_id = %d.event.event_id, attempt = d.attempts + 1, %error, "delivery failed; will retry");
-                    "retry"
-                }
-                Decision::Dead { error } => {
-                    self.control.record_error(error);
-                    tracing::error!(sink = %self.name, event_id = %d.event.event_id, attempts = d.attempts + 1, %error, "delivery is dead-lettered");
-                    "dead"
-                }
-            };
-            METRICS
-                .deliveries
-                .with_label_values(&[&self.name, label])
-                .inc();
-        }
-        match self.queue.complete(&self.name, &decisions) {
-            Ok(()) => {
-                self.queue.record_attempts(&self.name, &decisions, now);
-                true
-            }
-            Err(e) => {
-                tracing::error!(sink = %self.name, error = %e, "cannot record delivery outcomes; they will be sent again");
-                false
+        for (label, n) in [("delivered", delivered), ("retry", retry), ("dead", dead)] {
+            if n > 0 {
+                METRICS
+                    .deliveries
+                    .with_label_values(&[&self.name, label])
+                    .inc_by(n);
             }
         }
+        decisions
     }
 
     /// Maps a sink's outcome to what the queue records, spending attempts on failures.

@@ -198,3 +198,106 @@ fn backoff_grows_and_is_capped() {
         );
     }
 }
+
+/// A sink that fails each delivery's first attempt and takes it on the second.
+#[derive(Default)]
+struct SecondTime {
+    seen: Mutex<HashSet<u64>>,
+    delivered: Mutex<Vec<u64>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for SecondTime {
+    async fn connect(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
+        let mut seen = self.seen.lock().unwrap();
+        let mut delivered = self.delivered.lock().unwrap();
+        Ok(batch
+            .iter()
+            .map(|d| {
+                if seen.insert(d.seq) {
+                    Outcome::Retry("first attempt".into())
+                } else {
+                    delivered.push(d.seq);
+                    Outcome::Delivered
+                }
+            })
+            .collect())
+    }
+
+    fn max_batch(&self) -> usize {
+        4
+    }
+}
+
+#[tokio::test]
+async fn retries_recorded_beside_the_next_send_are_taken_again_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let week = Duration::from_secs(7 * 86_400);
+    let retention = Retention {
+        dedup_window: week,
+        keep_delivered: week,
+        keep_dead: week,
+        min_free: 0,
+    };
+    let queue = Queue::open(dir.path(), retention).unwrap();
+    let events: Vec<RoutedEvent> = (0..10)
+        .map(|n| RoutedEvent {
+            event: event(n),
+            sinks: vec!["s".into()],
+            properties_at: None,
+        })
+        .collect();
+    queue.accept(Arc::from("{}"), events).await.unwrap();
+    let sink = Arc::new(SecondTime::default());
+    let shutdown = CancellationToken::new();
+    let dispatcher = Dispatcher {
+        name: "s".into(),
+        sink: sink.clone(),
+        queue: queue.clone(),
+        retry: RetryConfig {
+            attempts: 3,
+            backoff: Backoff {
+                first: Duration::from_millis(10),
+                max: Duration::from_millis(20),
+            },
+        },
+        health: Arc::new(Health::default()),
+        shutdown: shutdown.clone(),
+        control: Arc::new(SinkControl::default()),
+        feed: None,
+    };
+    let task = tokio::spawn(dispatcher.run());
+    // The retries' waiting rows are written after the dispatcher may have gone idle: it must
+    // still wake for them when they are due, not after its idle minute.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sink.delivered.lock().unwrap().len() < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+    let mut delivered = sink.delivered.lock().unwrap().clone();
+    delivered.sort_unstable();
+    assert_eq!(
+        delivered.len(),
+        10,
+        "each delivered once, on its second attempt"
+    );
+    delivered.dedup();
+    assert_eq!(delivered.len(), 10);
+    let stats = queue.stats([&"s".to_string()]).unwrap();
+    assert_eq!((stats.sinks["s"].ready, stats.sinks["s"].dead), (0, 0));
+    for seq in delivered {
+        let outcomes: Vec<_> = queue
+            .attempts(seq)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.outcome)
+            .collect();
+        assert_eq!(outcomes, ["retry", "delivered"], "seq {seq}");
+    }
+    queue.close().unwrap();
+}

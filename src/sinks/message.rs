@@ -7,12 +7,20 @@ use crate::render::PayloadFormat;
 
 /// The headers every broker message carries, so consumers can route and deduplicate.
 pub fn event_headers(event: &Event) -> Vec<(&'static str, String)> {
-    vec![
-        ("event_id", event.event_id.clone()),
-        ("hook", event.hook.clone()),
-        ("kind", event.kind.as_str().to_string()),
-        ("source", event.source.clone()),
-        ("operation", event.operation.clone()),
+    header_values(event)
+        .into_iter()
+        .map(|(key, value)| (key, value.to_string()))
+        .collect()
+}
+
+/// [`event_headers`] borrowed from the event, for a sink that copies them into each message.
+pub(crate) fn header_values(event: &Event) -> [(&'static str, &str); 5] {
+    [
+        ("event_id", &event.event_id),
+        ("hook", &event.hook),
+        ("kind", event.kind.as_str()),
+        ("source", &event.source),
+        ("operation", &event.operation),
     ]
 }
 

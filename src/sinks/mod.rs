@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use crate::event::Event;
 
 pub use message::event_headers;
-pub(crate) use message::{body_for_display, check_payload_template, payload_template_name};
+pub(crate) use message::{
+    body_for_display, check_payload_template, header_values, payload_template_name,
+};
 pub use registry::{Check, SinkConfig, SinkKind, SinkType};
 
 /// Every sink type hookbridge knows: adding one is a folder and a line here.

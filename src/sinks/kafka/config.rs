@@ -112,13 +112,14 @@ impl SinkType for KafkaConfig {
         event: &Event,
         payload: &str,
     ) -> Result<Value, RenderError> {
-        let record = Encoder::new(name, self, r.clone()).record(event, payload)?;
+        let mut buf = Vec::new();
+        let record = Encoder::new(name, self, r.clone()).record(event, payload, &mut buf)?;
         let headers: BTreeMap<_, _> = event_headers(event).into_iter().collect();
         Ok(json!({
             "topic": record.topic,
             "key": record.key,
             "headers": headers,
-            "value": body_for_display(&record.value),
+            "value": body_for_display(record.value),
         }))
     }
 
