@@ -43,7 +43,7 @@ impl Queue {
         let mut bodies: HashMap<u64, BodyRow> = HashMap::new();
         let mut orphans = sled::Batch::default();
         let mut orphan_count = 0;
-        for item in self.tree.scan_prefix(sink_prefix(READY, sink)) {
+        for item in self.ready_rows(sink, in_flight) {
             if out.len() >= max {
                 break;
             }
@@ -90,6 +90,35 @@ impl Queue {
                 .sub(orphan_count);
         }
         Ok(out)
+    }
+
+    /// `sink`'s ready rows in seq order, less the span the deliveries in flight cover: those
+    /// were taken in order, so they form a run that every take would otherwise walk and skip
+    /// (about 1 µs a row). A row inside that span that is not in flight (a retry that came due,
+    /// a commit that landed late) is taken once the span has moved past it.
+    fn ready_rows(
+        &self,
+        sink: &str,
+        in_flight: &HashSet<u64>,
+    ) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + use<> {
+        let prefix = sink_prefix(READY, sink);
+        let (Some(lo), Some(hi)) = (in_flight.iter().min(), in_flight.iter().max()) else {
+            return self
+                .tree
+                .scan_prefix(prefix)
+                .chain(None.into_iter().flatten());
+        };
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let before = self
+            .tree
+            .range(prefix.clone()..sink_seq_key(READY, sink, *lo));
+        let after = hi
+            .checked_add(1)
+            .map(|from| self.tree.range(sink_seq_key(READY, sink, from)..end));
+        before.chain(after.into_iter().flatten())
     }
 
     /// Moves `sink`'s waiting deliveries whose time has come to the ready rows.

@@ -215,6 +215,27 @@ async fn take_skips_deliveries_in_flight() {
     let ids: Vec<_> = second.iter().map(|d| d.event.id.as_str()).collect();
     assert_eq!(ids, ["item-3", "item-4"]);
     assert_eq!(q.take("s", 10, &HashSet::new()).unwrap().len(), 4);
+
+    // A row inside the span in flight that is not itself in flight (here item-2, whose first
+    // send came back) waits until the span has moved past it, then goes out.
+    let all = q.take("s", 10, &HashSet::new()).unwrap();
+    let seq = |i: usize| all[i].seq;
+    let span: HashSet<u64> = [seq(0), seq(2)].into();
+    let ids: Vec<_> = q
+        .take("s", 10, &span)
+        .unwrap()
+        .iter()
+        .map(|d| d.event.id.clone())
+        .collect();
+    assert_eq!(ids, ["item-4"]);
+    let moved: HashSet<u64> = [seq(2)].into();
+    let ids: Vec<_> = q
+        .take("s", 10, &moved)
+        .unwrap()
+        .iter()
+        .map(|d| d.event.id.clone())
+        .collect();
+    assert_eq!(ids, ["item-1", "item-2", "item-4"]);
     q.close().unwrap();
 }
 
