@@ -191,7 +191,14 @@ fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
                 let _ = reply.send(Err(store.earlier_failure()));
             }
             Command::Accept { prepared, reply } => {
-                let staged = stage_accept(&store.tree, &g.seen, now, &store.retention, prepared);
+                let staged = stage_accept(
+                    &store.db,
+                    &store.tree,
+                    &g.seen,
+                    now,
+                    &store.retention,
+                    prepared,
+                );
                 match staged {
                     Ok((staged, outcome)) => {
                         let added = staged.added.clone();

@@ -93,8 +93,6 @@ pub struct Queue {
     counted: tokio::sync::watch::Sender<bool>,
     counting: std::sync::Mutex<Option<JoinHandle<()>>>,
     closing: std::sync::atomic::AtomicBool,
-    /// Held while a request takes its run of seqs (see `stage::prepare`).
-    ids: std::sync::Mutex<()>,
     /// Held while deliveries move between ready and waiting rows, and by retention while it
     /// decides which events no delivery needs: a row in mid-move would be missed by its scans.
     moving: std::sync::Mutex<()>,
@@ -176,7 +174,6 @@ impl Queue {
             counted: tokio::sync::watch::Sender::new(false),
             counting: std::sync::Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
-            ids: std::sync::Mutex::new(()),
             moving: std::sync::Mutex::new(()),
         });
         // Counting a large backlog takes seconds: do it beside the daemon, not before it is ready.
@@ -242,7 +239,7 @@ impl Queue {
         events: Vec<RoutedEvent>,
     ) -> Result<AcceptOutcome, QueueError> {
         self.check_writable()?;
-        let prepared = stage::prepare(&self.db, &self.ids, now_ms(), payload, events)?;
+        let prepared = stage::prepare(now_ms(), payload, events)?;
         let (reply, rx) = oneshot::channel();
         self.sender()?
             .send(commit::Command::Accept { prepared, reply })

@@ -14,7 +14,9 @@ use crate::event::Event;
 pub struct EventRow {
     /// The event.
     pub event: Event,
-    /// Sequence number of its body row.
+    /// Sequence number of its body row (stored beside the JSON, outside it, so that the JSON
+    /// can be encoded before the committer knows the seq; older rows carry it inside).
+    #[serde(default, skip_serializing)]
     pub body: u64,
     /// Where `event`'s properties sit in the body (a JSON pointer) when they were left out of
     /// the row to store them once; see [`EventRow::restore`].
@@ -22,39 +24,64 @@ pub struct EventRow {
     pub properties_at: Option<String>,
 }
 
-/// The first byte of an event row that carries its payload after the row's JSON (rows that
-/// start with `{` are the older, JSON-only form, whose payload is always in a body row).
+/// The first byte of an event row written by releases before the body seq moved out of the
+/// JSON: byte 1, the JSON's length (u32), the JSON (with `body`), then the payload inline, if any.
 const ROW_WITH_PAYLOAD: u8 = 1;
+/// The first byte of an event row: byte 2, the body seq (u64), the JSON's length (u32), the
+/// JSON (without `body`), then the payload inline, if any. Rows that start with `{` are the
+/// oldest, JSON-only form, whose payload is always in a body row.
+const ROW_WITH_BODY: u8 = 2;
 
 impl EventRow {
-    /// The stored form: the row's JSON, then `payload` when the event keeps its payload inline
-    /// (it was its request's only routed event), in which case `body` is the event's own seq.
-    pub fn encode(&self, payload: Option<&[u8]>) -> Vec<u8> {
-        let json = encode(self);
+    /// The row's JSON, without its body seq: what a request's thread encodes before the
+    /// committer assigns seqs (see [`EventRow::assemble`]).
+    pub fn encode_json(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// The stored form of a row whose JSON is `json` (from [`EventRow::encode_json`]): `payload`
+    /// follows when the event keeps its payload inline (its request's only routed event), in
+    /// which case `body` is the event's own seq.
+    pub fn assemble(json: &[u8], body: u64, payload: Option<&[u8]>) -> Vec<u8> {
         let payload = payload.unwrap_or_default();
-        let mut out = Vec::with_capacity(5 + json.len() + payload.len());
-        out.push(ROW_WITH_PAYLOAD);
+        let mut out = Vec::with_capacity(13 + json.len() + payload.len());
+        out.push(ROW_WITH_BODY);
+        out.extend_from_slice(&body.to_be_bytes());
         out.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        out.extend_from_slice(&json);
+        out.extend_from_slice(json);
         out.extend_from_slice(payload);
         out
     }
 
-    /// Reads a stored row (either form) and the payload it carries inline, if any.
+    /// The stored form, with `payload` inline when the event keeps it (see [`EventRow::assemble`]).
+    pub fn encode(&self, payload: Option<&[u8]>) -> Vec<u8> {
+        Self::assemble(&self.encode_json(), self.body, payload)
+    }
+
+    /// Reads a stored row (any form) and the payload it carries inline, if any.
     pub fn decode<'a>(key: &[u8], value: &'a [u8]) -> Result<(Self, Option<&'a [u8]>), QueueError> {
-        if value.first() != Some(&ROW_WITH_PAYLOAD) {
-            return Ok((decode(key, value)?, None));
-        }
+        let (body, at) = match value.first() {
+            Some(&ROW_WITH_BODY) => (
+                Some(u64_at(value, 1).ok_or_else(|| corrupt(key, "truncated event row"))?),
+                9,
+            ),
+            Some(&ROW_WITH_PAYLOAD) => (None, 1),
+            _ => return Ok((decode(key, value)?, None)),
+        };
         let len = value
-            .get(1..5)
+            .get(at..at + 4)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_be_bytes)
             .ok_or_else(|| corrupt(key, "truncated event row"))? as usize;
         let json = value
-            .get(5..5 + len)
+            .get(at + 4..at + 4 + len)
             .ok_or_else(|| corrupt(key, "truncated event row"))?;
-        let payload = &value[5 + len..];
-        Ok((decode(key, json)?, (!payload.is_empty()).then_some(payload)))
+        let payload = &value[at + 4 + len..];
+        let mut row: EventRow = decode(key, json)?;
+        if let Some(body) = body {
+            row.body = body;
+        }
+        Ok((row, (!payload.is_empty()).then_some(payload)))
     }
 
     /// The stored event, with its properties put back from `body` (the payload's JSON) when the

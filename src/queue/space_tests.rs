@@ -171,10 +171,9 @@ fn staged_size(payload: &str, events: Vec<RoutedEvent>) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path()).open().unwrap();
     let tree = db.open_tree("q").unwrap();
-    let prepared =
-        stage::prepare(&db, &Default::default(), now_ms(), payload.into(), events).unwrap();
+    let prepared = stage::prepare(now_ms(), payload.into(), events).unwrap();
     let (staged, _) =
-        stage::stage_accept(&tree, &HashSet::new(), now_ms(), &long(), prepared).unwrap();
+        stage::stage_accept(&db, &tree, &HashSet::new(), now_ms(), &long(), prepared).unwrap();
     (staged.bytes(), staged.writes.len() as u64)
 }
 

@@ -82,13 +82,13 @@ impl Staged {
     }
 }
 
-/// A request's events with their rows already built, off the committer thread: the committer
-/// only decides duplicates and writes what is fresh.
+/// A request's events with their rows already encoded, off the committer thread: the committer
+/// decides duplicates, assigns seqs and writes what is fresh.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    /// The body row shared by the request's events (when more than one is routed): its seq and
-    /// the payload. Written only if one of those events is fresh.
-    body: Option<(u64, Arc<str>)>,
+    /// The payload, stored once in a body row the events share when more than one fresh one is
+    /// routed, else inside the routed event's row.
+    payload: Arc<str>,
     events: Vec<PreparedEvent>,
 }
 
@@ -97,43 +97,20 @@ pub(super) struct Prepared {
 struct PreparedEvent {
     key: [u8; 16],
     event_id: String,
-    seq: u64,
-    /// The event row (None when no route matched: only its dedup key is written).
-    row: Option<Vec<u8>>,
+    /// The event row's JSON, without its seqs (None when no route matched: only its dedup key
+    /// is written).
+    json: Option<Vec<u8>>,
     sinks: Vec<String>,
 }
 
-/// Builds a request's rows: seqs, event rows and keys, all that does not depend on which of
-/// its events are duplicates. Runs on the request's own thread, so that the single committer
-/// spends its time only on what must be serial.
-///
-/// A request's seqs are taken under `ids` as one contiguous run, its body's first: retention
-/// relies on seq order (an event's body is never above a later event's), which seqs taken one
-/// by one by concurrent requests would not keep.
+/// Encodes a request's event rows and keys: all that does not depend on which of its events
+/// are duplicates or on their seqs. Runs on the request's own thread, so that the single
+/// committer spends its time only on what must be serial.
 pub(super) fn prepare(
-    db: &sled::Db,
-    ids: &std::sync::Mutex<()>,
     now: u64,
     payload: Arc<str>,
     events: Vec<RoutedEvent>,
 ) -> Result<Prepared, QueueError> {
-    // A request with one routed event stores its payload inside that event's row (one row
-    // fewer); else once, in a body row its events share.
-    let routed = events.iter().filter(|r| !r.sinks.is_empty()).count();
-    let shared = routed > 1;
-    let seqs = {
-        let _run = ids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (0..events.len() + usize::from(shared))
-            .map(|_| db.generate_id())
-            .collect::<Result<Vec<u64>, _>>()?
-    };
-    let mut seqs = seqs.into_iter();
-    let body = match shared {
-        true => seqs.next().map(|b| (b, payload.clone())),
-        false => None,
-    };
     let mut prepared = Vec::with_capacity(events.len());
     for routed in events {
         let RoutedEvent {
@@ -147,47 +124,40 @@ pub(super) fn prepare(
                 reason: "event id is not a dedup key".into(),
             });
         };
-        let Some(seq) = seqs.next() else {
-            return Err(QueueError::Corrupt {
-                key: event.event_id,
-                reason: "no seq left for the event".into(),
-            });
-        };
         event.accepted_at = now as i64;
         let event_id = event.event_id.clone();
-        let row = match (&body, sinks.is_empty()) {
-            (_, true) => None,
-            (shared, false) => {
-                let properties_at = properties_at.filter(|_| !event.properties.is_empty());
-                if properties_at.is_some() {
-                    event.properties = serde_json::Map::new();
-                }
-                let row = EventRow {
-                    event,
-                    body: shared.as_ref().map_or(seq, |(b, _)| *b),
-                    properties_at,
-                };
-                let inline_payload = shared.is_none().then_some(payload.as_bytes());
-                Some(row.encode(inline_payload))
+        let json = (!sinks.is_empty()).then(|| {
+            let properties_at = properties_at.filter(|_| !event.properties.is_empty());
+            if properties_at.is_some() {
+                event.properties = serde_json::Map::new();
             }
-        };
+            EventRow {
+                event,
+                body: 0,
+                properties_at,
+            }
+            .encode_json()
+        });
         prepared.push(PreparedEvent {
             key: key.0,
             event_id,
-            seq,
-            row,
+            json,
             sinks,
         });
     }
     Ok(Prepared {
-        body,
+        payload,
         events: prepared,
     })
 }
 
 /// Stages one prepared request's new events and decides which are duplicates; `seen` holds
 /// the dedup keys claimed by earlier requests of the same group.
+///
+/// Seqs are taken here, on the one committer thread, so that a request's are one contiguous
+/// run, its body's first: retention frees body rows in seq order and relies on it.
 pub(super) fn stage_accept(
+    db: &sled::Db,
     tree: &sled::Tree,
     seen: &HashSet<[u8; 16]>,
     now: u64,
@@ -198,9 +168,9 @@ pub(super) fn stage_accept(
     let mut staged = Staged::default();
     let window_start = now.saturating_sub(retention.dedup_window.as_millis() as u64);
     let mut mine: HashSet<[u8; 16]> = HashSet::with_capacity(prepared.events.len());
-    let mut body = prepared.body;
-    staged.writes.reserve(prepared.events.len() * 3 + 1);
-    staged.undo.0.reserve(prepared.events.len() * 3 + 1);
+    // Decide the duplicates first: a request whose only fresh event is routed keeps its
+    // payload inside that event's row (one row fewer), else once in a body row.
+    let mut fresh = Vec::with_capacity(prepared.events.len());
     for ev in prepared.events {
         if seen.contains(&ev.key) || mine.contains(&ev.key) {
             outcome.duplicates.push(ev.event_id);
@@ -216,20 +186,35 @@ pub(super) fn stage_accept(
             continue;
         }
         mine.insert(ev.key);
-        if let Some(row) = ev.row {
-            if let Some((b, payload)) = body.take() {
-                staged.put(seq_key(BODY, b), payload.as_bytes().to_vec(), None);
-            }
+        fresh.push((ev, old));
+    }
+    let shared = fresh.iter().filter(|(ev, _)| ev.json.is_some()).count() > 1;
+    let payload = prepared.payload.as_bytes();
+    let mut body = None;
+    staged.writes.reserve(fresh.len() * 3 + 1);
+    staged.undo.0.reserve(fresh.len() * 3 + 1);
+    for (ev, old) in fresh {
+        if shared && ev.json.is_some() && body.is_none() {
+            let b = db.generate_id()?;
+            staged.put(seq_key(BODY, b), payload.to_vec(), None);
+            body = Some(b);
+        }
+        let seq = db.generate_id()?;
+        if let Some(json) = ev.json {
             for sink in ev.sinks {
-                staged.put(sink_seq_key(READY, &sink, ev.seq), fresh_delivery(), None);
+                staged.put(sink_seq_key(READY, &sink, seq), fresh_delivery(), None);
                 *staged.added.entry(sink).or_default() += 1;
             }
-            staged.put(seq_key(EVENT, ev.seq), row, None);
+            let row = match body {
+                Some(b) => EventRow::assemble(&json, b, None),
+                None => EventRow::assemble(&json, seq, Some(payload)),
+            };
+            staged.put(seq_key(EVENT, seq), row, None);
         }
         outcome.accepted.push(ev.event_id);
         let mut value = Vec::with_capacity(16);
         value.extend_from_slice(&now.to_be_bytes());
-        value.extend_from_slice(&ev.seq.to_be_bytes());
+        value.extend_from_slice(&seq.to_be_bytes());
         staged.put(dedup_key(&ev.key), value, old.map(|v| v.to_vec()));
         staged.claimed.push(ev.key);
         staged.end_unit();

@@ -107,8 +107,8 @@ async fn accept_dedups_within_and_across_requests_and_survives_reopen() {
     let stats = q.stats([&"s".to_string()]).unwrap();
     assert_eq!(stats.events, 3);
     assert_eq!(
-        stats.bodies, 2,
-        "a body row for each request with more than one routed event and a fresh one among them"
+        stats.bodies, 1,
+        "a body row for the request with two new events; the other's payload is in its event row"
     );
     assert_eq!(
         stats.sinks["s"],
@@ -193,13 +193,24 @@ fn rows_in_the_older_json_only_form_still_read() {
         body: 9,
         properties_at: None,
     };
-    let legacy = serde_json::to_vec(&row).unwrap();
+    let mut json = serde_json::to_value(&row).unwrap();
+    json["body"] = 9.into();
+    let legacy = serde_json::to_vec(&json).unwrap();
     let (back, inline) = EventRow::decode(b"e", &legacy).unwrap();
-    assert_eq!((back.event, back.body, inline), (event(1), 9, None));
+    assert_eq!((back.event.clone(), back.body, inline), (event(1), 9, None));
+    // The form with the payload after the JSON (the body seq inside it), as 31b3ccd wrote it.
+    let mut with_payload = vec![1];
+    with_payload.extend_from_slice(&(legacy.len() as u32).to_be_bytes());
+    with_payload.extend_from_slice(&legacy);
+    with_payload.extend_from_slice(b"{}");
+    let (back, inline) = EventRow::decode(b"e", &with_payload).unwrap();
+    assert_eq!((back.body, inline), (9, Some(&b"{}"[..])));
     let current = row.encode(None);
+    assert_eq!(current[0], 2, "the body seq is stored beside the JSON");
     let (back, inline) = EventRow::decode(b"e", &current).unwrap();
-    assert_eq!((back.body, inline), (9, None));
+    assert_eq!((back.event, back.body, inline), (event(1), 9, None));
     assert!(EventRow::decode(b"e", &[1, 0, 0, 0, 9, b'{']).is_err());
+    assert!(EventRow::decode(b"e", &[2, 0, 0, 0]).is_err());
 }
 
 #[tokio::test]
@@ -278,7 +289,8 @@ async fn concurrent_requests_share_commits_and_each_event_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_take_contiguous_seqs_with_their_body_first() {
     // Retention frees body rows below the first event it keeps: that is only safe while a
-    // request's seqs are one run, its body's first, whatever the requests beside it do.
+    // request's seqs are one run, its body's first, whatever the requests beside it do (the
+    // committer takes them; rows built on the requests' own threads carry none).
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path(), long()).unwrap();
     let mut tasks = Vec::new();
