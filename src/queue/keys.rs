@@ -6,7 +6,7 @@
 //! | prefix | key                          | value                                          |
 //! |--------|------------------------------|------------------------------------------------|
 //! | `b`    | body seq                     | the payload's JSON text (shared by a request's events) |
-//! | `e`    | event seq                    | `EventRow`: JSON, or byte 1 + length + JSON + the payload inline (a request's only routed event) |
+//! | `e`    | event seq                    | `EventRow`: byte 2 + body seq + length + JSON + the payload inline (a request's only routed event); older rows: JSON, or byte 1 + length + JSON (body inside) + payload |
 //! | `d`    | dedup key (16 bytes)         | accepted-at ms, event seq                      |
 //! | `r`    | sink, 0, event seq           | `DeliveryRow`: ready to send                   |
 //! | `w`    | sink, 0, due ms, event seq   | `DeliveryRow`: waiting to retry (or parked for its feature changes at a due time that never comes) |
