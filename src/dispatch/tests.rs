@@ -1,10 +1,49 @@
 //! The dispatcher's decisions and its loop, against a real queue and a scripted sink.
 
 use super::*;
+use crate::queue::RoutedEvent;
 use crate::queue::tests::event;
-use crate::queue::{Retention, RoutedEvent};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
+
+/// A queue in a scratch directory holding `n` events for sink `name`, and a dispatcher of
+/// `sink` on it that retries after 10 ms, then backs off up to `max_backoff`.
+async fn fixture(
+    name: &str,
+    sink: Arc<dyn Sink>,
+    n: u64,
+    max_backoff: Duration,
+) -> (tempfile::TempDir, Arc<Queue>, Dispatcher) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
+    if n > 0 {
+        let events: Vec<RoutedEvent> = (0..n)
+            .map(|n| RoutedEvent {
+                event: event(n),
+                sinks: vec![name.into()],
+                properties_at: None,
+            })
+            .collect();
+        queue.accept(Arc::from("{}"), events).await.unwrap();
+    }
+    let dispatcher = Dispatcher {
+        name: name.into(),
+        sink,
+        queue: queue.clone(),
+        retry: RetryConfig {
+            attempts: 3,
+            backoff: Backoff {
+                first: Duration::from_millis(10),
+                max: max_backoff,
+            },
+        },
+        health: Arc::new(Health::default()),
+        shutdown: CancellationToken::new(),
+        control: Arc::new(SinkControl::default()),
+        feed: None,
+    };
+    (dir, queue, dispatcher)
+}
 
 /// A sink that records how many sends overlap; its first send fails as a whole.
 #[derive(Default)]
@@ -47,41 +86,10 @@ impl Sink for Probe {
 
 #[tokio::test]
 async fn batches_overlap_up_to_max_in_flight_and_a_failed_one_is_sent_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let week = Duration::from_secs(7 * 86_400);
-    let retention = Retention {
-        dedup_window: week,
-        keep_delivered: week,
-        keep_dead: week,
-        min_free: 0,
-    };
-    let queue = Queue::open(dir.path(), retention).unwrap();
-    let events: Vec<RoutedEvent> = (0..40)
-        .map(|n| RoutedEvent {
-            event: event(n),
-            sinks: vec!["p".into()],
-            properties_at: None,
-        })
-        .collect();
-    queue.accept(Arc::from("{}"), events).await.unwrap();
     let probe = Arc::new(Probe::default());
-    let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher {
-        name: "p".into(),
-        sink: probe.clone(),
-        queue: queue.clone(),
-        retry: RetryConfig {
-            attempts: 3,
-            backoff: Backoff {
-                first: Duration::from_millis(10),
-                max: Duration::from_millis(20),
-            },
-        },
-        health: Arc::new(Health::default()),
-        shutdown: shutdown.clone(),
-        control: Arc::new(SinkControl::default()),
-        feed: None,
-    };
+    let (_dir, queue, dispatcher) =
+        fixture("p", probe.clone(), 40, Duration::from_millis(20)).await;
+    let shutdown = dispatcher.shutdown.clone();
     let task = tokio::spawn(dispatcher.run());
     let deadline = Instant::now() + Duration::from_secs(10);
     while probe.sent.lock().unwrap().len() < 40 && Instant::now() < deadline {
@@ -135,33 +143,10 @@ fn retry_after_lengthens_the_backoff_up_to_the_policy_max() {
     }
 }
 
-#[test]
-fn a_retry_after_outcome_is_due_no_sooner_than_asked_and_spends_an_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let week = Duration::from_secs(7 * 86_400);
-    let retention = Retention {
-        dedup_window: week,
-        keep_delivered: week,
-        keep_dead: week,
-        min_free: 0,
-    };
-    let queue = Queue::open(dir.path(), retention).unwrap();
-    let d = Dispatcher {
-        name: "p".into(),
-        sink: Arc::new(Probe::default()),
-        queue: queue.clone(),
-        retry: RetryConfig {
-            attempts: 3,
-            backoff: Backoff {
-                first: Duration::from_millis(10),
-                max: Duration::from_secs(60),
-            },
-        },
-        health: Arc::new(Health::default()),
-        shutdown: CancellationToken::new(),
-        control: Arc::new(SinkControl::default()),
-        feed: None,
-    };
+#[tokio::test]
+async fn a_retry_after_outcome_is_due_no_sooner_than_asked_and_spends_an_attempt() {
+    let (_dir, queue, d) =
+        fixture("p", Arc::new(Probe::default()), 0, Duration::from_secs(60)).await;
     let after = Outcome::RetryAfter("429".into(), Duration::from_secs(20));
     match d.decide(0, after.clone(), 1_000) {
         Decision::Retry { due_ms, error } => {
@@ -235,41 +220,9 @@ impl Sink for SecondTime {
 
 #[tokio::test]
 async fn retries_recorded_beside_the_next_send_are_taken_again_when_due() {
-    let dir = tempfile::tempdir().unwrap();
-    let week = Duration::from_secs(7 * 86_400);
-    let retention = Retention {
-        dedup_window: week,
-        keep_delivered: week,
-        keep_dead: week,
-        min_free: 0,
-    };
-    let queue = Queue::open(dir.path(), retention).unwrap();
-    let events: Vec<RoutedEvent> = (0..10)
-        .map(|n| RoutedEvent {
-            event: event(n),
-            sinks: vec!["s".into()],
-            properties_at: None,
-        })
-        .collect();
-    queue.accept(Arc::from("{}"), events).await.unwrap();
     let sink = Arc::new(SecondTime::default());
-    let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher {
-        name: "s".into(),
-        sink: sink.clone(),
-        queue: queue.clone(),
-        retry: RetryConfig {
-            attempts: 3,
-            backoff: Backoff {
-                first: Duration::from_millis(10),
-                max: Duration::from_millis(20),
-            },
-        },
-        health: Arc::new(Health::default()),
-        shutdown: shutdown.clone(),
-        control: Arc::new(SinkControl::default()),
-        feed: None,
-    };
+    let (_dir, queue, dispatcher) = fixture("s", sink.clone(), 10, Duration::from_millis(20)).await;
+    let shutdown = dispatcher.shutdown.clone();
     let task = tokio::spawn(dispatcher.run());
     // The retries' waiting rows are written after the dispatcher may have gone idle: it must
     // still wake for them when they are due, not after its idle minute.

@@ -114,6 +114,31 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, QueueError> {
     }
 }
 
+/// Opens sled's store at `path`. Our own lock is held by then, so a sled lock still taken can
+/// only be an earlier queue of this process whose background threads hold the store a moment
+/// after it is dropped (a reopen after close): wait for them to let go, up to 5 s.
+fn open_sled(path: &Path) -> Result<sled::Db, QueueError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // The node cache: writes go to the tail of each key range and dedup lookups are random,
+        // so a larger cache buys little; 8 MiB keeps a million-event backlog under 128 MiB RSS.
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(8 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Queue {
     /// Opens (or creates) the queue in `dir` and starts its committer.
     ///
@@ -127,13 +152,7 @@ impl Queue {
         let reserve = space::Reserve::new(dir, retention.min_free);
         space::check_before_open(dir, retention.min_free, &reserve)?;
         space::remove_torn_snapshots(&dir.join("queue")).map_err(io)?;
-        // The node cache: writes go to the tail of each key range and dedup lookups are random,
-        // so a larger cache buys little; 8 MiB keeps a million-event backlog under 128 MiB RSS.
-        let db = sled::Config::new()
-            .path(dir.join("queue"))
-            .cache_capacity(8 * 1024 * 1024)
-            .flush_every_ms(Some(500))
-            .open()?;
+        let db = open_sled(&dir.join("queue"))?;
         let tree = db.open_tree("q")?;
         let rollbacks = rollback::Rollbacks::new(dir);
         let pending = rollbacks.pending()?;

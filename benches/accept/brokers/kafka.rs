@@ -68,21 +68,11 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
             );
             out!(report);
             f.print(report, "consumed from the topic");
-            summary.add(
+            f.summarize(
+                report,
+                summary,
                 "Kafka (tansu)",
-                Some((f.best_raw(), f.drain.rate())),
-                Some(&f.e2e),
-            );
-            let ratio = f.drain.rate() / f.best_raw().max(1e-9);
-            report.target(
                 "Kafka sink drain / raw rdkafka (tansu)",
-                format!(
-                    "{:.0} vs {:.0} msg/s = **{ratio:.2}**",
-                    f.drain.rate(),
-                    f.best_raw()
-                ),
-                "≥ 0.7",
-                ratio >= 0.7,
             );
         }
         Err(e) => out!(report, "- failed: {e:#}\n\ntansu log:\n```\n{log}\n```"),

@@ -300,6 +300,32 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// Adds this broker to the side-by-side summary and its drain ratio to the closing table.
+    pub fn summarize(
+        &self,
+        report: &mut Report,
+        summary: &mut Summary,
+        broker: &str,
+        figure: &str,
+    ) {
+        summary.add(
+            broker,
+            Some((self.best_raw(), self.drain.rate())),
+            Some(&self.e2e),
+        );
+        let ratio = self.drain.rate() / self.best_raw().max(1e-9);
+        report.target(
+            figure,
+            format!(
+                "{:.0} vs {:.0} msg/s = **{ratio:.2}**",
+                self.drain.rate(),
+                self.best_raw()
+            ),
+            "≥ 0.7",
+            ratio >= 0.7,
+        );
+    }
+
     /// The fastest raw run's rate: the raw client at its best.
     pub fn best_raw(&self) -> f64 {
         self.raw.iter().map(Raw::rate).fold(0.0, f64::max)
