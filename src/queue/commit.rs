@@ -267,6 +267,12 @@ fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
     if g.pending.replies.is_empty() {
         return;
     }
+    apply(store, g, flusher);
+}
+
+/// Writes an admitted group's chunks to the tree and hands it to the flusher, whose fsync
+/// answers its requests; a group whose write fails is refused and rolled back.
+fn apply(store: &Store, g: Group, flusher: &Flusher) {
     let started = Instant::now();
     let result = g.chunks.into_iter().try_for_each(|chunk| {
         store.faults.check("apply")?;
