@@ -137,6 +137,19 @@ impl Drop for Daemon {
     }
 }
 
+/// Starts this benchmark executable as the no-op server (see [`noop_server`]) on a free port,
+/// and waits until it listens; returns the process and its port.
+pub fn spawn_noop() -> (Child, u16) {
+    let port = crate::load::free_port();
+    let child = Command::new(std::env::current_exe().expect("own path"))
+        .env("HOOKBRIDGE_BENCH_NOOP", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the no-op server");
+    crate::load::wait_port(port);
+    (child, port)
+}
+
 /// Serves `POST /hooks/{hook}` with a fixed 200 and nothing else: the HTTP stack's ceiling.
 pub fn noop_server(port: &str) {
     use actix_web::{App, HttpResponse, HttpServer, web};

@@ -2,7 +2,6 @@
 //! process of its own): the sink draining a backlog, next to a raw reqwest client posting the
 //! same bodies (the events as the sink renders them) with the same concurrency, in the same run.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,9 +11,7 @@ use hookbridge::arcgis::{HookKind, parse};
 
 use crate::brokers::{self, Counters, Params, Summary};
 use crate::daemon::Daemon;
-use crate::load::{
-    Load, admin_post, env_or, free_port, portal, portal_payload, wait_drained, wait_port,
-};
+use crate::load::{Load, admin_post, env_or, portal, portal_payload, wait_drained};
 use crate::report::{Report, out};
 
 /// The drain / raw ratio the sink should reach.
@@ -28,13 +25,7 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
         "## HTTP: raw reqwest client vs the hookbridge sink ({in_flight} requests in flight, a local no-op receiver)"
     );
     out!(report);
-    let port = free_port();
-    let mut receiver: Child = Command::new(std::env::current_exe().expect("own path"))
-        .env("HOOKBRIDGE_BENCH_NOOP", port.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the no-op receiver");
-    wait_port(port);
+    let (mut receiver, port) = crate::daemon::spawn_noop();
     let url = format!("http://127.0.0.1:{port}/hooks/receiver");
     let result = measure(rt, &url, receiver.id(), p, in_flight);
     let _ = receiver.kill();

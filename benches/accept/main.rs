@@ -32,7 +32,6 @@ mod maximal;
 mod report;
 mod wrk;
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,13 +67,7 @@ fn main() {
 
     // Both no-op runs share one process: its ceiling for JSON and for form bodies.
     let (noop, noop_form) = if wanted("accept") || wanted("form") {
-        let noop_port = free_port();
-        let mut server = Command::new(std::env::current_exe().expect("own path"))
-            .env("HOOKBRIDGE_BENCH_NOOP", noop_port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start no-op server");
-        wait_port(noop_port);
+        let (mut server, noop_port) = daemon::spawn_noop();
         let url = |hook: &str| format!("http://127.0.0.1:{noop_port}/hooks/{hook}");
         let noop = wanted("accept")
             .then(|| rt.block_on(Load::new(&url("portal"), clients, seconds, portal(0)).run()));

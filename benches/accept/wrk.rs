@@ -4,7 +4,7 @@
 //! in the same run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,13 +46,7 @@ pub fn run(report: &mut Report, seconds: u64) {
         );
         return;
     }
-    let noop_port = free_port();
-    let mut noop = Command::new(std::env::current_exe().expect("own path"))
-        .env("HOOKBRIDGE_BENCH_NOOP", noop_port.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start no-op server");
-    wait_port(noop_port);
+    let (mut noop, noop_port) = crate::daemon::spawn_noop();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let config = write_config(dir.path(), port);

@@ -95,7 +95,7 @@ impl Queue {
     /// `sink`'s ready rows in seq order, less the span the deliveries in flight cover: those
     /// were taken in order, so they form a run that every take would otherwise walk and skip
     /// (about 1 µs a row). A row inside that span that is not in flight (a retry that came due,
-    /// a commit that landed late) is taken once the span has moved past it.
+    /// a batch sent again after an outage) is taken once the span has moved past it.
     fn ready_rows(
         &self,
         sink: &str,
