@@ -87,15 +87,23 @@ impl ConnectionConfig {
     pub fn from_table(name: &str, table: toml::Table) -> Result<Self, Vec<Problem>> {
         let key = format!("arcgis.{name}");
         let c: ConnectionConfig = table_into(table, &key)?;
+        let mut p = c.check_services(&key);
+        p.extend(c.check_credentials(&key));
+        p.extend(c.check_limits(&key));
+        if p.is_empty() { Ok(c) } else { Err(p) }
+    }
+
+    /// `services`: at least one http(s) URL prefix.
+    fn check_services(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
-        if c.services.is_empty() {
+        if self.services.is_empty() {
             p.push(Problem::new(
                 format!("{key}.services"),
                 "is empty; expected the URL prefixes of the feature services to read, \
                  e.g. [\"https://services.arcgis.com/ORGID/\"]",
             ));
         }
-        for (i, s) in c.services.iter().enumerate() {
+        for (i, s) in self.services.iter().enumerate() {
             if !is_http_url(s) {
                 p.push(Problem::new(
                     format!("{key}.services[{i}]"),
@@ -103,34 +111,40 @@ impl ConnectionConfig {
                 ));
             }
         }
+        p
+    }
+
+    /// Exactly one way to sign in, each pair whole, no empty secret, and a portal unless a token is given.
+    fn check_credentials(&self, key: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
         let ways = [
-            c.token.is_some(),
-            c.client_id.is_some() || c.client_secret.is_some(),
-            c.username.is_some() || c.password.is_some(),
+            self.token.is_some(),
+            self.client_id.is_some() || self.client_secret.is_some(),
+            self.username.is_some() || self.password.is_some(),
         ];
         match ways.iter().filter(|w| **w).count() {
             0 => p.push(Problem::new(
-                &key,
+                key,
                 "no credentials; set token, or client_id and client_secret, or username and password",
             )),
             1 => {}
             _ => p.push(Problem::new(
-                &key,
+                key,
                 "set only one of token, client_id/client_secret, username/password",
             )),
         }
         let pairs = [
             (
                 "client_id",
-                c.client_id.is_some(),
+                self.client_id.is_some(),
                 "client_secret",
-                c.client_secret.is_some(),
+                self.client_secret.is_some(),
             ),
             (
                 "username",
-                c.username.is_some(),
+                self.username.is_some(),
                 "password",
-                c.password.is_some(),
+                self.password.is_some(),
             ),
         ];
         for (a, has_a, b, has_b) in pairs {
@@ -148,9 +162,9 @@ impl ConnectionConfig {
             }
         }
         for (field, secret) in [
-            ("token", &c.token),
-            ("client_secret", &c.client_secret),
-            ("password", &c.password),
+            ("token", &self.token),
+            ("client_secret", &self.client_secret),
+            ("password", &self.password),
         ] {
             if secret
                 .as_ref()
@@ -159,8 +173,8 @@ impl ConnectionConfig {
                 p.push(Problem::new(format!("{key}.{field}"), "is empty"));
             }
         }
-        if c.token.is_none() {
-            match &c.portal {
+        if self.token.is_none() {
+            match &self.portal {
                 None => p.push(Problem::new(
                     format!("{key}.portal"),
                     "missing; expected the portal that issues tokens, e.g. \"https://www.arcgis.com\"",
@@ -172,22 +186,28 @@ impl ConnectionConfig {
                 Some(_) => {}
             }
         }
-        if c.attempts == 0 {
+        p
+    }
+
+    /// Attempts, the change file cap and the timeouts are above zero.
+    fn check_limits(&self, key: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if self.attempts == 0 {
             p.push(Problem::new(
                 format!("{key}.attempts"),
                 "must be at least 1",
             ));
         }
-        if c.max_change_file.as_u64() == 0 {
+        if self.max_change_file.as_u64() == 0 {
             p.push(Problem::new(
                 format!("{key}.max_change_file"),
                 "must be larger than 0",
             ));
         }
         for (field, d) in [
-            ("fetch_timeout", c.fetch_timeout),
-            ("poll_interval", c.poll_interval),
-            ("job_timeout", c.job_timeout),
+            ("fetch_timeout", self.fetch_timeout),
+            ("poll_interval", self.poll_interval),
+            ("job_timeout", self.job_timeout),
         ] {
             if d.is_zero() {
                 p.push(Problem::new(
@@ -196,7 +216,7 @@ impl ConnectionConfig {
                 ));
             }
         }
-        if p.is_empty() { Ok(c) } else { Err(p) }
+        p
     }
 
     /// Which way this connection signs in (validated: exactly one is set).

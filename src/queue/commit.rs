@@ -121,6 +121,110 @@ struct Group {
 }
 
 impl Group {
+    /// An empty group, with the disk's free bytes read once if `storage.min_free` is set.
+    fn new(store: &Store) -> Group {
+        Group {
+            chunks: Vec::new(),
+            rows: 0,
+            full: false,
+            pending: Pending::default(),
+            seen: HashSet::new(),
+            need: space::SLED_BYTES_PER_BATCH,
+            free: (store.retention.min_free > 0 && !store.faults.unpriced())
+                .then(|| space::free_bytes(&store.dir))
+                .flatten(),
+            refused: 0,
+            last_refused: 0,
+            written: (0, 0),
+        }
+    }
+
+    /// Stages one command and admits it, or answers it at once with why it was refused (the
+    /// store failed earlier, a staging error, or no room on the disk).
+    fn take(&mut self, store: &Store, cmd: Command, now: u64, failed: bool) {
+        let min_free = store.retention.min_free;
+        match cmd {
+            Command::Tick => {}
+            Command::Accept { reply, .. } if failed => {
+                let _ = reply.send(Err(store.earlier_failure()));
+            }
+            Command::Replay { reply, .. } if failed => {
+                let _ = reply.send(Err(store.earlier_failure()));
+            }
+            Command::Accept { prepared, reply } => {
+                let staged = stage_accept(
+                    &store.db,
+                    &store.tree,
+                    &self.seen,
+                    now,
+                    &store.retention,
+                    prepared,
+                );
+                let admitted = staged.and_then(|(staged, outcome)| {
+                    let added = staged.added.clone();
+                    self.admit(staged, min_free).map(|()| (added, outcome))
+                });
+                match admitted {
+                    Ok((added, outcome)) => {
+                        for (sink, n) in added {
+                            *self.pending.added.entry(sink).or_default() += n;
+                        }
+                        self.pending.replies.push(Reply::Accept(reply, outcome));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::Replay {
+                sink,
+                event_id,
+                reply,
+            } => {
+                let staged =
+                    super::dead::stage_replay(&store.tree, sink.as_deref(), event_id.as_deref());
+                let admitted = staged.and_then(|(staged, n)| {
+                    let revived = staged.added.clone();
+                    self.admit(staged, min_free).map(|()| (revived, n))
+                });
+                match admitted {
+                    Ok((revived, n)) => {
+                        for (sink, count) in revived {
+                            *self.pending.revived.entry(sink).or_default() += count;
+                        }
+                        self.pending.replies.push(Reply::Replay(reply, n));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps `/readyz` at 503 while requests are refused for want of disk, and logs the refusals.
+    fn report_pressure(&self, store: &Store) {
+        if self.free.is_some() {
+            let mut pressure = store
+                .pressure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if self.refused > 0 {
+                *pressure = Some(self.last_refused);
+            } else if !self.pending.replies.is_empty() {
+                *pressure = None;
+            }
+        }
+        if self.refused > 0 {
+            tracing::warn!(
+                refused = self.refused,
+                free = self.free,
+                min_free = store.retention.min_free,
+                "refusing deliveries: they would take the disk below storage.min_free"
+            );
+        }
+    }
+
     /// Adds a staged request if the disk has room for it; else says why not.
     fn admit(&mut self, staged: Staged, min_free: u64) -> Result<(), QueueError> {
         let cost = staged.cost();
@@ -162,108 +266,15 @@ impl Group {
     }
 }
 
+/// Stages every command of a group, answers those refused, and applies the rest as one write.
 fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
-    let min_free = store.retention.min_free;
-    let mut g = Group {
-        chunks: Vec::new(),
-        rows: 0,
-        full: false,
-        pending: Pending::default(),
-        seen: HashSet::new(),
-        need: space::SLED_BYTES_PER_BATCH,
-        free: (min_free > 0 && !store.faults.unpriced())
-            .then(|| space::free_bytes(&store.dir))
-            .flatten(),
-        refused: 0,
-        last_refused: 0,
-        written: (0, 0),
-    };
+    let mut g = Group::new(store);
     let now = now_ms();
-    let failed = store.has_failed().then(|| store.earlier_failure());
-
+    let failed = store.has_failed();
     for cmd in group {
-        match cmd {
-            Command::Tick => {}
-            Command::Accept { reply, .. } if failed.is_some() => {
-                let _ = reply.send(Err(store.earlier_failure()));
-            }
-            Command::Replay { reply, .. } if failed.is_some() => {
-                let _ = reply.send(Err(store.earlier_failure()));
-            }
-            Command::Accept { prepared, reply } => {
-                let staged = stage_accept(
-                    &store.db,
-                    &store.tree,
-                    &g.seen,
-                    now,
-                    &store.retention,
-                    prepared,
-                );
-                match staged {
-                    Ok((staged, outcome)) => {
-                        let added = staged.added.clone();
-                        match g.admit(staged, min_free) {
-                            Ok(()) => {
-                                for (sink, n) in added {
-                                    *g.pending.added.entry(sink).or_default() += n;
-                                }
-                                g.pending.replies.push(Reply::Accept(reply, outcome));
-                            }
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            Command::Replay {
-                sink,
-                event_id,
-                reply,
-            } => match super::dead::stage_replay(&store.tree, sink.as_deref(), event_id.as_deref())
-            {
-                Ok((staged, n)) => {
-                    let revived = staged.added.clone();
-                    match g.admit(staged, min_free) {
-                        Ok(()) => {
-                            for (sink, n) in revived {
-                                *g.pending.revived.entry(sink).or_default() += n;
-                            }
-                            g.pending.replies.push(Reply::Replay(reply, n));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-        }
+        g.take(store, cmd, now, failed);
     }
-    if g.free.is_some() {
-        let mut pressure = store
-            .pressure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.refused > 0 {
-            *pressure = Some(g.last_refused);
-        } else if !g.pending.replies.is_empty() {
-            *pressure = None;
-        }
-    }
-    if g.refused > 0 {
-        tracing::warn!(
-            refused = g.refused,
-            free = g.free,
-            min_free,
-            "refusing deliveries: they would take the disk below storage.min_free"
-        );
-    }
+    g.report_pressure(store);
     if g.pending.replies.is_empty() {
         return;
     }
