@@ -7,6 +7,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+mod builtin;
+mod plain;
+
+use builtin::BUILTIN;
+use plain::{AUTOESCAPED, Needs, Part};
+
 use crate::event::Event;
 use crate::problem::Problem;
 
@@ -33,80 +39,6 @@ pub enum PayloadFormat {
     Template,
 }
 
-/// The templates shipped in `templates/`, built into the binary so that an email sink (and an
-/// HTTP sink's Teams or Slack body) works wherever its config file lives; a file of the same
-/// name in the templates directory wins.
-const BUILTIN: [(&str, &str); 17] = [
-    (
-        "digest.html.tera",
-        include_str!("../templates/digest.html.tera"),
-    ),
-    (
-        "digest.subject.tera",
-        include_str!("../templates/digest.subject.tera"),
-    ),
-    (
-        "digest.txt.tera",
-        include_str!("../templates/digest.txt.tera"),
-    ),
-    (
-        "feature-service.html.tera",
-        include_str!("../templates/feature-service.html.tera"),
-    ),
-    (
-        "feature-service.subject.tera",
-        include_str!("../templates/feature-service.subject.tera"),
-    ),
-    (
-        "feature-service.txt.tera",
-        include_str!("../templates/feature-service.txt.tera"),
-    ),
-    (
-        "geoprocessing.html.tera",
-        include_str!("../templates/geoprocessing.html.tera"),
-    ),
-    (
-        "geoprocessing.subject.tera",
-        include_str!("../templates/geoprocessing.subject.tera"),
-    ),
-    (
-        "geoprocessing.txt.tera",
-        include_str!("../templates/geoprocessing.txt.tera"),
-    ),
-    (
-        "portal.html.tera",
-        include_str!("../templates/portal.html.tera"),
-    ),
-    (
-        "portal.subject.tera",
-        include_str!("../templates/portal.subject.tera"),
-    ),
-    (
-        "portal.txt.tera",
-        include_str!("../templates/portal.txt.tera"),
-    ),
-    (
-        "survey123.html.tera",
-        include_str!("../templates/survey123.html.tera"),
-    ),
-    (
-        "survey123.subject.tera",
-        include_str!("../templates/survey123.subject.tera"),
-    ),
-    (
-        "survey123.txt.tera",
-        include_str!("../templates/survey123.txt.tera"),
-    ),
-    (
-        "slack.json.tera",
-        include_str!("../templates/slack.json.tera"),
-    ),
-    (
-        "teams.json.tera",
-        include_str!("../templates/teams.json.tera"),
-    ),
-];
-
 /// All compiled templates, by name; built at config load so that mistakes surface there.
 #[derive(Debug, Clone)]
 pub struct Renderer {
@@ -117,117 +49,11 @@ pub struct Renderer {
     needs: Arc<HashMap<String, Needs>>,
 }
 
-/// What rendering an inline template needs; templates not listed need the full context.
-#[derive(Debug, Clone)]
-enum Needs {
-    /// Nothing: it has no tags and renders to this text.
-    Nothing(String),
-    /// Literal text and fields every event has (`arcgis.{{ kind }}.{{ operation }}`,
-    /// `{{ id }}`): put together without building a context, as sinks do for every message.
-    Fields(Vec<Part>),
-    /// The event's fields but not `payload`.
-    EventOnly,
-}
-
-/// A piece of a [`Needs::Fields`] template.
-#[derive(Debug, Clone)]
-enum Part {
-    /// Text as written.
-    Text(String),
-    /// A field's value, as `{{ field }}` prints it.
-    Field(Field),
-}
-
-/// The event fields that are strings on every event, so `{{ field }}` prints them as they are
-/// and never fails (optional fields fail when absent: those go through tera).
-#[derive(Debug, Clone, Copy)]
-enum Field {
-    EventId,
-    Kind,
-    Source,
-    Operation,
-    Id,
-    Hook,
-}
-
-impl Field {
-    fn named(name: &str) -> Option<Field> {
-        Some(match name {
-            "event_id" => Field::EventId,
-            "kind" => Field::Kind,
-            "source" => Field::Source,
-            "operation" => Field::Operation,
-            "id" => Field::Id,
-            "hook" => Field::Hook,
-            _ => return None,
-        })
-    }
-
-    fn of(self, event: &Event) -> &str {
-        match self {
-            Field::EventId => &event.event_id,
-            Field::Kind => event.kind.as_str(),
-            Field::Source => &event.source,
-            Field::Operation => &event.operation,
-            Field::Id => &event.id,
-            Field::Hook => &event.hook,
-        }
-    }
-}
-
-/// Template names tera autoescapes (see [`Renderer::new`]): their fields must go through tera.
-const AUTOESCAPED: [&str; 2] = [".html", ".html.tera"];
-
-impl Needs {
-    /// Classifies template `name`'s source; `None` when it may use the payload or other
-    /// templates.
-    fn of(name: &str, text: &str) -> Option<Needs> {
-        if !["{{", "{%", "{#"].iter().any(|t| text.contains(t)) {
-            return Some(Needs::Nothing(text.to_string()));
-        }
-        if !AUTOESCAPED.iter().any(|s| name.ends_with(s)) {
-            if let Some(parts) = Needs::fields(text) {
-                return Some(Needs::Fields(parts));
-            }
-        }
-        let full = ["payload", "__tera_context", "include", "import", "extends"];
-        (!full.iter().any(|w| text.contains(w))).then_some(Needs::EventOnly)
-    }
-
-    /// The parts of a template made only of text and `{{ field }}` tags naming a [`Field`]
-    /// (no filters, no whitespace control); `None` for anything else.
-    fn fields(text: &str) -> Option<Vec<Part>> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let (literal, tag) = match rest.find("{{") {
-                Some(at) => (&rest[..at], Some(&rest[at + 2..])),
-                None => (rest, None),
-            };
-            if literal.contains("{%") || literal.contains("{#") {
-                return None;
-            }
-            if !literal.is_empty() {
-                parts.push(Part::Text(literal.to_string()));
-            }
-            let Some(tag) = tag else { break };
-            let end = tag.find("}}")?;
-            let inner = &tag[..end];
-            if inner.starts_with('-') || inner.ends_with('-') {
-                return None;
-            }
-            parts.push(Part::Field(Field::named(inner.trim())?));
-            rest = &tag[end + 2..];
-        }
-        Some(parts)
-    }
-}
-
 impl Renderer {
     /// An empty renderer whose file templates live in `dir`.
     pub fn new(dir: PathBuf) -> Self {
         let mut tera = tera::Tera::default();
-        tera.autoescape_on(vec![".html", ".html.tera"]);
+        tera.autoescape_on(AUTOESCAPED.to_vec());
         tera.register_filter("utc", utc_filter);
         Renderer {
             tera: Arc::new(tera),
