@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::encode::{self, Encoder, display_url};
 use super::send::HttpSink;
-use super::sign::Signer;
+use super::sign::{SignConfig, Signer};
 use crate::event::Event;
 use crate::problem::Problem;
 use crate::render::{RenderError, Renderer};
@@ -227,31 +227,6 @@ pub struct AuthConfig {
     pub header: Option<String>,
     /// The custom header's value.
     pub value: Option<Secret>,
-}
-
-/// `sign`: how requests are signed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignConfig {
-    /// The signature scheme.
-    pub scheme: SignScheme,
-    /// The signing secret.
-    pub secret: Option<Secret>,
-    /// Several secrets while one is rotated out (Standard Webhooks signs with each).
-    #[serde(default)]
-    pub secrets: Vec<Secret>,
-    /// The header of an `hmac-sha256` signature (default `X-Hub-Signature-256`).
-    pub header: Option<String>,
-}
-
-/// The signature schemes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SignScheme {
-    /// standardwebhooks.com: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
-    StandardWebhooks,
-    /// GitHub-style `sha256=<hex HMAC of the body>` in one header.
-    HmacSha256,
 }
 
 impl SinkType for HttpConfig {
