@@ -12,13 +12,14 @@ use governor::Quota;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
-use super::encode::{self, Encoder, display_url};
+use super::encode::{
+    self, AuthConfig, BodySpec, Encoder, Method, RequestSpec, TextOrSecret, display_url,
+};
 use super::send::HttpSink;
 use super::sign::{SignConfig, Signer};
 use crate::event::Event;
 use crate::problem::Problem;
 use crate::render::{RenderError, Renderer};
-use crate::secret::Secret;
 use crate::sinks::{Check, Sink, SinkError, SinkType, body_for_display};
 
 /// `[sinks.NAME]` with `type = "http"`; its `Debug` shows no secret and no URL path.
@@ -87,86 +88,6 @@ impl fmt::Debug for ReceiverUrl {
     }
 }
 
-/// A config string that is text (a template) or an `env:`/`file:` secret resolved at load;
-/// its `Debug` shows a secret as `Secret(***)`.
-#[derive(Clone, Debug)]
-pub enum TextOrSecret {
-    /// Written in the config file.
-    Text(String),
-    /// Read from the environment or a file; never printed.
-    Secret(Secret),
-}
-
-impl TextOrSecret {
-    /// The value.
-    pub fn expose(&self) -> &str {
-        match self {
-            TextOrSecret::Text(t) => t,
-            TextOrSecret::Secret(s) => s.expose(),
-        }
-    }
-
-    /// Whether it came from `env:` or `file:`.
-    pub fn is_secret(&self) -> bool {
-        matches!(self, TextOrSecret::Secret(_))
-    }
-}
-
-impl<'de> Deserialize<'de> for TextOrSecret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.starts_with("env:") || text.starts_with("file:") {
-            return Secret::resolve(&text)
-                .map(TextOrSecret::Secret)
-                .map_err(serde::de::Error::custom);
-        }
-        Ok(TextOrSecret::Text(text))
-    }
-}
-
-/// The request method.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum Method {
-    /// The default: receivers create something per event.
-    #[default]
-    #[serde(rename = "POST", alias = "post")]
-    Post,
-    /// For receivers that store the event under the URL.
-    #[serde(rename = "PUT", alias = "put")]
-    Put,
-    /// For receivers that update a resource.
-    #[serde(rename = "PATCH", alias = "patch")]
-    Patch,
-}
-
-/// What the request body holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum BodySpec {
-    /// The normalized event as JSON.
-    #[default]
-    Event,
-    /// The ArcGIS payload as received.
-    Raw,
-    /// A Microsoft Teams message (an Adaptive Card), built in (`teams.json.tera`).
-    Teams,
-    /// A Slack incoming-webhook message (`text` and `blocks`), built in (`slack.json.tera`).
-    Slack,
-    /// An inline tera template over the event.
-    Template(String),
-}
-
-impl<'de> Deserialize<'de> for BodySpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match String::deserialize(d)?.as_str() {
-            "event" => BodySpec::Event,
-            "raw" => BodySpec::Raw,
-            "teams" => BodySpec::Teams,
-            "slack" => BodySpec::Slack,
-            other => BodySpec::Template(other.to_string()),
-        })
-    }
-}
-
 /// A rate limit: `count` requests per `per`, in bursts of up to `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -213,20 +134,19 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-/// `auth`: one way of authenticating to the receiver, its secret from `env:`/`file:`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `Authorization: Bearer <token>`.
-    pub bearer: Option<Secret>,
-    /// Basic authentication: the user name (with `password`).
-    pub user: Option<String>,
-    /// Basic authentication: the password.
-    pub password: Option<Secret>,
-    /// A custom header's name (with `value`), e.g. `X-Api-Key`.
-    pub header: Option<String>,
-    /// The custom header's value.
-    pub value: Option<Secret>,
+impl HttpConfig {
+    /// The settings that shape each request, for the encoder.
+    pub(super) fn request(&self) -> RequestSpec<'_> {
+        RequestSpec {
+            url: self.url.expose(),
+            method: self.method,
+            headers: &self.headers,
+            body: &self.body,
+            content_type: self.content_type.as_deref(),
+            auth: self.auth.as_ref(),
+            sign: self.sign.as_ref(),
+        }
+    }
 }
 
 impl SinkType for HttpConfig {
@@ -252,7 +172,7 @@ impl SinkType for HttpConfig {
                 problem.message = "the URL read from env:/file: is not a valid template".into();
             }
         }
-        let reserved = encode::reserved_headers(self);
+        let reserved = encode::reserved_headers(self.auth.as_ref(), self.sign.as_ref());
         for (header, value) in &self.headers {
             let at = format!("sinks.{name}.headers.{header}");
             match encode::header_name(header, &reserved) {
@@ -329,7 +249,7 @@ impl SinkType for HttpConfig {
             name: format!("sinks.{name}"),
             message,
         };
-        let encoder = Encoder::new(name, self, r.clone()).map_err(failed)?;
+        let encoder = Encoder::new(name, self.request(), r.clone()).map_err(failed)?;
         let request = encoder
             .render(event, payload, crate::clock::now_ms() / 1000)
             .map_err(failed)?;

@@ -2,18 +2,129 @@
 //! included), body and its content type. The checks `config.rs` runs at load use the same
 //! functions, so what passes `hookbridge check` builds.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Deserializer};
 
-use super::config::{AuthConfig, BodySpec, HttpConfig, Method, TextOrSecret};
-use super::sign::Signer;
+use super::sign::{SignConfig, Signer};
 use crate::event::Event;
 use crate::render::Renderer;
+use crate::secret::Secret;
 
 /// The header carrying the event id, so that receivers deduplicate even without signing.
 pub(super) const EVENT_ID_HEADER: &str = "x-hookbridge-event-id";
+
+/// A config string that is text (a template) or an `env:`/`file:` secret resolved at load;
+/// its `Debug` shows a secret as `Secret(***)`.
+#[derive(Clone, Debug)]
+pub enum TextOrSecret {
+    /// Written in the config file.
+    Text(String),
+    /// Read from the environment or a file; never printed.
+    Secret(Secret),
+}
+
+impl TextOrSecret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        match self {
+            TextOrSecret::Text(t) => t,
+            TextOrSecret::Secret(s) => s.expose(),
+        }
+    }
+
+    /// Whether it came from `env:` or `file:`.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, TextOrSecret::Secret(_))
+    }
+}
+
+impl<'de> Deserialize<'de> for TextOrSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.starts_with("env:") || text.starts_with("file:") {
+            return Secret::resolve(&text)
+                .map(TextOrSecret::Secret)
+                .map_err(serde::de::Error::custom);
+        }
+        Ok(TextOrSecret::Text(text))
+    }
+}
+
+/// The request method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Method {
+    /// The default: receivers create something per event.
+    #[default]
+    #[serde(rename = "POST", alias = "post")]
+    Post,
+    /// For receivers that store the event under the URL.
+    #[serde(rename = "PUT", alias = "put")]
+    Put,
+    /// For receivers that update a resource.
+    #[serde(rename = "PATCH", alias = "patch")]
+    Patch,
+}
+
+/// What the request body holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BodySpec {
+    /// The normalized event as JSON.
+    #[default]
+    Event,
+    /// The ArcGIS payload as received.
+    Raw,
+    /// A Microsoft Teams message (an Adaptive Card), built in (`teams.json.tera`).
+    Teams,
+    /// A Slack incoming-webhook message (`text` and `blocks`), built in (`slack.json.tera`).
+    Slack,
+    /// An inline tera template over the event.
+    Template(String),
+}
+
+impl<'de> Deserialize<'de> for BodySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "event" => BodySpec::Event,
+            "raw" => BodySpec::Raw,
+            "teams" => BodySpec::Teams,
+            "slack" => BodySpec::Slack,
+            other => BodySpec::Template(other.to_string()),
+        })
+    }
+}
+
+/// `auth`: one way of authenticating to the receiver, its secret from `env:`/`file:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `Authorization: Bearer <token>`.
+    pub bearer: Option<Secret>,
+    /// Basic authentication: the user name (with `password`).
+    pub user: Option<String>,
+    /// Basic authentication: the password.
+    pub password: Option<Secret>,
+    /// A custom header's name (with `value`), e.g. `X-Api-Key`.
+    pub header: Option<String>,
+    /// The custom header's value.
+    pub value: Option<Secret>,
+}
+
+/// The settings that shape a sink's requests, borrowed from its `[sinks.NAME]` table: each field
+/// is the `HttpConfig` setting of its name (the URL as text).
+pub(super) struct RequestSpec<'a> {
+    pub url: &'a str,
+    pub method: Method,
+    pub headers: &'a BTreeMap<String, TextOrSecret>,
+    pub body: &'a BodySpec,
+    pub content_type: Option<&'a str>,
+    pub auth: Option<&'a AuthConfig>,
+    pub sign: Option<&'a SignConfig>,
+}
 
 /// One request, ready to send.
 #[derive(Debug)]
@@ -54,10 +165,10 @@ pub(super) struct Encoder {
 
 impl Encoder {
     /// The encoder for sink `name`, whose templates `renderer` holds.
-    pub fn new(name: &str, c: &HttpConfig, renderer: Renderer) -> Result<Self, String> {
-        let reserved = reserved_headers(c);
+    pub fn new(name: &str, c: RequestSpec<'_>, renderer: Renderer) -> Result<Self, String> {
+        let reserved = reserved_headers(c.auth, c.sign);
         let mut headers = Vec::new();
-        for (header, value) in &c.headers {
+        for (header, value) in c.headers {
             let at = |e: String| format!("headers.{header}: {e}");
             let header_name = header_name(header, &reserved).map_err(at)?;
             let part = match value {
@@ -70,19 +181,19 @@ impl Encoder {
             };
             headers.push((header_name, part));
         }
-        if let Some(auth) = &c.auth {
+        if let Some(auth) = c.auth {
             let (header, value) = auth_header(auth).map_err(|(k, e)| format!("auth{k}: {e}"))?;
             headers.push((header, HeaderPart::Fixed(value)));
         }
-        let body_template = match &c.body {
-            BodySpec::Teams | BodySpec::Slack => preset(&c.body).0.to_string(),
+        let body_template = match c.body {
+            BodySpec::Teams | BodySpec::Slack => preset(c.body).0.to_string(),
             _ => format!("sinks.{name}.body"),
         };
-        let content_type = match &c.content_type {
+        let content_type = match c.content_type {
             Some(ct) => Some(header_value(ct, false).map_err(|e| format!("content_type: {e}"))?),
             None => None,
         };
-        let signer = match &c.sign {
+        let signer = match c.sign {
             Some(s) => Some(Signer::new(s).map_err(|(k, e)| format!("sign{k}: {e}"))?),
             None => None,
         };
@@ -94,7 +205,7 @@ impl Encoder {
                 Method::Patch => reqwest::Method::PATCH,
             },
             url: format!("sinks.{name}.url"),
-            fixed_url: Some(c.url.expose())
+            fixed_url: Some(c.url)
                 .filter(|u| !is_template(u))
                 .and_then(|u| parse_url(u.trim()).ok()),
             headers,
@@ -289,14 +400,18 @@ const RESERVED: [&str; 6] = [
     EVENT_ID_HEADER,
 ];
 
-/// Headers hookbridge sets for this sink (lower case): configuring them would conflict.
-pub(super) fn reserved_headers(c: &HttpConfig) -> Vec<String> {
+/// Headers hookbridge sets for a sink with this `auth` and `sign` (lower case): configuring
+/// them would conflict.
+pub(super) fn reserved_headers(
+    auth: Option<&AuthConfig>,
+    sign: Option<&SignConfig>,
+) -> Vec<String> {
     let mut names: Vec<String> = RESERVED.iter().map(ToString::to_string).collect();
-    if let Some(auth) = &c.auth {
+    if let Some(auth) = auth {
         let header = auth.header.as_deref().unwrap_or("authorization");
         names.push(header.to_ascii_lowercase());
     }
-    if let Some(sign) = &c.sign {
+    if let Some(sign) = sign {
         names.extend(Signer::header_names(sign));
     }
     names

@@ -58,7 +58,7 @@ struct Requests {
 impl HttpSink {
     /// A sink for `c`, whose templates `renderer` holds; fails when the settings cannot work.
     pub fn new(name: &str, c: &HttpConfig, renderer: Renderer) -> Result<Self, SinkError> {
-        let encoder = Encoder::new(name, c, renderer).map_err(SinkError::Config)?;
+        let encoder = Encoder::new(name, c.request(), renderer).map_err(SinkError::Config)?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("hookbridge/", env!("CARGO_PKG_VERSION")))
             .timeout(c.timeout)
