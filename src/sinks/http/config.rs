@@ -3,19 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::Quota;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::encode::{
     self, AuthConfig, BodySpec, Encoder, Method, RequestSpec, TextOrSecret, display_url,
 };
-use super::send::HttpSink;
+use super::send::{ClientSpec, HttpSink, Rate};
 use super::sign::{SignConfig, Signer};
 use crate::event::Event;
 use crate::problem::Problem;
@@ -88,52 +86,6 @@ impl fmt::Debug for ReceiverUrl {
     }
 }
 
-/// A rate limit: `count` requests per `per`, in bursts of up to `count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// Requests per period.
-    pub count: NonZeroU32,
-    /// The period: a second, a minute or an hour.
-    pub per: Duration,
-}
-
-impl Rate {
-    /// Parses `N/s`, `N/m` or `N/h` (also `sec`, `second`, `min`, `minute`, `hour`).
-    pub fn parse(text: &str) -> Result<Rate, String> {
-        let expected =
-            "expected a count per second, minute or hour, like \"10/s\", \"600/m\" or \"100/h\"";
-        let (count, unit) = text
-            .split_once('/')
-            .ok_or_else(|| format!("{expected}; found {text:?}"))?;
-        let count = count.trim().parse::<NonZeroU32>().map_err(|_| {
-            format!("{expected}; found {text:?} (the count must be a whole number of at least 1)")
-        })?;
-        let per = match unit.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            _ => return Err(format!("{expected}; found {text:?}")),
-        };
-        if (per / count.get()).is_zero() {
-            return Err(format!("{text:?} is more than one request per nanosecond"));
-        }
-        Ok(Rate { count, per })
-    }
-
-    /// The token bucket: one request every `per / count`, bursts of up to `count`.
-    pub fn quota(&self) -> Quota {
-        Quota::with_period(self.per / self.count.get())
-            .unwrap_or_else(|| Quota::per_second(self.count))
-            .allow_burst(self.count)
-    }
-}
-
-impl<'de> Deserialize<'de> for Rate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Rate::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
-
 impl HttpConfig {
     /// The settings that shape each request, for the encoder.
     pub(super) fn request(&self) -> RequestSpec<'_> {
@@ -145,6 +97,18 @@ impl HttpConfig {
             content_type: self.content_type.as_deref(),
             auth: self.auth.as_ref(),
             sign: self.sign.as_ref(),
+        }
+    }
+
+    /// How the client reaches the receiver and paces requests, for the running sink.
+    pub(super) fn client(&self) -> ClientSpec<'_> {
+        ClientSpec {
+            url: self.url.expose(),
+            timeout: self.timeout,
+            max_in_flight: self.max_in_flight,
+            rate: self.rate,
+            ca: self.ca.as_deref(),
+            insecure_skip_verify: self.insecure_skip_verify,
         }
     }
 }
@@ -281,7 +245,8 @@ impl SinkType for HttpConfig {
     /// The running sink: the client is built here (a CA file that cannot be read fails it);
     /// nothing connects until `connect`.
     fn build(&self, name: &str, r: &Renderer) -> Result<Arc<dyn Sink>, SinkError> {
-        Ok(Arc::new(HttpSink::new(name, self, r.clone())?))
+        let encoder = Encoder::new(name, self.request(), r.clone()).map_err(SinkError::Config)?;
+        Ok(Arc::new(HttpSink::new(name, encoder, self.client())?))
     }
 }
 

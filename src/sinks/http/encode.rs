@@ -1,6 +1,6 @@
 //! From a delivery to the request: URL, method, headers (authentication and signature
-//! included), body and its content type. The checks `config.rs` runs at load use the same
-//! functions, so what passes `hookbridge check` builds.
+//! included), body and its content type, and the settings that shape them. The checks
+//! `config.rs` runs at load use the same functions, so what passes `hookbridge check` builds.
 
 use std::collections::BTreeMap;
 
