@@ -10,9 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::encode::{
-    self, AuthConfig, BodySpec, Encoder, Method, RequestSpec, TextOrSecret, display_url,
-};
+use super::encode::{self, BodySpec, Encoder, Method, RequestSpec, TextOrSecret, display_url};
+use super::headers::{self, AuthConfig};
 use super::send::{ClientSpec, HttpSink, Rate};
 use super::sign::{SignConfig, Signer};
 use crate::event::Event;
@@ -136,13 +135,13 @@ impl SinkType for HttpConfig {
                 problem.message = "the URL read from env:/file: is not a valid template".into();
             }
         }
-        let reserved = encode::reserved_headers(self.auth.as_ref(), self.sign.as_ref());
+        let reserved = headers::reserved_headers(self.auth.as_ref(), self.sign.as_ref());
         for (header, value) in &self.headers {
             let at = format!("sinks.{name}.headers.{header}");
-            match encode::header_name(header, &reserved) {
+            match headers::header_name(header, &reserved) {
                 Err(e) => p.push(Problem::new(&at, e)),
                 Ok(_) if value.is_secret() => {
-                    if let Err(e) = encode::header_value(value.expose(), false) {
+                    if let Err(e) = headers::header_value(value.expose(), false) {
                         p.push(Problem::new(&at, e));
                     }
                 }
@@ -167,7 +166,7 @@ impl SinkType for HttpConfig {
             },
         }
         if let Some(ct) = &self.content_type {
-            if let Err(e) = encode::header_value(ct, false) {
+            if let Err(e) = headers::header_value(ct, false) {
                 p.push(Problem::new(key("content_type"), e));
             }
         }
@@ -184,7 +183,7 @@ impl SinkType for HttpConfig {
             ));
         }
         if let Some(auth) = &self.auth {
-            if let Err((sub, e)) = encode::auth_header(auth) {
+            if let Err((sub, e)) = headers::auth_header(auth) {
                 p.push(Problem::new(key(&format!("auth{sub}")), e));
             }
         }
