@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::encode::{
     ADDRESS_FIELDS, address_template_name, digest_context, is_template, parse_addresses,
-    render_mail, single_context,
+    render_mail, single_context, template_for,
 };
 use super::send::{EmailSink, SmtpTarget};
 use crate::event::{Event, EventKind};
@@ -54,9 +54,6 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// Largest digest: the dispatcher hands the whole window over at once.
-pub(super) const DIGEST_BATCH: usize = 1000;
-
 /// The kinds of event a mail may be about, each with a built-in template of its name.
 const EVENT_KINDS: [&str; 4] = ["portal", "feature-service", "geoprocessing", "survey123"];
 
@@ -81,12 +78,8 @@ impl EmailConfig {
     }
 
     /// The template base name for an event of `kind`.
-    pub(super) fn template_for(&self, kind: EventKind) -> &str {
-        match (&self.template, self.digest) {
-            (Some(t), _) => t,
-            (None, Some(_)) => "digest",
-            (None, None) => kind.as_str(),
-        }
+    fn template_for(&self, kind: EventKind) -> &str {
+        template_for(self.template.as_deref(), self.digest.is_some(), kind)
     }
 
     /// Every template base name the sink may render.
@@ -105,7 +98,13 @@ impl EmailConfig {
         let (name, r, samples) = (check.name, &*check.renderer, check.samples);
         if self.digest.is_some() {
             let ctx = digest_context(samples.iter().map(|(e, j)| (e, j.as_str())));
-            if let Err(e) = render_mail(name, self, self.template_for(EventKind::Portal), r, &ctx) {
+            if let Err(e) = render_mail(
+                name,
+                self.addresses(),
+                self.template_for(EventKind::Portal),
+                r,
+                &ctx,
+            ) {
                 check.problem("template", format!("with sample events: {e}"));
             }
             return;
@@ -113,7 +112,7 @@ impl EmailConfig {
         let mut errors = Vec::new();
         for (event, json) in samples {
             let t = self.template_for(event.kind);
-            match render_mail(name, self, t, r, &single_context(event, json)) {
+            match render_mail(name, self.addresses(), t, r, &single_context(event, json)) {
                 Ok(_) if self.template.is_some() => return,
                 Ok(_) => {}
                 Err(e) => errors.push(format!("{} sample: {e}", event.kind.as_str())),
@@ -177,7 +176,13 @@ impl SinkType for EmailConfig {
             Some(_) => digest_context(std::iter::once((event, payload))),
             None => single_context(event, payload),
         };
-        let mail = render_mail(name, self, self.template_for(event.kind), r, &ctx)?;
+        let mail = render_mail(
+            name,
+            self.addresses(),
+            self.template_for(event.kind),
+            r,
+            &ctx,
+        )?;
         let mut v = json!(mail);
         if let (Some(window), Value::Object(m)) = (self.digest, &mut v) {
             m.insert(
@@ -194,7 +199,10 @@ impl SinkType for EmailConfig {
         let transport = target.transport(self.timeout)?;
         Ok(Arc::new(EmailSink {
             name: name.to_string(),
-            config: self.clone(),
+            addresses: self.addresses().map(<[String]>::to_vec),
+            template: self.template.clone(),
+            digest: self.digest,
+            timeout: self.timeout,
             renderer: r.clone(),
             server: target.display(),
             domain: self
@@ -267,7 +275,7 @@ mod tests {
             let ctx = single_context(&event, json);
             let m = render_mail(
                 "mail",
-                mail,
+                mail.addresses(),
                 mail.template_for(event.kind),
                 &cfg.renderer,
                 &ctx,
@@ -281,7 +289,7 @@ mod tests {
             .remove(0);
         let m = render_mail(
             "mail",
-            mail,
+            mail.addresses(),
             "survey123",
             &cfg.renderer,
             &single_context(&survey, PAYLOADS[6].1),

@@ -11,7 +11,6 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::EmailConfig;
 use crate::event::{Event, EventKind};
 use crate::render::{RenderError, Renderer};
 
@@ -152,10 +151,21 @@ pub(super) fn digest_context<'a>(
     tera::Context::from_value(Value::Object(top)).unwrap_or_default()
 }
 
-/// Renders every part of a mail: addresses (literal or templated), subject, text and HTML.
+/// The template base name of a mail about an event of `kind`: the sink's `template` when set,
+/// else `digest` for a digest sink, else the kind's own.
+pub(super) fn template_for(template: Option<&str>, digest: bool, kind: EventKind) -> &str {
+    match (template, digest) {
+        (Some(t), _) => t,
+        (None, true) => "digest",
+        (None, false) => kind.as_str(),
+    }
+}
+
+/// Renders every part of a mail with template `t`: the `addresses` (`from`, `to`, `cc`, `bcc`
+/// settings in `ADDRESS_FIELDS` order, literal or templated), subject, text and HTML.
 pub(super) fn render_mail(
     sink: &str,
-    c: &EmailConfig,
+    addresses: [&[String]; 4],
     t: &str,
     r: &Renderer,
     ctx: &tera::Context,
@@ -175,14 +185,13 @@ pub(super) fn render_mail(
         }
         Ok(out)
     };
+    let [from, to, cc, bcc] = addresses;
     let html_name = format!("{t}.html");
     Ok(RenderedMail {
-        from: list("from", std::slice::from_ref(&c.from))?
-            .pop()
-            .unwrap_or_default(),
-        to: list("to", &c.to)?,
-        cc: list("cc", &c.cc)?,
-        bcc: list("bcc", &c.bcc)?,
+        from: list("from", from)?.pop().unwrap_or_default(),
+        to: list("to", to)?,
+        cc: list("cc", cc)?,
+        bcc: list("bcc", bcc)?,
         subject: subject_line(&r.render(&format!("{t}.subject"), ctx)?),
         text: r.render(&format!("{t}.txt"), ctx)?,
         html: if r.has(&html_name) {

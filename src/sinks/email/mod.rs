@@ -6,8 +6,9 @@
 //! list of those), `count`, and the first event's fields. `from`, `to`, `cc` and `bcc` may be
 //! templates too. `hookbridge check` renders every template with sample events.
 //!
-//! `config.rs` holds the settings and checks them, `encode.rs` renders mail, `send.rs` owns the
-//! SMTP transport and sends, `errors.rs` says what each answer of the server means.
+//! `config.rs` holds the settings, checks them and builds the sink, `encode.rs` renders mail,
+//! `send.rs` owns the SMTP transport and sends, `errors.rs` says what each answer of the server
+//! means; none of them imports `config.rs`: the sink keeps the settings it sends with.
 
 mod config;
 mod encode;

@@ -10,14 +10,15 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use percent_encoding::percent_decode_str;
 
-use super::EmailConfig;
-use super::config::DIGEST_BATCH;
-use super::encode::{RenderedMail, digest_context, render_mail, single_context};
+use super::encode::{RenderedMail, digest_context, render_mail, single_context, template_for};
 use super::errors::{classify, no_answer, unfinished};
 use crate::clock::now_ms;
 use crate::event::EventKind;
 use crate::render::Renderer;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+
+/// Largest digest: the dispatcher hands the whole window over at once.
+pub(super) const DIGEST_BATCH: usize = 1000;
 
 /// How the connection to the SMTP server is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +142,15 @@ impl SmtpTarget {
 /// Sends templated mail through a pooled SMTP connection.
 pub(super) struct EmailSink {
     pub(super) name: String,
-    pub(super) config: EmailConfig,
+    /// The `from`, `to`, `cc` and `bcc` settings, literal or templates, in `ADDRESS_FIELDS`
+    /// order (`from` as a list of one).
+    pub(super) addresses: [Vec<String>; 4],
+    /// The `template` setting: one template base name for every mail.
+    pub(super) template: Option<String>,
+    /// The `digest` window: one mail per window instead of one per event.
+    pub(super) digest: Option<Duration>,
+    /// The SMTP timeout for connecting and each command; a whole mail may take twice this.
+    pub(super) timeout: Duration,
     pub(super) renderer: Renderer,
     /// `host:port`, for messages.
     pub(super) server: String,
@@ -158,8 +167,9 @@ impl EmailSink {
         ctx: &tera::Context,
         message_id: String,
     ) -> Result<lettre::Message, String> {
-        let t = self.config.template_for(kind);
-        let mail: RenderedMail = render_mail(&self.name, &self.config, t, &self.renderer, ctx)
+        let t = template_for(self.template.as_deref(), self.digest.is_some(), kind);
+        let addresses = self.addresses.each_ref().map(Vec::as_slice);
+        let mail: RenderedMail = render_mail(&self.name, addresses, t, &self.renderer, ctx)
             .map_err(|e| e.to_string())?;
         mail.message(message_id)
     }
@@ -167,7 +177,7 @@ impl EmailSink {
     /// Sends one message and maps the server's answer. The whole exchange is bounded too
     /// (twice `timeout`): a server that stops answering must not stall the dispatcher.
     async fn deliver(&self, message: lettre::Message) -> Result<Outcome, SinkError> {
-        let bound = self.config.timeout.saturating_mul(2);
+        let bound = self.timeout.saturating_mul(2);
         match tokio::time::timeout(bound, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(Outcome::Delivered),
             Ok(Err(e)) => classify(&e, &self.server),
@@ -203,7 +213,7 @@ impl EmailSink {
 #[async_trait]
 impl Sink for EmailSink {
     async fn connect(&self) -> Result<(), SinkError> {
-        let bound = self.config.timeout.saturating_mul(2);
+        let bound = self.timeout.saturating_mul(2);
         match tokio::time::timeout(bound, self.transport.test_connection()).await {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) | Err(_) => Err(no_answer(&self.server, None)),
@@ -212,7 +222,7 @@ impl Sink for EmailSink {
     }
 
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
-        if self.config.digest.is_some() {
+        if self.digest.is_some() {
             return self.send_digest(batch).await;
         }
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -242,7 +252,7 @@ impl Sink for EmailSink {
     }
 
     fn hold_until(&self, batch: &[Delivery]) -> Option<u64> {
-        let window = self.config.digest?;
+        let window = self.digest?;
         let oldest = batch.iter().map(|d| d.event.accepted_at).min()?;
         let until = u64::try_from(oldest)
             .unwrap_or(0)
@@ -251,7 +261,7 @@ impl Sink for EmailSink {
     }
 
     fn max_batch(&self) -> usize {
-        if self.config.digest.is_some() {
+        if self.digest.is_some() {
             DIGEST_BATCH
         } else {
             64

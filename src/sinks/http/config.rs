@@ -3,22 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::Quota;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::encode::{self, Encoder, display_url};
-use super::send::HttpSink;
-use super::sign::Signer;
+use super::encode::{self, BodySpec, Encoder, Method, RequestSpec, TextOrSecret, display_url};
+use super::headers::{self, AuthConfig};
+use super::send::{ClientSpec, HttpSink, Rate};
+use super::sign::{SignConfig, Signer};
 use crate::event::Event;
 use crate::problem::Problem;
 use crate::render::{RenderError, Renderer};
-use crate::secret::Secret;
 use crate::sinks::{Check, Sink, SinkError, SinkType, body_for_display};
 
 /// `[sinks.NAME]` with `type = "http"`; its `Debug` shows no secret and no URL path.
@@ -87,171 +85,31 @@ impl fmt::Debug for ReceiverUrl {
     }
 }
 
-/// A config string that is text (a template) or an `env:`/`file:` secret resolved at load;
-/// its `Debug` shows a secret as `Secret(***)`.
-#[derive(Clone, Debug)]
-pub enum TextOrSecret {
-    /// Written in the config file.
-    Text(String),
-    /// Read from the environment or a file; never printed.
-    Secret(Secret),
-}
-
-impl TextOrSecret {
-    /// The value.
-    pub fn expose(&self) -> &str {
-        match self {
-            TextOrSecret::Text(t) => t,
-            TextOrSecret::Secret(s) => s.expose(),
+impl HttpConfig {
+    /// The settings that shape each request, for the encoder.
+    pub(super) fn request(&self) -> RequestSpec<'_> {
+        RequestSpec {
+            url: self.url.expose(),
+            method: self.method,
+            headers: &self.headers,
+            body: &self.body,
+            content_type: self.content_type.as_deref(),
+            auth: self.auth.as_ref(),
+            sign: self.sign.as_ref(),
         }
     }
 
-    /// Whether it came from `env:` or `file:`.
-    pub fn is_secret(&self) -> bool {
-        matches!(self, TextOrSecret::Secret(_))
-    }
-}
-
-impl<'de> Deserialize<'de> for TextOrSecret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.starts_with("env:") || text.starts_with("file:") {
-            return Secret::resolve(&text)
-                .map(TextOrSecret::Secret)
-                .map_err(serde::de::Error::custom);
+    /// How the client reaches the receiver and paces requests, for the running sink.
+    pub(super) fn client(&self) -> ClientSpec<'_> {
+        ClientSpec {
+            url: self.url.expose(),
+            timeout: self.timeout,
+            max_in_flight: self.max_in_flight,
+            rate: self.rate,
+            ca: self.ca.as_deref(),
+            insecure_skip_verify: self.insecure_skip_verify,
         }
-        Ok(TextOrSecret::Text(text))
     }
-}
-
-/// The request method.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum Method {
-    /// The default: receivers create something per event.
-    #[default]
-    #[serde(rename = "POST", alias = "post")]
-    Post,
-    /// For receivers that store the event under the URL.
-    #[serde(rename = "PUT", alias = "put")]
-    Put,
-    /// For receivers that update a resource.
-    #[serde(rename = "PATCH", alias = "patch")]
-    Patch,
-}
-
-/// What the request body holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum BodySpec {
-    /// The normalized event as JSON.
-    #[default]
-    Event,
-    /// The ArcGIS payload as received.
-    Raw,
-    /// A Microsoft Teams message (an Adaptive Card), built in (`teams.json.tera`).
-    Teams,
-    /// A Slack incoming-webhook message (`text` and `blocks`), built in (`slack.json.tera`).
-    Slack,
-    /// An inline tera template over the event.
-    Template(String),
-}
-
-impl<'de> Deserialize<'de> for BodySpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match String::deserialize(d)?.as_str() {
-            "event" => BodySpec::Event,
-            "raw" => BodySpec::Raw,
-            "teams" => BodySpec::Teams,
-            "slack" => BodySpec::Slack,
-            other => BodySpec::Template(other.to_string()),
-        })
-    }
-}
-
-/// A rate limit: `count` requests per `per`, in bursts of up to `count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// Requests per period.
-    pub count: NonZeroU32,
-    /// The period: a second, a minute or an hour.
-    pub per: Duration,
-}
-
-impl Rate {
-    /// Parses `N/s`, `N/m` or `N/h` (also `sec`, `second`, `min`, `minute`, `hour`).
-    pub fn parse(text: &str) -> Result<Rate, String> {
-        let expected =
-            "expected a count per second, minute or hour, like \"10/s\", \"600/m\" or \"100/h\"";
-        let (count, unit) = text
-            .split_once('/')
-            .ok_or_else(|| format!("{expected}; found {text:?}"))?;
-        let count = count.trim().parse::<NonZeroU32>().map_err(|_| {
-            format!("{expected}; found {text:?} (the count must be a whole number of at least 1)")
-        })?;
-        let per = match unit.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            _ => return Err(format!("{expected}; found {text:?}")),
-        };
-        if (per / count.get()).is_zero() {
-            return Err(format!("{text:?} is more than one request per nanosecond"));
-        }
-        Ok(Rate { count, per })
-    }
-
-    /// The token bucket: one request every `per / count`, bursts of up to `count`.
-    pub fn quota(&self) -> Quota {
-        Quota::with_period(self.per / self.count.get())
-            .unwrap_or_else(|| Quota::per_second(self.count))
-            .allow_burst(self.count)
-    }
-}
-
-impl<'de> Deserialize<'de> for Rate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Rate::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
-
-/// `auth`: one way of authenticating to the receiver, its secret from `env:`/`file:`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `Authorization: Bearer <token>`.
-    pub bearer: Option<Secret>,
-    /// Basic authentication: the user name (with `password`).
-    pub user: Option<String>,
-    /// Basic authentication: the password.
-    pub password: Option<Secret>,
-    /// A custom header's name (with `value`), e.g. `X-Api-Key`.
-    pub header: Option<String>,
-    /// The custom header's value.
-    pub value: Option<Secret>,
-}
-
-/// `sign`: how requests are signed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignConfig {
-    /// The signature scheme.
-    pub scheme: SignScheme,
-    /// The signing secret.
-    pub secret: Option<Secret>,
-    /// Several secrets while one is rotated out (Standard Webhooks signs with each).
-    #[serde(default)]
-    pub secrets: Vec<Secret>,
-    /// The header of an `hmac-sha256` signature (default `X-Hub-Signature-256`).
-    pub header: Option<String>,
-}
-
-/// The signature schemes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SignScheme {
-    /// standardwebhooks.com: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
-    StandardWebhooks,
-    /// GitHub-style `sha256=<hex HMAC of the body>` in one header.
-    HmacSha256,
 }
 
 impl SinkType for HttpConfig {
@@ -277,13 +135,13 @@ impl SinkType for HttpConfig {
                 problem.message = "the URL read from env:/file: is not a valid template".into();
             }
         }
-        let reserved = encode::reserved_headers(self);
+        let reserved = headers::reserved_headers(self.auth.as_ref(), self.sign.as_ref());
         for (header, value) in &self.headers {
             let at = format!("sinks.{name}.headers.{header}");
-            match encode::header_name(header, &reserved) {
+            match headers::header_name(header, &reserved) {
                 Err(e) => p.push(Problem::new(&at, e)),
                 Ok(_) if value.is_secret() => {
-                    if let Err(e) = encode::header_value(value.expose(), false) {
+                    if let Err(e) = headers::header_value(value.expose(), false) {
                         p.push(Problem::new(&at, e));
                     }
                 }
@@ -308,7 +166,7 @@ impl SinkType for HttpConfig {
             },
         }
         if let Some(ct) = &self.content_type {
-            if let Err(e) = encode::header_value(ct, false) {
+            if let Err(e) = headers::header_value(ct, false) {
                 p.push(Problem::new(key("content_type"), e));
             }
         }
@@ -325,7 +183,7 @@ impl SinkType for HttpConfig {
             ));
         }
         if let Some(auth) = &self.auth {
-            if let Err((sub, e)) = encode::auth_header(auth) {
+            if let Err((sub, e)) = headers::auth_header(auth) {
                 p.push(Problem::new(key(&format!("auth{sub}")), e));
             }
         }
@@ -354,7 +212,7 @@ impl SinkType for HttpConfig {
             name: format!("sinks.{name}"),
             message,
         };
-        let encoder = Encoder::new(name, self, r.clone()).map_err(failed)?;
+        let encoder = Encoder::new(name, self.request(), r.clone()).map_err(failed)?;
         let request = encoder
             .render(event, payload, crate::clock::now_ms() / 1000)
             .map_err(failed)?;
@@ -386,7 +244,8 @@ impl SinkType for HttpConfig {
     /// The running sink: the client is built here (a CA file that cannot be read fails it);
     /// nothing connects until `connect`.
     fn build(&self, name: &str, r: &Renderer) -> Result<Arc<dyn Sink>, SinkError> {
-        Ok(Arc::new(HttpSink::new(name, self, r.clone())?))
+        let encoder = Encoder::new(name, self.request(), r.clone()).map_err(SinkError::Config)?;
+        Ok(Arc::new(HttpSink::new(name, encoder, self.client())?))
     }
 }
 

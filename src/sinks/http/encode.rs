@@ -1,19 +1,112 @@
 //! From a delivery to the request: URL, method, headers (authentication and signature
-//! included), body and its content type. The checks `config.rs` runs at load use the same
-//! functions, so what passes `hookbridge check` builds.
+//! included), body and its content type, and the settings that shape them. The checks
+//! `config.rs` runs at load use the same functions, so what passes `hookbridge check` builds.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use std::collections::BTreeMap;
+
 use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Deserializer};
 
-use super::config::{AuthConfig, BodySpec, HttpConfig, Method, TextOrSecret};
-use super::sign::Signer;
+use super::headers::{
+    AuthConfig, EVENT_ID_HEADER, auth_header, header_name, header_value, reserved_headers,
+};
+use super::sign::{SignConfig, Signer};
 use crate::event::Event;
 use crate::render::Renderer;
+use crate::secret::Secret;
 
-/// The header carrying the event id, so that receivers deduplicate even without signing.
-pub(super) const EVENT_ID_HEADER: &str = "x-hookbridge-event-id";
+/// A config string that is text (a template) or an `env:`/`file:` secret resolved at load;
+/// its `Debug` shows a secret as `Secret(***)`.
+#[derive(Clone, Debug)]
+pub enum TextOrSecret {
+    /// Written in the config file.
+    Text(String),
+    /// Read from the environment or a file; never printed.
+    Secret(Secret),
+}
+
+impl TextOrSecret {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        match self {
+            TextOrSecret::Text(t) => t,
+            TextOrSecret::Secret(s) => s.expose(),
+        }
+    }
+
+    /// Whether it came from `env:` or `file:`.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, TextOrSecret::Secret(_))
+    }
+}
+
+impl<'de> Deserialize<'de> for TextOrSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.starts_with("env:") || text.starts_with("file:") {
+            return Secret::resolve(&text)
+                .map(TextOrSecret::Secret)
+                .map_err(serde::de::Error::custom);
+        }
+        Ok(TextOrSecret::Text(text))
+    }
+}
+
+/// The request method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Method {
+    /// The default: receivers create something per event.
+    #[default]
+    #[serde(rename = "POST", alias = "post")]
+    Post,
+    /// For receivers that store the event under the URL.
+    #[serde(rename = "PUT", alias = "put")]
+    Put,
+    /// For receivers that update a resource.
+    #[serde(rename = "PATCH", alias = "patch")]
+    Patch,
+}
+
+/// What the request body holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BodySpec {
+    /// The normalized event as JSON.
+    #[default]
+    Event,
+    /// The ArcGIS payload as received.
+    Raw,
+    /// A Microsoft Teams message (an Adaptive Card), built in (`teams.json.tera`).
+    Teams,
+    /// A Slack incoming-webhook message (`text` and `blocks`), built in (`slack.json.tera`).
+    Slack,
+    /// An inline tera template over the event.
+    Template(String),
+}
+
+impl<'de> Deserialize<'de> for BodySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "event" => BodySpec::Event,
+            "raw" => BodySpec::Raw,
+            "teams" => BodySpec::Teams,
+            "slack" => BodySpec::Slack,
+            other => BodySpec::Template(other.to_string()),
+        })
+    }
+}
+
+/// The settings that shape a sink's requests, borrowed from its `[sinks.NAME]` table: each field
+/// is the `HttpConfig` setting of its name (the URL as text).
+pub(super) struct RequestSpec<'a> {
+    pub url: &'a str,
+    pub method: Method,
+    pub headers: &'a BTreeMap<String, TextOrSecret>,
+    pub body: &'a BodySpec,
+    pub content_type: Option<&'a str>,
+    pub auth: Option<&'a AuthConfig>,
+    pub sign: Option<&'a SignConfig>,
+}
 
 /// One request, ready to send.
 #[derive(Debug)]
@@ -54,10 +147,10 @@ pub(super) struct Encoder {
 
 impl Encoder {
     /// The encoder for sink `name`, whose templates `renderer` holds.
-    pub fn new(name: &str, c: &HttpConfig, renderer: Renderer) -> Result<Self, String> {
-        let reserved = reserved_headers(c);
+    pub fn new(name: &str, c: RequestSpec<'_>, renderer: Renderer) -> Result<Self, String> {
+        let reserved = reserved_headers(c.auth, c.sign);
         let mut headers = Vec::new();
-        for (header, value) in &c.headers {
+        for (header, value) in c.headers {
             let at = |e: String| format!("headers.{header}: {e}");
             let header_name = header_name(header, &reserved).map_err(at)?;
             let part = match value {
@@ -70,19 +163,19 @@ impl Encoder {
             };
             headers.push((header_name, part));
         }
-        if let Some(auth) = &c.auth {
+        if let Some(auth) = c.auth {
             let (header, value) = auth_header(auth).map_err(|(k, e)| format!("auth{k}: {e}"))?;
             headers.push((header, HeaderPart::Fixed(value)));
         }
-        let body_template = match &c.body {
-            BodySpec::Teams | BodySpec::Slack => preset(&c.body).0.to_string(),
+        let body_template = match c.body {
+            BodySpec::Teams | BodySpec::Slack => preset(c.body).0.to_string(),
             _ => format!("sinks.{name}.body"),
         };
-        let content_type = match &c.content_type {
+        let content_type = match c.content_type {
             Some(ct) => Some(header_value(ct, false).map_err(|e| format!("content_type: {e}"))?),
             None => None,
         };
-        let signer = match &c.sign {
+        let signer = match c.sign {
             Some(s) => Some(Signer::new(s).map_err(|(k, e)| format!("sign{k}: {e}"))?),
             None => None,
         };
@@ -94,7 +187,7 @@ impl Encoder {
                 Method::Patch => reqwest::Method::PATCH,
             },
             url: format!("sinks.{name}.url"),
-            fixed_url: Some(c.url.expose())
+            fixed_url: Some(c.url)
                 .filter(|u| !is_template(u))
                 .and_then(|u| parse_url(u.trim()).ok()),
             headers,
@@ -277,97 +370,6 @@ pub(super) fn check_template_body(text: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Headers hookbridge always sets itself (lower case).
-const RESERVED: [&str; 6] = [
-    "content-type",
-    "content-length",
-    "host",
-    "transfer-encoding",
-    "connection",
-    EVENT_ID_HEADER,
-];
-
-/// Headers hookbridge sets for this sink (lower case): configuring them would conflict.
-pub(super) fn reserved_headers(c: &HttpConfig) -> Vec<String> {
-    let mut names: Vec<String> = RESERVED.iter().map(ToString::to_string).collect();
-    if let Some(auth) = &c.auth {
-        let header = auth.header.as_deref().unwrap_or("authorization");
-        names.push(header.to_ascii_lowercase());
-    }
-    if let Some(sign) = &c.sign {
-        names.extend(Signer::header_names(sign));
-    }
-    names
-}
-
-/// A configured header name, checked.
-pub(super) fn header_name(name: &str, reserved: &[String]) -> Result<HeaderName, String> {
-    let parsed = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("{name:?} is not a valid header name"))?;
-    if reserved.iter().any(|r| r == parsed.as_str()) {
-        let hint = if parsed == CONTENT_TYPE {
-            " (use content_type)"
-        } else {
-            ""
-        };
-        return Err(format!("{name} is set by hookbridge itself{hint}"));
-    }
-    Ok(parsed)
-}
-
-/// A header value, checked; `sensitive` keeps it out of debug output and `explain`.
-pub(super) fn header_value(text: &str, sensitive: bool) -> Result<HeaderValue, String> {
-    let mut value = HeaderValue::from_str(text).map_err(|_| {
-        "is not a valid header value (it holds a line break or another control character)"
-            .to_string()
-    })?;
-    value.set_sensitive(sensitive);
-    Ok(value)
-}
-
-/// The header `auth` adds; an error names the sub-key (`""`, `.user`, `.header`) at fault.
-pub(super) fn auth_header(a: &AuthConfig) -> Result<(HeaderName, HeaderValue), (String, String)> {
-    let ways = [
-        a.bearer.is_some(),
-        a.user.is_some() || a.password.is_some(),
-        a.header.is_some() || a.value.is_some(),
-    ];
-    let expected = "expected one of { bearer = ... }, { user = ..., password = ... } or { header = ..., value = ... }";
-    if ways.iter().filter(|w| **w).count() != 1 {
-        return Err((String::new(), expected.into()));
-    }
-    let invalid = |k: &'static str| move |e: String| (format!(".{k}"), e);
-    if let Some(token) = &a.bearer {
-        let value =
-            header_value(&format!("Bearer {}", token.expose()), true).map_err(invalid("bearer"))?;
-        return Ok((AUTHORIZATION, value));
-    }
-    if let (Some(user), Some(password)) = (&a.user, &a.password) {
-        if user.contains(':') {
-            return Err((
-                ".user".into(),
-                "may not contain ':' (basic authentication separates the password with it)".into(),
-            ));
-        }
-        let encoded = STANDARD.encode(format!("{user}:{}", password.expose()));
-        let value = header_value(&format!("Basic {encoded}"), true).map_err(invalid("user"))?;
-        return Ok((AUTHORIZATION, value));
-    }
-    if let (Some(header), Some(value)) = (&a.header, &a.value) {
-        let name = header_name(header, &[]).map_err(invalid("header"))?;
-        let value = header_value(value.expose(), true).map_err(invalid("value"))?;
-        return Ok((name, value));
-    }
-    let missing = match (&a.user, &a.password, &a.header) {
-        (Some(_), ..) => ".password",
-        (_, Some(_), _) => ".user",
-        (.., Some(_)) => ".value",
-        _ => ".header",
-    };
-    let needs = "missing; basic authentication needs user and password, a custom header needs header and value";
-    Err((missing.into(), needs.into()))
 }
 
 #[cfg(test)]

@@ -5,12 +5,15 @@
 //! decide the outcome (`errors.rs`): 2xx delivered, 408/429/5xx retried (honouring
 //! `Retry-After`), other 4xx dead-lettered, an unreachable receiver backs the sink off as a whole.
 //!
-//! `config.rs` holds the settings and their checks, `encode.rs` turns a delivery into a request,
-//! `sign.rs` signs it, `send.rs` sends it, `errors.rs` reads the answer.
+//! `config.rs` holds the settings and their checks and builds the rest, `encode.rs` turns a
+//! delivery into a request, `headers.rs` checks its headers and adds
+//! `auth`'s, `sign.rs` signs it, `send.rs` sends it, `errors.rs` reads the answer;
+//! the settings each of those reads are declared beside it, and none of them imports `config.rs`.
 
 mod config;
 mod encode;
 mod errors;
+mod headers;
 mod send;
 mod sign;
 

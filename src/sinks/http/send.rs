@@ -1,24 +1,24 @@
 //! The running HTTP sink: one reqwest client (rustls, the system's roots and an optional private
 //! CA), requests bounded in flight and by the rate limit, each answer read by `errors.rs`.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use governor::{DefaultDirectRateLimiter, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::{Counter, Histogram};
 use reqwest::header::RETRY_AFTER;
 use reqwest::redirect::Policy;
+use serde::{Deserialize, Deserializer};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::config::HttpConfig;
 use super::encode::{Encoder, Request, display_url, static_prefix};
 use super::errors::{Attempt, QUOTED_BYTES, answer, failure};
 use crate::metrics::METRICS;
-use crate::render::Renderer;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
 /// The longest wait for a TCP connection, whatever `timeout` says.
@@ -26,6 +26,63 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much of a successful answer is read, so the connection can serve the next request.
 const DRAINED_BYTES: usize = 64 * 1024;
+
+/// A rate limit: `count` requests per `per`, in bursts of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests per period.
+    pub count: NonZeroU32,
+    /// The period: a second, a minute or an hour.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parses `N/s`, `N/m` or `N/h` (also `sec`, `second`, `min`, `minute`, `hour`).
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let expected =
+            "expected a count per second, minute or hour, like \"10/s\", \"600/m\" or \"100/h\"";
+        let (count, unit) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{expected}; found {text:?}"))?;
+        let count = count.trim().parse::<NonZeroU32>().map_err(|_| {
+            format!("{expected}; found {text:?} (the count must be a whole number of at least 1)")
+        })?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(format!("{expected}; found {text:?}")),
+        };
+        if (per / count.get()).is_zero() {
+            return Err(format!("{text:?} is more than one request per nanosecond"));
+        }
+        Ok(Rate { count, per })
+    }
+
+    /// The token bucket: one request every `per / count`, bursts of up to `count`.
+    pub fn quota(&self) -> Quota {
+        Quota::with_period(self.per / self.count.get())
+            .unwrap_or_else(|| Quota::per_second(self.count))
+            .allow_burst(self.count)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Rate::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a sink's client reaches the receiver and paces its requests, borrowed from its
+/// `[sinks.NAME]` table: each field is the `HttpConfig` setting of its name (the URL as text).
+pub(super) struct ClientSpec<'a> {
+    pub url: &'a str,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub rate: Option<Rate>,
+    pub ca: Option<&'a Path>,
+    pub insecure_skip_verify: bool,
+}
 
 /// Sends each delivery as one request and counts it done on a 2xx answer.
 pub struct HttpSink {
@@ -56,9 +113,8 @@ struct Requests {
 }
 
 impl HttpSink {
-    /// A sink for `c`, whose templates `renderer` holds; fails when the settings cannot work.
-    pub fn new(name: &str, c: &HttpConfig, renderer: Renderer) -> Result<Self, SinkError> {
-        let encoder = Encoder::new(name, c, renderer).map_err(SinkError::Config)?;
+    /// A sink sending `encoder`'s requests as `c` says; fails when the settings cannot work.
+    pub fn new(name: &str, encoder: Encoder, c: ClientSpec<'_>) -> Result<Self, SinkError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("hookbridge/", env!("CARGO_PKG_VERSION")))
             .timeout(c.timeout)
@@ -66,7 +122,7 @@ impl HttpSink {
             .redirect(Policy::none())
             .tls_built_in_webpki_certs(false)
             .tls_built_in_native_certs(true);
-        if let Some(ca) = &c.ca {
+        if let Some(ca) = c.ca {
             for cert in read_ca(ca).map_err(|e| SinkError::Config(format!("ca: {e}")))? {
                 builder = builder.add_root_certificate(cert);
             }
@@ -88,11 +144,11 @@ impl HttpSink {
                 timeout: c.timeout,
                 permits: Arc::new(Semaphore::new(c.max_in_flight.max(1))),
                 limiter,
-                url: display_url(c.url.expose()),
+                url: display_url(c.url),
                 request_seconds: METRICS.http_request_seconds.with_label_values(&[name]),
                 rate_wait: METRICS.http_rate_limit_wait.with_label_values(&[name]),
             }),
-            origin: static_origin(c.url.expose()),
+            origin: static_origin(c.url),
             max_in_flight: c.max_in_flight.max(1),
             max_batch: (c.max_in_flight * 8).clamp(16, 256).min(burst),
         })

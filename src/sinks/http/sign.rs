@@ -7,9 +7,35 @@ use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
 use sha2::Sha256;
 
-use super::config::{SignConfig, SignScheme};
+use crate::secret::Secret;
+
+/// `sign`: how requests are signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignConfig {
+    /// The signature scheme.
+    pub scheme: SignScheme,
+    /// The signing secret.
+    pub secret: Option<Secret>,
+    /// Several secrets while one is rotated out (Standard Webhooks signs with each).
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// The header of an `hmac-sha256` signature (default `X-Hub-Signature-256`).
+    pub header: Option<String>,
+}
+
+/// The signature schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignScheme {
+    /// standardwebhooks.com: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks,
+    /// GitHub-style `sha256=<hex HMAC of the body>` in one header.
+    HmacSha256,
+}
 
 /// The Standard Webhooks headers.
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");

@@ -113,7 +113,7 @@ impl SinkType for KafkaConfig {
         payload: &str,
     ) -> Result<Value, RenderError> {
         let mut buf = Vec::new();
-        let record = Encoder::new(name, self, r.clone()).record(event, payload, &mut buf)?;
+        let record = self.encoder(name, r).record(event, payload, &mut buf)?;
         let headers: BTreeMap<_, _> = event_headers(event).into_iter().collect();
         Ok(json!({
             "topic": record.topic,
@@ -125,14 +125,26 @@ impl SinkType for KafkaConfig {
 
     /// Builds the producer; only a setting librdkafka refuses fails here (nothing connects yet).
     fn build(&self, name: &str, r: &Renderer) -> Result<Arc<dyn Sink>, SinkError> {
-        let encoder = Encoder::new(name, self, r.clone());
-        Ok(Arc::new(KafkaSink::new(name, self.clone(), encoder)?))
+        let encoder = self.encoder(name, r);
+        let sink = KafkaSink::new(
+            name,
+            self.client_config()?,
+            &self.brokers,
+            self.send_timeout,
+            encoder,
+        )?;
+        Ok(Arc::new(sink))
     }
 }
 
 impl KafkaConfig {
+    /// The encoder of sink `name`, whose templates `r` holds.
+    fn encoder(&self, name: &str, r: &Renderer) -> Encoder {
+        Encoder::new(name, self.key.is_some(), self.payload, r.clone())
+    }
+
     /// The producer settings: safe defaults first, then every `options` entry, which wins.
-    pub(super) fn client_config(&self) -> Result<ClientConfig, OptionError> {
+    fn client_config(&self) -> Result<ClientConfig, OptionError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers.trim())
             .set("acks", "all")

@@ -2,7 +2,6 @@
 
 use rdkafka::message::{Header, OwnedHeaders};
 
-use super::KafkaConfig;
 use crate::event::Event;
 use crate::render::{PayloadFormat, RenderError, Renderer};
 use crate::sinks::{header_values, payload_template_name};
@@ -29,13 +28,14 @@ pub(super) struct Encoder {
 }
 
 impl Encoder {
-    /// The encoder for sink `name`, whose templates `renderer` holds.
-    pub fn new(name: &str, config: &KafkaConfig, renderer: Renderer) -> Self {
+    /// The encoder for sink `name`, whose templates `renderer` holds; `keyed` when the sink has
+    /// a `key` template, `payload` its setting.
+    pub fn new(name: &str, keyed: bool, payload: PayloadFormat, renderer: Renderer) -> Self {
         Encoder {
             renderer,
             topic: format!("sinks.{name}.topic"),
-            key: config.key.as_ref().map(|_| format!("sinks.{name}.key")),
-            payload: config.payload,
+            key: keyed.then(|| format!("sinks.{name}.key")),
+            payload,
             payload_template: payload_template_name(name),
         }
     }

@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::KafkaConfig;
 use super::encode::{Encoder, headers};
 use super::errors::{Failure, classify, config_error, outcomes, redact};
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
@@ -15,7 +14,10 @@ use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 /// Produces each delivery to its rendered topic and waits for the brokers' acknowledgement.
 pub(super) struct KafkaSink {
     name: String,
-    config: KafkaConfig,
+    /// The `brokers` setting, for messages.
+    brokers: String,
+    /// The `send_timeout` setting; `connect` waits at most this (and at most 10 s).
+    send_timeout: Duration,
     encoder: Encoder,
     client_config: ClientConfig,
     /// Replaced when librdkafka reports a fatal (idempotence) error: such a producer never
@@ -24,13 +26,20 @@ pub(super) struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// A sink for `config`; fails only when librdkafka refuses a setting.
-    pub fn new(name: &str, config: KafkaConfig, encoder: Encoder) -> Result<Self, SinkError> {
-        let client_config = config.client_config()?;
+    /// A sink producing with `client_config` to `brokers`; fails only when librdkafka refuses a
+    /// setting.
+    pub fn new(
+        name: &str,
+        client_config: ClientConfig,
+        brokers: &str,
+        send_timeout: Duration,
+        encoder: Encoder,
+    ) -> Result<Self, SinkError> {
         let producer = create_producer(&client_config)?;
         Ok(KafkaSink {
             name: name.to_string(),
-            config,
+            brokers: brokers.to_string(),
+            send_timeout,
             encoder,
             client_config,
             producer: Mutex::new(producer),
@@ -97,7 +106,7 @@ fn create_producer(c: &ClientConfig) -> Result<FutureProducer, SinkError> {
 impl Sink for KafkaSink {
     async fn connect(&self) -> Result<(), SinkError> {
         let producer = self.producer();
-        let timeout = self.config.send_timeout.min(Duration::from_secs(10));
+        let timeout = self.send_timeout.min(Duration::from_secs(10));
         let brokers = tokio::task::spawn_blocking(move || {
             producer
                 .client()
@@ -109,7 +118,7 @@ impl Sink for KafkaSink {
         .map_err(|e| {
             SinkError::Unavailable(format!(
                 "kafka brokers {} did not answer: {e}",
-                self.config.brokers
+                self.brokers
             ))
         })?;
         tracing::debug!(sink = %self.name, brokers, "kafka cluster answered");
@@ -146,7 +155,7 @@ impl Sink for KafkaSink {
         {
             self.replace_producer();
         }
-        outcomes(failures, &self.config.brokers)
+        outcomes(failures, &self.brokers)
     }
 
     /// Large batches: librdkafka sends a batch in a few produce requests, and every batch in
@@ -167,6 +176,8 @@ mod tests {
     use super::*;
     use crate::event::Event;
     use crate::render::Renderer;
+    use crate::sinks::SinkType;
+    use crate::sinks::kafka::KafkaConfig;
     use crate::sinks::kafka::config::tests::config;
     use rdkafka::mocking::MockCluster;
     use std::sync::Arc;
@@ -187,7 +198,7 @@ mod tests {
     }
 
     /// A sink on `brokers` with topic `t.{{ operation }}`, its templates compiled.
-    fn sink(brokers: &str, topic: &str) -> KafkaSink {
+    fn sink(brokers: &str, topic: &str) -> Arc<dyn Sink> {
         let c = KafkaConfig {
             brokers: brokers.into(),
             topic: topic.into(),
@@ -198,7 +209,7 @@ mod tests {
         let mut r = Renderer::new(".".into());
         let problems = crate::sinks::registry::check_problems("bus", &c, &mut r);
         assert!(problems.is_empty(), "{problems:?}");
-        KafkaSink::new("bus", c.clone(), Encoder::new("bus", &c, r)).unwrap()
+        c.build("bus", &r).unwrap()
     }
 
     #[tokio::test]
@@ -250,7 +261,7 @@ mod tests {
         let r = Renderer::new(".".into());
         let err = |options: &[(&str, &str)]| {
             let c = config(options);
-            match KafkaSink::new("bus", c.clone(), Encoder::new("bus", &c, r.clone())) {
+            match c.build("bus", &r) {
                 Ok(_) => format!("accepted {options:?}"),
                 Err(e) => e.to_string(),
             }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::encode::Encoder;
-use super::send::RabbitMqSink;
+use super::send::{Publishing, RabbitMqSink};
 use crate::event::Event;
 use crate::render::{PayloadFormat, RenderError, Renderer};
 use crate::secret::Secret;
@@ -102,6 +102,24 @@ impl SinkType for RabbitMqConfig {
     /// The running sink: it connects on `connect` and publishes with confirms.
     fn build(&self, name: &str, r: &Renderer) -> Result<Arc<dyn Sink>, SinkError> {
         let encoder = Encoder::new(name, self.payload, r.clone());
-        Ok(Arc::new(RabbitMqSink::new(name, self.clone(), encoder)))
+        Ok(Arc::new(RabbitMqSink::new(
+            name,
+            self.publishing(),
+            encoder,
+        )))
+    }
+}
+
+impl RabbitMqConfig {
+    /// Where and how the running sink publishes.
+    fn publishing(&self) -> Publishing {
+        Publishing {
+            url: self.url.clone(),
+            exchange: self.exchange.clone(),
+            exchange_type: self.exchange_type.clone(),
+            declare: self.declare,
+            mandatory: self.mandatory,
+            confirm_timeout: self.confirm_timeout,
+        }
     }
 }

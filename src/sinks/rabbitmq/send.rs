@@ -12,14 +12,30 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::RabbitMqConfig;
 use super::encode::{Encoder, Message};
 use super::errors::{batch_outcomes, confirmation_error_kind, confirmation_outcome, redacted};
 use crate::metrics::METRICS;
+use crate::secret::Secret;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
 /// How long opening the connection and channel, and declaring the exchange, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where and how a sink publishes: the settings of these names in its `[sinks.NAME]` table.
+pub(super) struct Publishing {
+    /// The AMQP URL; it may hold a password.
+    pub url: Secret,
+    /// The exchange; the default exchange when empty.
+    pub exchange: String,
+    /// The exchange's type, when it is declared or checked.
+    pub exchange_type: String,
+    /// Declare the exchange (true) or only check that it exists (false).
+    pub declare: bool,
+    /// Publish as mandatory: an unroutable message becomes a dead letter.
+    pub mandatory: bool,
+    /// How long a batch may wait for the broker's confirms.
+    pub confirm_timeout: Duration,
+}
 
 /// An open connection with a channel in confirm mode.
 struct Link {
@@ -53,7 +69,7 @@ fn close_in_background(connection: Connection) {
 /// Publishes each delivery as a persistent message and counts it done only on the broker's ack.
 pub(super) struct RabbitMqSink {
     name: String,
-    config: RabbitMqConfig,
+    publishing: Publishing,
     encoder: Encoder,
     /// The current connection; `None` or closed means reconnect before the next publish.
     /// Held while a batch publishes (so batches go out in order), not while it awaits confirms.
@@ -63,12 +79,13 @@ pub(super) struct RabbitMqSink {
 }
 
 impl RabbitMqSink {
-    /// A sink for `config`; the connection is opened on `connect` or the first `send`.
-    pub fn new(name: &str, config: RabbitMqConfig, encoder: Encoder) -> Self {
+    /// A sink publishing as `publishing` says; the connection is opened on `connect` or the
+    /// first `send`.
+    pub fn new(name: &str, publishing: Publishing, encoder: Encoder) -> Self {
         RabbitMqSink {
             name: name.to_string(),
             encoder,
-            config,
+            publishing,
             link: Mutex::new(None),
             generations: AtomicU64::new(0),
         }
@@ -76,7 +93,7 @@ impl RabbitMqSink {
 
     /// The URL without its password, for logs and errors.
     fn url_for_display(&self) -> String {
-        redacted(self.config.url.expose())
+        redacted(self.publishing.url.expose())
     }
 
     /// Counts one failure of `kind` for this sink.
@@ -109,7 +126,7 @@ impl RabbitMqSink {
                 });
             let link = opened.inspect_err(|_| self.count("connect"))?;
             METRICS.sink_up.with_label_values(&[&self.name]).set(1);
-            tracing::info!(sink = %self.name, url = %self.url_for_display(), exchange = %self.config.exchange, "connected to RabbitMQ");
+            tracing::info!(sink = %self.name, url = %self.url_for_display(), exchange = %self.publishing.exchange, "connected to RabbitMQ");
             *slot = Some(link);
         }
         slot.as_ref()
@@ -122,7 +139,7 @@ impl RabbitMqSink {
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio)
             .with_connection_name(format!("hookbridge sink {}", self.name).into());
-        let connection = Connection::connect(self.config.url.expose(), properties)
+        let connection = Connection::connect(self.publishing.url.expose(), properties)
             .await
             .map_err(|e| {
                 SinkError::Unavailable(format!("connect to {}: {e}", self.url_for_display()))
@@ -149,25 +166,25 @@ impl RabbitMqSink {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| SinkError::Unavailable(format!("enable publisher confirms: {e}")))?;
-        let exchange = &self.config.exchange;
+        let exchange = &self.publishing.exchange;
         if exchange.is_empty() {
             return Ok(channel);
         }
         let options = ExchangeDeclareOptions {
-            passive: !self.config.declare,
+            passive: !self.publishing.declare,
             durable: true,
             ..Default::default()
         };
         channel
             .exchange_declare(
                 exchange,
-                exchange_kind(&self.config.exchange_type),
+                exchange_kind(&self.publishing.exchange_type),
                 options,
                 FieldTable::default(),
             )
             .await
             .map_err(|e| {
-                if self.config.declare {
+                if self.publishing.declare {
                     SinkError::Unavailable(format!("declare exchange {exchange:?}: {e}"))
                 } else {
                     SinkError::Unavailable(format!(
@@ -191,12 +208,12 @@ impl RabbitMqSink {
         batch: &mut Batch,
     ) -> Vec<Result<Step, String>> {
         let options = BasicPublishOptions {
-            mandatory: self.config.mandatory,
+            mandatory: self.publishing.mandatory,
             immediate: false,
         };
         let publishes = messages.iter().filter_map(|m| m.as_ref().ok()).map(|m| {
             channel.basic_publish(
-                &self.config.exchange,
+                &self.publishing.exchange,
                 &m.routing_key,
                 options,
                 &m.body,
@@ -208,7 +225,7 @@ impl RabbitMqSink {
             Err(_) => {
                 batch.broke(format!(
                     "publishing took longer than {:?}",
-                    self.config.confirm_timeout
+                    self.publishing.confirm_timeout
                 ));
                 Vec::new()
             }
@@ -252,7 +269,7 @@ impl RabbitMqSink {
                     Ok(Err(e)) => Err(batch.broke(format!("waiting for the confirm: {e}"))),
                     Err(_) => Err(batch.broke(format!(
                         "no confirm within {:?}",
-                        self.config.confirm_timeout
+                        self.publishing.confirm_timeout
                     ))),
                 },
                 Err(reason) => Err(reason),
@@ -288,7 +305,7 @@ impl Sink for RabbitMqSink {
 
     /// Publishes the whole batch, then collects the confirms, all within `confirm_timeout`.
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
-        let deadline = Instant::now() + self.config.confirm_timeout;
+        let deadline = Instant::now() + self.publishing.confirm_timeout;
         let mut slot = self.link.lock().await;
         let link = self.ensure(&mut slot).await?;
         let (channel, generation) = (link.channel.clone(), link.generation);
@@ -347,17 +364,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::sinks::SinkType;
     use crate::sinks::rabbitmq::encode::tests::{config, event, renderer};
 
-    fn sink(config: RabbitMqConfig) -> RabbitMqSink {
-        let encoder = Encoder::new("audit", config.payload, renderer(&config));
-        RabbitMqSink::new("audit", config, encoder)
+    /// The sink of `url` as `config.rs` builds it.
+    fn sink(url: &str) -> Arc<dyn Sink> {
+        let c = config(url, "k");
+        c.build("audit", &renderer(&c)).unwrap()
     }
 
     #[tokio::test]
     async fn an_unreachable_broker_is_unavailable_not_a_failed_delivery() {
         // Port 1 on loopback refuses connections.
-        let s = sink(config("amqp://guest:s3cret@127.0.0.1:1/%2f", "k"));
+        let s = sink("amqp://guest:s3cret@127.0.0.1:1/%2f");
         let err = s.connect().await.err().unwrap();
         assert!(matches!(err, SinkError::Unavailable(_)), "{err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
