@@ -217,3 +217,47 @@ fn a_ring_is_found() {
         BTreeSet::from(["clock".to_string(), "queue".to_string()])
     );
 }
+
+/// Inside a sink's folder imports run one way too: `config.rs` builds the other parts, so none
+/// of them may name it or the settings type it defines (each declares the settings it reads).
+#[test]
+fn inside_a_sink_folder_nothing_imports_its_config() {
+    let sinks = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sinks");
+    let mut folders = 0;
+    for entry in std::fs::read_dir(&sinks).expect("read src/sinks").flatten() {
+        let dir = entry.path();
+        let Ok(module) = std::fs::read_to_string(dir.join("mod.rs")) else {
+            continue;
+        };
+        folders += 1;
+        let settings = module
+            .lines()
+            .find_map(|l| l.strip_prefix("pub use config::"))
+            .map(|rest| rest.trim_end_matches(';').to_string())
+            .unwrap_or_else(|| panic!("{} re-exports no settings type", dir.display()));
+        for file in std::fs::read_dir(&dir)
+            .expect("read a sink folder")
+            .flatten()
+        {
+            let path = file.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name == "config.rs" || name == "mod.rs" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read source");
+            let shipped = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let code: Vec<&str> = shipped
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect();
+            for word in ["super::config", settings.as_str()] {
+                assert!(
+                    !code.iter().any(|l| l.contains(word)),
+                    "{} names `{word}`: config.rs builds this part, so it may not import it back",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(folders >= 5, "too few sink folders found: {folders}");
+}
