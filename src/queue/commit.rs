@@ -5,7 +5,7 @@
 //! priced on disk before it joins the batch and refused if it would cross `storage.min_free`;
 //! a group whose write fails is rolled back (see `rollback`), so a refusal stores nothing.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,15 +160,9 @@ impl Group {
                     &store.retention,
                     prepared,
                 );
-                let admitted = staged.and_then(|(staged, outcome)| {
-                    let added = staged.added.clone();
-                    self.admit(staged, min_free).map(|()| (added, outcome))
-                });
-                match admitted {
+                match self.admit_staged(staged, min_free) {
                     Ok((added, outcome)) => {
-                        for (sink, n) in added {
-                            *self.pending.added.entry(sink).or_default() += n;
-                        }
+                        add_counts(&mut self.pending.added, added);
                         self.pending.replies.push(Reply::Accept(reply, outcome));
                     }
                     Err(e) => {
@@ -183,15 +177,9 @@ impl Group {
             } => {
                 let staged =
                     super::dead::stage_replay(&store.tree, sink.as_deref(), event_id.as_deref());
-                let admitted = staged.and_then(|(staged, n)| {
-                    let revived = staged.added.clone();
-                    self.admit(staged, min_free).map(|()| (revived, n))
-                });
-                match admitted {
+                match self.admit_staged(staged, min_free) {
                     Ok((revived, n)) => {
-                        for (sink, count) in revived {
-                            *self.pending.revived.entry(sink).or_default() += count;
-                        }
+                        add_counts(&mut self.pending.revived, revived);
                         self.pending.replies.push(Reply::Replay(reply, n));
                     }
                     Err(e) => {
@@ -200,6 +188,18 @@ impl Group {
                 }
             }
         }
+    }
+
+    /// Admits what staging gave, returning the deliveries it adds per sink beside its answer.
+    fn admit_staged<T>(
+        &mut self,
+        staged: Result<(Staged, T), QueueError>,
+        min_free: u64,
+    ) -> Result<(BTreeMap<String, i64>, T), QueueError> {
+        let (staged, answer) = staged?;
+        let added = staged.added.clone();
+        self.admit(staged, min_free)?;
+        Ok((added, answer))
     }
 
     /// Keeps `/readyz` at 503 while requests are refused for want of disk, and logs the refusals.
@@ -279,6 +279,13 @@ fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
         return;
     }
     apply(store, g, flusher);
+}
+
+/// Adds per-sink delivery counts into `into`.
+fn add_counts(into: &mut BTreeMap<String, i64>, counts: BTreeMap<String, i64>) {
+    for (sink, n) in counts {
+        *into.entry(sink).or_default() += n;
+    }
 }
 
 /// Writes an admitted group's chunks to the tree and hands it to the flusher, whose fsync
