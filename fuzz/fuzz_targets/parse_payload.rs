@@ -16,11 +16,12 @@ use libfuzzer_sys::fuzz_target;
 const HOOK: &str = "fuzz-hook";
 
 fn kind_of(b: u8) -> HookKind {
-    match b % 4 {
+    match b % 5 {
         0 => HookKind::Portal,
         1 => HookKind::FeatureService,
         2 => HookKind::Geoprocessing,
-        _ => HookKind::Auto,
+        3 => HookKind::Auto,
+        _ => HookKind::Survey123,
     }
 }
 
@@ -29,6 +30,7 @@ fn hook_kind(k: EventKind) -> HookKind {
         EventKind::Portal => HookKind::Portal,
         EventKind::FeatureService => HookKind::FeatureService,
         EventKind::Geoprocessing => HookKind::Geoprocessing,
+        EventKind::Survey123 => HookKind::Survey123,
     }
 }
 

@@ -26,11 +26,12 @@ fn config_path() -> &'static PathBuf {
 }
 
 fn kind_of(b: u8) -> HookKind {
-    match b % 4 {
+    match b % 5 {
         0 => HookKind::Portal,
         1 => HookKind::FeatureService,
         2 => HookKind::Geoprocessing,
-        _ => HookKind::Auto,
+        3 => HookKind::Auto,
+        _ => HookKind::Survey123,
     }
 }
 
