@@ -3,7 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::arcgis::{self, ParseError, body::BodyEncoding};
+use crate::arcgis::{self, ParseError};
+use crate::body::{BodyEncoding, FormError, decode};
 use crate::config::Config;
 use crate::enrich::fetch::without_query;
 use crate::enrich::{Split, changes_url};
@@ -16,6 +17,9 @@ pub enum ExplainError {
     /// No such hook.
     #[error("no hook named {0:?} in the config")]
     UnknownHook(String),
+    /// A form body without a usable `payload` field.
+    #[error(transparent)]
+    Form(#[from] FormError),
     /// The payload does not parse for the hook.
     #[error(transparent)]
     Parse(#[from] ParseError),
@@ -85,7 +89,7 @@ pub fn explain(
         .hooks
         .get(hook)
         .ok_or_else(|| ExplainError::UnknownHook(hook.to_string()))?;
-    let decoded = arcgis::body::decode(encoding, body)?;
+    let decoded = decode(encoding, body)?;
     let limits = arcgis::Limits {
         redact: &h.redact,
         max_events: config.server.max_events,

@@ -1,11 +1,12 @@
 //! hookbridge: ArcGIS webhooks in — verified, deduplicated, durable — and out to Kafka,
 //! RabbitMQ, HTTP receivers, email and files, at least once.
 //!
-//! The modules follow the data: ingress → verify → arcgis (parse) → event (dedup key) →
+//! The modules follow the data: ingress → body (decode) → verify → arcgis (parse) → event (dedup key) →
 //! route → queue → dispatch → sinks.
 
 pub(crate) mod admin;
 pub mod arcgis;
+pub mod body;
 pub mod client;
 pub(crate) mod clock;
 pub mod config;

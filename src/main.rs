@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hookbridge::arcgis::body::BodyEncoding;
+use hookbridge::body::BodyEncoding;
 use hookbridge::client::{AdminClient, Method};
 use hookbridge::config::{Config, ConfigError, Secret};
 use hookbridge::queue::{Queue, QueueError};

@@ -15,7 +15,8 @@ use crate::secret::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 
-pub use crate::arcgis::body::SIGNATURE_HEADER;
+/// Name of the header, and of the form field, that carries the signature.
+pub const SIGNATURE_HEADER: &str = "x-esriHook-Signature";
 
 /// Name of the header (and URL query parameter) carrying a shared secret.
 pub const SECRET_HEADER: &str = "secret";
@@ -311,7 +312,7 @@ mod tests {
 
     #[test]
     fn check_values_of_the_protocol_notes() {
-        use crate::arcgis::body::{BodyEncoding, decode};
+        use crate::body::{BodyEncoding, decode};
         let body = check_body();
         // JSON body, key "bananas".
         let json_sig = "sha256=DNDstHS04lyi+0KNP4R+dDFM462zJU2LvMVewqBJFZs=";

@@ -1,7 +1,7 @@
 //! Feature-service webhooks as ArcGIS sends them with `contentType =
 //! application/x-www-form-urlencoded`: `payload=<the JSON array, form-encoded>`, signed over the
 //! raw body in the `x-esriHook-Signature` header (the first text the daemon checks a form
-//! signature against; see `arcgis::body::decode_form`).
+//! signature against; see `body::decode_form`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! handed to `verify::decode` without panicking.
 #![no_main]
 
-use hookbridge::arcgis::body::{BodyEncoding, decode};
+use hookbridge::body::{BodyEncoding, decode};
 use hookbridge::config::HookKind;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,7 +1,6 @@
 //! ArcGIS payloads → events: organization (portal), feature-service, geoprocessing and
 //! Survey123 webhooks, in every shape ArcGIS sends (see the protocol notes, v2).
 
-pub mod body;
 mod feature;
 mod geoprocessing;
 pub(crate) mod json;
@@ -41,9 +40,6 @@ pub enum ParseError {
     /// Not JSON at all (or too deeply nested, or an object with a key twice).
     #[error("body is not valid JSON: {0}")]
     Json(String),
-    /// A form body without a usable `payload` field.
-    #[error("{0}")]
-    Form(String),
     /// JSON of the wrong shape for the hook's kind.
     #[error("not a {kind} payload: {detail}")]
     Shape {

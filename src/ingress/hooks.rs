@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use crate::arcgis::body::{BodyEncoding, ContentTypeError, DecodedBody};
 use crate::arcgis::{self, ParseError};
+use crate::body::{self, BodyEncoding, ContentTypeError, DecodedBody, FormError};
 use crate::config::{Config, HookConfig};
 use crate::metrics::METRICS;
 use crate::queue::{AcceptOutcome, RoutedEvent};
@@ -41,6 +41,9 @@ pub enum IngressError {
     /// The body could not be read to its end.
     #[error("body could not be read: {0}")]
     Body(String),
+    /// A form body without a usable `payload` field.
+    #[error(transparent)]
+    Form(#[from] FormError),
     /// Not authenticated the way the hook requires.
     #[error(transparent)]
     Auth(#[from] VerifyError),
@@ -63,7 +66,9 @@ impl IngressError {
             IngressError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngressError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::Parse(ParseError::TooManyEvents { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            IngressError::Body(_) | IngressError::Parse(_) => StatusCode::BAD_REQUEST,
+            IngressError::Body(_) | IngressError::Form(_) | IngressError::Parse(_) => {
+                StatusCode::BAD_REQUEST
+            }
             IngressError::Auth(_) => StatusCode::UNAUTHORIZED,
             IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -83,7 +88,7 @@ impl IngressError {
             }
             IngressError::Auth(_) => "signature_invalid",
             IngressError::Parse(ParseError::TooManyEvents { .. }) => "too_many_events",
-            IngressError::Parse(_) => "bad_payload",
+            IngressError::Form(_) | IngressError::Parse(_) => "bad_payload",
             IngressError::Unavailable(_) => "unavailable",
         }
     }
@@ -190,7 +195,7 @@ async fn accept(
         return Err(IngressError::Unavailable("shutting down".into()));
     }
     let (encoding, raw) = read_delivery(req, config, payload).await?;
-    let decoded = arcgis::body::decode(encoding, &raw);
+    let decoded = body::decode(encoding, &raw);
     authenticate(req, hook, &raw, decoded.as_ref().ok())?;
     let decoded = decoded?;
     let limits = arcgis::Limits {

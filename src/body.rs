@@ -1,11 +1,15 @@
-//! Delivery bodies: JSON (compact or pretty) or a form with a `payload` field.
+//! Delivery bodies, before anything is verified or parsed: the encoding from the Content-Type,
+//! JSON (compact or pretty) or a form with a `payload` field in either of its layouts, and the
+//! texts a signature may cover.
 
 use std::borrow::Cow;
 
-use super::ParseError;
+use crate::verify::SIGNATURE_HEADER;
 
-/// Name of the header, and of the form field, that carries the signature.
-pub const SIGNATURE_HEADER: &str = "x-esriHook-Signature";
+/// Why a form body was refused (answered with 400): no usable `payload` field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct FormError(String);
 
 /// How the body is encoded, from its Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +74,7 @@ pub struct DecodedBody<'a> {
 }
 
 /// Extracts the payload JSON from a body.
-pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedBody<'_>, ParseError> {
+pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedBody<'_>, FormError> {
     match encoding {
         BodyEncoding::Json => Ok(DecodedBody {
             json: Cow::Borrowed(body),
@@ -88,7 +92,7 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedBody<'_>, Pa
 ///
 /// Layout 1 is never decoded: a form decoder turns `+` into a space and rewrites `%3a`, so its
 /// output is neither what was signed nor what was sent.
-fn decode_form(body: &[u8]) -> Result<DecodedBody<'_>, ParseError> {
+fn decode_form(body: &[u8]) -> Result<DecodedBody<'_>, FormError> {
     let mut decoded: Option<Cow<'_, str>> = None;
     let mut signature = None;
     let mut payloads = 0;
@@ -98,7 +102,7 @@ fn decode_form(body: &[u8]) -> Result<DecodedBody<'_>, ParseError> {
             decoded = Some(v);
         } else if k.eq_ignore_ascii_case(SIGNATURE_HEADER) {
             if signature.is_some() {
-                return Err(ParseError::Form(format!(
+                return Err(FormError(format!(
                     "the form has more than one {SIGNATURE_HEADER} field"
                 )));
             }
@@ -106,12 +110,12 @@ fn decode_form(body: &[u8]) -> Result<DecodedBody<'_>, ParseError> {
         }
     }
     if payloads > 1 {
-        return Err(ParseError::Form(format!(
+        return Err(FormError(format!(
             "the form has {payloads} payload fields; expected exactly one"
         )));
     }
     let Some(decoded) = decoded else {
-        return Err(ParseError::Form(
+        return Err(FormError(
             "the form has no payload field; expected payload=<json>".into(),
         ));
     };
