@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::arcgis::{self, ParseError};
+use crate::arcgis::ParseError;
 use crate::body::{BodyEncoding, FormError, decode};
 use crate::config::Config;
 use crate::enrich::fetch::without_query;
@@ -90,11 +90,7 @@ pub fn explain(
         .get(hook)
         .ok_or_else(|| ExplainError::UnknownHook(hook.to_string()))?;
     let decoded = decode(encoding, body)?;
-    let limits = arcgis::Limits {
-        redact: &h.redact,
-        max_events: config.server.max_events,
-    };
-    let prepared = arcgis::prepare(h.kind, hook, &decoded.json, limits)?;
+    let prepared = config.prepare(hook, h, &decoded.json)?;
     let payload = &*prepared.payload;
     let mut out = Vec::new();
     for event in prepared.events {

@@ -134,6 +134,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// A payload's events as hook `name` takes them under this config: the hook's kind and
+    /// `redact` paths, and `server.max_events`. The one path the ingress and `explain` share.
+    pub fn prepare(
+        &self,
+        name: &str,
+        hook: &HookConfig,
+        json: &[u8],
+    ) -> Result<crate::arcgis::Prepared, crate::arcgis::ParseError> {
+        let limits = crate::arcgis::Limits {
+            redact: &hook.redact,
+            max_events: self.server.max_events,
+        };
+        crate::arcgis::prepare(hook.kind, name, json, limits)
+    }
+
     /// Reads, parses and validates `path`, collecting every problem found.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -198,11 +198,7 @@ async fn accept(
     let decoded = body::decode(encoding, &raw);
     authenticate(req, hook, &raw, decoded.as_ref().ok())?;
     let decoded = decoded?;
-    let limits = arcgis::Limits {
-        redact: &hook.redact,
-        max_events: config.server.max_events,
-    };
-    let prepared = arcgis::prepare(hook.kind, name, &decoded.json, limits)?;
+    let prepared = config.prepare(name, hook, &decoded.json)?;
     if prepared.events.is_empty() {
         return Ok(AcceptOutcome::default());
     }
