@@ -2,9 +2,11 @@
 //! parser on what a form yields, as the ingress does.
 //!
 //! The input is `content-type \n body`; the content-type line picks the encoding.
-//! Invariants: never panics; a JSON body is passed through untouched; the body as sent is always
-//! the first signature candidate and the decoded payload the last; a form signature field can be
-//! handed to `verify::decode` without panicking.
+//! Invariants: never panics; a JSON body is passed through untouched and is the one signature
+//! candidate; in a form, the body as sent is always a candidate, and the JSON is either the
+//! `payload` value as it is on the wire, checked first (layout 1, what Esri's receiver reads), or
+//! the decoded value, checked last (layout 2); a form signature field can be handed to
+//! `verify::decode` without panicking.
 #![no_main]
 
 use hookbridge::body::{BodyEncoding, decode};
@@ -28,22 +30,31 @@ fuzz_target!(|data: &[u8]| {
     let Ok(d) = decode(encoding, body) else {
         return;
     };
-    assert!(!d.signed_candidates.is_empty());
-    assert_eq!(
-        &*d.signed_candidates[0], body,
-        "the body as sent comes first"
+    assert!(
+        d.signed_candidates.iter().any(|c| &**c == body),
+        "the body as sent is a signature candidate"
     );
     match encoding {
         BodyEncoding::Json => {
             assert_eq!(&*d.json, body);
+            assert_eq!(d.signed_candidates.len(), 1);
             assert!(d.form_signature.is_none());
         }
         BodyEncoding::Form => {
-            let last = d.signed_candidates.last().unwrap();
-            assert_eq!(
-                &**last, &*d.json,
-                "the decoded payload is the last candidate"
-            );
+            let first = &*d.signed_candidates[0];
+            let last = d.signed_candidates.last().map(|c| &**c).unwrap_or_default();
+            if first == &*d.json {
+                let wire = [&b"payload="[..], first].concat();
+                assert!(
+                    body.windows(wire.len()).any(|w| w == wire),
+                    "layout 1: the JSON is the payload value as it is on the wire"
+                );
+            } else {
+                assert_eq!(
+                    last, &*d.json,
+                    "layout 2: the decoded payload is the last candidate"
+                );
+            }
             if let Some(sig) = &d.form_signature {
                 let _ = hookbridge::verify::decode(sig);
             }
