@@ -77,6 +77,26 @@ to = ["bus", "missing"]
 }
 
 #[test]
+fn check_refuses_an_empty_file_naming_what_is_missing() {
+    // An editor that truncated routes.toml must not leave a config that passes: every hook would
+    // answer 404.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("routes.toml");
+    std::fs::write(&empty, "").unwrap();
+    let out = hookbridge(&["check", "--config", empty.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for problem in [
+        "no hook: add a [hooks.NAME] table",
+        "no sink: add a [sinks.NAME] table",
+        "no route: add a [[routes]] table",
+    ] {
+        assert!(t.contains(problem), "missing {problem:?} in:\n{t}");
+    }
+    assert!(t.contains("3 problem(s)"), "{t}");
+}
+
+#[test]
 fn sign_prints_the_sample_signature() {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = hookbridge(&[

@@ -64,13 +64,28 @@ async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
             .status,
         200
     );
+
+    // A file an editor truncated is refused too, and the old config still serves.
+    std::fs::write(&d.config, "").unwrap();
+    d.signal("HUP");
+    eventually("the second refusal in the log", async || {
+        d.log_text().matches("config reload refused").count() == 2
+    })
+    .await;
+    assert!(d.log_text().contains("no hook"), "{}", d.log_text());
+    assert_eq!(
+        d.post("extra", Some("application/json"), None, unique(4))
+            .await
+            .status,
+        200
+    );
     let m = d.get("/metrics").await.text;
     assert!(
         m.contains("hookbridge_config_reloads_total{result=\"ok\"} 1"),
         "{m}"
     );
     assert!(
-        m.contains("hookbridge_config_reloads_total{result=\"invalid\"} 1"),
+        m.contains("hookbridge_config_reloads_total{result=\"invalid\"} 2"),
         "{m}"
     );
 }
