@@ -2,6 +2,8 @@
 //! answers the next good delivery at once.
 
 mod common;
+#[path = "hostile/oracle.rs"]
+mod oracle;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -463,21 +463,37 @@ async fn retried_deliveries_are_duplicates_and_other_events_are_not() {
 #[tokio::test]
 async fn crc_get_and_head() {
     let d = Daemon::start(FILE_CONFIG);
+    // Organization webhooks are never sent a CRC challenge: a portal hook signs nothing.
     let a = d.get("/hooks/portal?crc_token=0123456789abcdef").await;
-    assert_eq!(a.status, 200);
-    // The portal hook's first key is "rotated-out-key"; the features hook has the sample key.
-    assert_eq!(
-        a.json["response_token"],
-        sign("rotated-out-key", b"0123456789abcdef")
-    );
-    let a = d.get("/hooks/features?crc_token=0123456789abcdef").await;
-    assert_eq!(
-        a.json["response_token"],
-        "sha256=8AWDIMQjFuwy9YK2YrBuYvkpmwAdgRTHhpEn08WCf4w="
-    );
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(a.json["error"], "crc_not_supported");
+    assert!(a.json.get("response_token").is_none());
+    // The features and auto hooks answer with their first key, the sample key.
+    for hook in ["features", "any"] {
+        let a = d
+            .get(&format!("/hooks/{hook}?crc_token=0123456789abcdef"))
+            .await;
+        assert_eq!(
+            a.json["response_token"], "sha256=8AWDIMQjFuwy9YK2YrBuYvkpmwAdgRTHhpEn08WCf4w=",
+            "{hook}"
+        );
+        assert_eq!(
+            a.json["response_token"],
+            sign(KEY, b"0123456789abcdef"),
+            "{hook}"
+        );
+    }
+    // A token that could be a body is refused, signing nothing.
+    let a = d.get("/hooks/features?crc_token=%7B%22a%22%3A1%7D").await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(a.json["error"], "bad_crc_token");
     assert_eq!(d.get("/hooks/portal").await.status, 200);
     assert_eq!(d.get("/hooks/nope").await.status, 404);
-    assert_eq!(d.get("/hooks/open?crc_token=x").await.status, 400);
+    let a = d.get("/hooks/open?crc_token=x").await;
+    assert_eq!(
+        (a.status, a.json["error"].as_str()),
+        (400, Some("no_secret"))
+    );
     let client = reqwest::Client::new();
     let head = client
         .head(format!("{}/hooks/portal", d.url))

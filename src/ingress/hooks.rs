@@ -1,4 +1,4 @@
-//! `/hooks/{hook}`: deliveries in (POST), the CRC challenge and URL checks (GET, HEAD).
+//! `/hooks/{hook}`: deliveries in (POST) and URL checks (HEAD); the CRC `GET` is `crc.rs`.
 //!
 //! A POST goes down the data flow: size → content type → body → signature → parse → route →
 //! durable accept, and only then the 2xx.
@@ -10,7 +10,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
@@ -111,7 +110,7 @@ impl IngressError {
         out
     }
 
-    fn response(&self) -> HttpResponse {
+    pub(super) fn response(&self) -> HttpResponse {
         HttpResponse::build(self.status()).json(json!({
             "error": self.label(),
             "message": self.message(),
@@ -121,7 +120,7 @@ impl IngressError {
 
 /// The configured hook a path names. A name outside `[A-Za-z0-9_-]{1,64}` is refused before the
 /// lookup, so a hostile name never reaches a log line or an answer.
-fn find_hook<'c>(config: &'c Config, name: &str) -> Option<&'c HookConfig> {
+pub(super) fn find_hook<'c>(config: &'c Config, name: &str) -> Option<&'c HookConfig> {
     crate::config::valid_name(name)
         .then(|| config.hooks.get(name))
         .flatten()
@@ -352,34 +351,6 @@ async fn read_body(
         raw.extend_from_slice(&chunk);
     }
     Ok(raw)
-}
-
-/// Query of `GET /hooks/{hook}`.
-#[derive(Deserialize)]
-pub struct CrcQuery {
-    crc_token: Option<String>,
-}
-
-/// `GET /hooks/{hook}`: the CRC answer with `?crc_token=`, else a check that the URL answers.
-pub async fn check(
-    hook: web::Path<String>,
-    query: web::Query<CrcQuery>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let config = state.config();
-    let Some(h) = find_hook(&config, &hook) else {
-        return IngressError::UnknownHook.response();
-    };
-    match (&query.crc_token, h.secrets.first()) {
-        (Some(token), Some(key)) => HttpResponse::Ok().json(json!({
-            "response_token": verify::sign(key.expose().as_bytes(), token.as_bytes()),
-        })),
-        (Some(_), None) => HttpResponse::BadRequest().json(json!({
-            "error": "no_secret",
-            "message": "this hook has no secret, so it cannot answer a CRC challenge",
-        })),
-        (None, _) => HttpResponse::Ok().json(json!({ "hook": hook.as_str(), "status": "ok" })),
-    }
 }
 
 /// `HEAD /hooks/{hook}`: 200 for a configured hook, 404 otherwise.

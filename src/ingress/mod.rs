@@ -1,5 +1,6 @@
 //! The actix-web application state and the ingress routes: hooks, health, readiness, metrics.
 
+pub mod crc;
 pub mod hooks;
 pub mod traffic;
 
@@ -97,7 +98,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/hooks/{hook}")
             .route(web::post().to(hooks::receive))
-            .route(web::get().to(hooks::check))
+            .route(web::get().to(crc::check))
             .route(web::head().to(hooks::head)),
     )
     .route("/healthz", web::get().to(healthz))

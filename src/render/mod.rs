@@ -186,6 +186,35 @@ impl Renderer {
         }
     }
 
+    /// Renders `name` for one event with every string of the event and its payload passed
+    /// through `escape` before the template sees it, so no value can add structure to the text
+    /// it lands in (an HTTP sink's URL). The template's own text is kept as written.
+    pub fn render_event_escaped(
+        &self,
+        name: &str,
+        event: &Event,
+        payload: &str,
+        escape: fn(&str) -> String,
+    ) -> Result<String, RenderError> {
+        let payload = match self.needs.get(name) {
+            Some(Needs::Nothing(text)) => return Ok(text.clone()),
+            Some(Needs::Fields(parts)) => {
+                return Ok(parts.iter().fold(String::new(), |mut out, p| {
+                    match p {
+                        Part::Text(t) => out.push_str(t),
+                        Part::Field(f) => out.push_str(&escape(f.of(event))),
+                    }
+                    out
+                }));
+            }
+            Some(Needs::EventOnly) => None,
+            None => Some(payload),
+        };
+        let mut value = context_value(event, payload);
+        escape_strings(&mut value, escape);
+        self.render(name, &tera::Context::from_value(value).unwrap_or_default())
+    }
+
     /// The message body for `event` in `format`; `template` names the sink's payload template.
     pub fn encode(
         &self,
@@ -235,12 +264,29 @@ pub fn context(event: &Event, payload: &str) -> tera::Context {
 
 /// The context for one event, with `payload` only when it is given.
 fn context_of(event: &Event, payload: Option<&str>) -> tera::Context {
+    tera::Context::from_value(context_value(event, payload)).unwrap_or_default()
+}
+
+/// The context's JSON: the event's fields, and `payload` parsed when it is given.
+fn context_value(event: &Event, payload: Option<&str>) -> Value {
     let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
     if let (Value::Object(map), Some(payload)) = (&mut value, payload) {
         let parsed = serde_json::from_str(payload).unwrap_or(Value::Null);
         map.insert("payload".into(), parsed);
     }
-    tera::Context::from_value(value).unwrap_or_default()
+    value
+}
+
+/// Replaces every string value in `value` by its escaped form. Object keys stay as they are, so
+/// that lookups by name still work; a template that prints keys must loop, which the callers
+/// that escape refuse.
+fn escape_strings(value: &mut Value, escape: fn(&str) -> String) {
+    match value {
+        Value::String(s) => *s = escape(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| escape_strings(v, escape)),
+        Value::Object(map) => map.values_mut().for_each(|v| escape_strings(v, escape)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// The `utc` filter: epoch milliseconds as `2023-11-14 22:15:21 UTC`, for message templates.

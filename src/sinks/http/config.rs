@@ -10,10 +10,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::encode::{self, BodySpec, Encoder, Method, RequestSpec, TextOrSecret, display_url};
+use super::encode::{self, BodySpec, Encoder, Method, RequestSpec, TextOrSecret};
 use super::headers::{self, AuthConfig};
 use super::send::{ClientSpec, HttpSink, Rate};
 use super::sign::{SignConfig, Signer};
+use super::url_template::{UrlTemplate, display_url};
 use crate::event::Event;
 use crate::problem::Problem;
 use crate::render::{RenderError, Renderer};
@@ -124,7 +125,7 @@ impl SinkType for HttpConfig {
         let name = check.name;
         let (r, p) = (&mut *check.renderer, &mut *check.problems);
         let key = |k: &str| format!("sinks.{name}.{k}");
-        if let Err(e) = encode::check_url(self.url.expose()) {
+        if let Err(e) = UrlTemplate::new(&key("url"), self.url.expose()) {
             p.push(Problem::new(key("url"), e));
         }
         let before = p.len();

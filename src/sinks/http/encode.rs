@@ -12,6 +12,7 @@ use super::headers::{
     AuthConfig, EVENT_ID_HEADER, auth_header, header_name, header_value, reserved_headers,
 };
 use super::sign::{SignConfig, Signer};
+use super::url_template::{UrlTemplate, is_template};
 use crate::event::Event;
 use crate::render::Renderer;
 use crate::secret::Secret;
@@ -133,10 +134,8 @@ enum HeaderPart {
 pub(super) struct Encoder {
     renderer: Renderer,
     method: reqwest::Method,
-    /// The renderer name of the URL template.
-    url: String,
-    /// The URL, parsed once, when it is not a template.
-    fixed_url: Option<Url>,
+    /// Where each request goes.
+    url: UrlTemplate,
     headers: Vec<(HeaderName, HeaderPart)>,
     body: BodySpec,
     /// The renderer name of the body template, for a template or a preset.
@@ -167,6 +166,7 @@ impl Encoder {
             let (header, value) = auth_header(auth).map_err(|(k, e)| format!("auth{k}: {e}"))?;
             headers.push((header, HeaderPart::Fixed(value)));
         }
+        let url = UrlTemplate::new(&format!("sinks.{name}.url"), c.url)?;
         let body_template = match c.body {
             BodySpec::Teams | BodySpec::Slack => preset(c.body).0.to_string(),
             _ => format!("sinks.{name}.body"),
@@ -186,10 +186,7 @@ impl Encoder {
                 Method::Put => reqwest::Method::PUT,
                 Method::Patch => reqwest::Method::PATCH,
             },
-            url: format!("sinks.{name}.url"),
-            fixed_url: Some(c.url)
-                .filter(|u| !is_template(u))
-                .and_then(|u| parse_url(u.trim()).ok()),
+            url,
             headers,
             body: c.body.clone(),
             body_template,
@@ -218,16 +215,7 @@ impl Encoder {
 
     /// The request for one event without its signature, which is added when it goes out.
     pub fn unsigned(&self, event: &Event, payload: &str) -> Result<Request, String> {
-        let url = match &self.fixed_url {
-            Some(url) => url.clone(),
-            None => {
-                let text = self
-                    .renderer
-                    .render_event(&self.url, event, payload)
-                    .map_err(|e| e.to_string())?;
-                parse_url(text.trim())?
-            }
-        };
+        let url = self.url.render(&self.renderer, event, payload)?;
         let body = match &self.body {
             BodySpec::Event => serde_json::to_vec(event).map_err(|e| e.to_string())?,
             BodySpec::Raw => payload.as_bytes().to_vec(),
@@ -281,75 +269,6 @@ fn default_content_type(body: &BodySpec, rendered: &[u8]) -> &'static str {
     }
 }
 
-/// A rendered URL as reqwest takes it: absolute, `http` or `https`, with a host.
-fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| {
-        format!(
-            "the url renders to something that is not a URL ({e}): {}",
-            display_url(text)
-        )
-    })?;
-    match url.scheme() {
-        "http" | "https" if url.host().is_some() => Ok(url),
-        "http" | "https" => Err(format!("the url names no host: {}", display_url(text))),
-        other => Err(format!(
-            "expected an http:// or https:// URL; found scheme {other:?}"
-        )),
-    }
-}
-
-/// Whether a text holds tera tags.
-fn is_template(text: &str) -> bool {
-    ["{{", "{%", "{#"].iter().any(|t| text.contains(t))
-}
-
-/// The part of a URL template before its first tag (all of it when it has none).
-pub(super) fn static_prefix(url: &str) -> &str {
-    let cut = ["{{", "{%", "{#"]
-        .iter()
-        .filter_map(|t| url.find(t))
-        .min()
-        .unwrap_or(url.len());
-    &url[..cut]
-}
-
-/// Checks a URL (template) at load: a literal must be an http(s) URL with a host; a template
-/// must start with `http://` or `https://` unless it is templated from the first character.
-pub(super) fn check_url(url: &str) -> Result<(), String> {
-    if !is_template(url) {
-        return parse_url(url.trim()).map(|_| ());
-    }
-    let prefix = static_prefix(url).trim_start().to_ascii_lowercase();
-    let schemes = ["http://", "https://"];
-    if prefix.is_empty()
-        || schemes
-            .iter()
-            .any(|s| prefix.starts_with(s) || s.starts_with(&prefix))
-    {
-        Ok(())
-    } else {
-        Err("expected an http:// or https:// URL".into())
-    }
-}
-
-/// A URL for logs and dead letters: scheme, host and port only, since Slack, Teams and many
-/// receivers put their token in the path or query.
-pub(crate) fn display_url(url: &str) -> String {
-    let url = url.trim();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".into();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let more = if rest[end..].trim_end_matches('/').is_empty() {
-        ""
-    } else {
-        "/…"
-    };
-    format!("{scheme}://{host}{more}")
-}
-
 /// The built-in template and file of a preset body.
 pub(super) fn preset(body: &BodySpec) -> (&'static str, &'static str) {
     match body {
@@ -370,33 +289,4 @@ pub(super) fn check_template_body(text: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_for_logs_keep_only_the_origin() {
-        assert_eq!(
-            display_url("https://hooks.slack.com/services/T0/B0/XXSECRET"),
-            "https://hooks.slack.com/…"
-        );
-        assert_eq!(
-            display_url("https://user:pw@h.example:8443/"),
-            "https://h.example:8443"
-        );
-        assert_eq!(display_url("http://h?token=x"), "http://h/…");
-        assert_eq!(display_url("{{ properties.url }}"), "(not a URL)");
-    }
-
-    #[test]
-    fn url_checks() {
-        assert!(check_url("https://r.example/x").is_ok());
-        assert!(check_url("https://{{ host }}/x").is_ok());
-        assert!(check_url("{{ properties.url }}").is_ok());
-        assert!(check_url("ftp://r.example/x").is_err());
-        assert!(check_url("r.example/{{ id }}").is_err());
-        assert!(check_url("https://").is_err());
-    }
 }

@@ -6,7 +6,8 @@
 //! `Retry-After`), other 4xx dead-lettered, an unreachable receiver backs the sink off as a whole.
 //!
 //! `config.rs` holds the settings and their checks and builds the rest, `encode.rs` turns a
-//! delivery into a request, `headers.rs` checks its headers and adds
+//! delivery into a request, `url_template.rs` gives it a URL no event value can steer,
+//! `headers.rs` checks its headers and adds
 //! `auth`'s, `sign.rs` signs it, `send.rs` sends it, `errors.rs` reads the answer;
 //! the settings each of those reads are declared beside it, and none of them imports `config.rs`.
 
@@ -16,5 +17,6 @@ mod errors;
 mod headers;
 mod send;
 mod sign;
+mod url_template;
 
 pub use config::HttpConfig;

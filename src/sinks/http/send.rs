@@ -16,8 +16,9 @@ use serde::{Deserialize, Deserializer};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::encode::{Encoder, Request, display_url, static_prefix};
+use super::encode::{Encoder, Request};
 use super::errors::{Attempt, QUOTED_BYTES, answer, failure};
+use super::url_template::{display_url, static_prefix};
 use crate::metrics::METRICS;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
