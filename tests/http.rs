@@ -14,6 +14,8 @@ mod presets;
 mod receiver;
 #[path = "http/signing.rs"]
 mod signing;
+#[path = "http/steering.rs"]
+mod steering;
 #[path = "http/tls.rs"]
 mod tls;
 

@@ -63,6 +63,23 @@ fn every_bad_key_is_named() {
             "sinks.web.url:",
         ),
         ("url = \"env:HOOKBRIDGE_TEST_UNSET_URL\"", "sinks.web.url:"),
+        // An event may not choose where a request goes: the authority is written out.
+        (
+            "url = \"https://{{ properties.tenant }}.example/x\"",
+            "sinks.web.url: the scheme, host and port must be written out",
+        ),
+        (
+            "url = \"https://receiver.example:{{ properties.port }}/x\"",
+            "sinks.web.url: the scheme, host and port must be written out",
+        ),
+        (
+            "url = \"{{ properties.url }}\"",
+            "sinks.web.url: the scheme, host and port must be written out",
+        ),
+        (
+            "url = \"https://receiver.example/{% for k in payload %}{{ k }}{% endfor %}\"",
+            "sinks.web.url: a URL template may not loop",
+        ),
         ("method = \"GET\"", "sinks.web.method:"),
         (
             "headers = { \"Bad Header\" = \"x\" }",
