@@ -2,6 +2,8 @@
 //! the token on every call (tests/changes/server.rs), file sinks and librdkafka's mock cluster.
 
 mod common;
+#[path = "changes/isolation.rs"]
+mod isolation;
 #[path = "changes/server.rs"]
 mod server;
 #[path = "changes/support.rs"]

@@ -44,6 +44,10 @@ pub struct ConnectionConfig {
     /// Failed fetches (errors ArcGIS reports, not outages) before the event is given up.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// How long an event's change file may stay unavailable (outages, timeouts, 5xx) before it
+    /// is given up: then each sink dead-letters it or delivers it unenriched, as it chose.
+    #[serde(default = "default_give_up_after", with = "humantime_serde")]
+    pub give_up_after: Duration,
     /// Lifetime asked for OAuth2 and generateToken tokens.
     #[serde(default = "default_token_lifetime", with = "humantime_serde")]
     pub token_lifetime: Duration,
@@ -66,6 +70,9 @@ fn default_max_change_file() -> bytesize::ByteSize {
 }
 fn default_attempts() -> u32 {
     5
+}
+fn default_give_up_after() -> Duration {
+    Duration::from_secs(6 * 3600)
 }
 fn default_token_lifetime() -> Duration {
     Duration::from_secs(2 * 3600)
@@ -93,7 +100,8 @@ impl ConnectionConfig {
         if p.is_empty() { Ok(c) } else { Err(p) }
     }
 
-    /// `services`: at least one http(s) URL prefix.
+    /// `services`: at least one http(s) URL prefix with a path, without credentials, query
+    /// or fragment.
     fn check_services(&self, key: &str) -> Vec<Problem> {
         let mut p = Vec::new();
         if self.services.is_empty() {
@@ -104,11 +112,8 @@ impl ConnectionConfig {
             ));
         }
         for (i, s) in self.services.iter().enumerate() {
-            if !is_http_url(s) {
-                p.push(Problem::new(
-                    format!("{key}.services[{i}]"),
-                    format!("expected an http(s) URL prefix, found {s:?}"),
-                ));
+            if let Err(e) = ServicePrefix::parse(s) {
+                p.push(Problem::new(format!("{key}.services[{i}]"), e));
             }
         }
         p
@@ -208,6 +213,7 @@ impl ConnectionConfig {
             ("fetch_timeout", self.fetch_timeout),
             ("poll_interval", self.poll_interval),
             ("job_timeout", self.job_timeout),
+            ("give_up_after", self.give_up_after),
         ] {
             if d.is_zero() {
                 p.push(Problem::new(
@@ -230,10 +236,120 @@ impl ConnectionConfig {
         }
     }
 
-    /// Whether the token may be sent to `url`: it lies under one of `services`.
+    /// Whether the token may be sent to `url`: it lies under one of `services` (see
+    /// [`ServicePrefix::covers`]).
     pub fn serves(&self, url: &str) -> bool {
-        self.services.iter().any(|s| url.starts_with(s.as_str()))
+        url::Url::parse(url).is_ok_and(|u| self.serves_url(&u))
     }
+
+    /// [`ConnectionConfig::serves`] for a parsed URL: the URL that is then sent.
+    pub fn serves_url(&self, url: &url::Url) -> bool {
+        self.services
+            .iter()
+            .filter_map(|s| ServicePrefix::parse(s).ok())
+            .any(|s| s.covers(url))
+    }
+
+    /// What `check` says but does not refuse: a `services` entry over plain `http` off
+    /// loopback sends the token unencrypted.
+    pub fn warnings(&self, name: &str) -> Vec<Problem> {
+        self.services
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, ServicePrefix::parse(s).ok()?)))
+            .filter(|(_, s)| s.scheme == "http" && !s.loopback())
+            .map(|(i, _)| {
+                Problem::new(
+                    format!("arcgis.{name}.services[{i}]"),
+                    "plain http off loopback: the ArcGIS token would cross the network unencrypted",
+                )
+            })
+            .collect()
+    }
+}
+
+/// A `services` entry, parsed: the token goes only to URLs of this scheme, host and port whose
+/// path starts with these segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePrefix {
+    scheme: String,
+    host: String,
+    port: u16,
+    segments: Vec<String>,
+}
+
+impl ServicePrefix {
+    /// Parses an entry: an http(s) URL with a host and a path, no credentials, query or fragment.
+    pub fn parse(text: &str) -> Result<ServicePrefix, String> {
+        let url = url::Url::parse(text)
+            .map_err(|e| format!("expected an http(s) URL prefix, found {text:?} ({e})"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("expected an http(s) URL prefix, found {text:?}"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not hold a user name or password".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("must not hold a query or fragment".into());
+        }
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return Err(format!(
+                "expected an http(s) URL prefix with a host, found {text:?}"
+            ));
+        };
+        let segments = segments(&url).ok_or_else(|| format!("not a URL prefix: {text:?}"))?;
+        if segments.is_empty() {
+            return Err(format!(
+                "needs a path (the organization or service, e.g. \"https://services.arcgis.com/ORGID/\"), \
+                 so that the token goes to no other service of {host}"
+            ));
+        }
+        Ok(ServicePrefix {
+            scheme: url.scheme().to_string(),
+            host: host.to_string(),
+            port,
+            segments,
+        })
+    }
+
+    /// Whether `url` lies under this prefix: the same scheme, host and port; no credentials;
+    /// its path, after dot segments are resolved (the URL parser does, `%2e` too), starts with
+    /// the prefix's segments; and no encoded `/` or `\\` that a server might split on.
+    pub fn covers(&self, url: &url::Url) -> bool {
+        let encoded_separator = ["%2f", "%5c"]
+            .iter()
+            .any(|s| url.path().to_ascii_lowercase().contains(s));
+        let Some(path) = segments(url) else {
+            return false;
+        };
+        url.scheme() == self.scheme
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.host_str() == Some(self.host.as_str())
+            && url.port_or_known_default() == Some(self.port)
+            && !encoded_separator
+            && path.len() >= self.segments.len()
+            && path.iter().zip(&self.segments).all(|(a, b)| a == b)
+    }
+
+    /// Whether the host is this machine.
+    fn loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// A URL's path segments, without the empty one a trailing `/` leaves.
+fn segments(url: &url::Url) -> Option<Vec<String>> {
+    let mut out: Vec<String> = url.path_segments()?.map(str::to_string).collect();
+    if out.last().is_some_and(String::is_empty) {
+        out.pop();
+    }
+    Some(out)
 }
 
 fn is_http_url(s: &str) -> bool {
@@ -319,7 +435,7 @@ mod tests {
 
     #[test]
     fn problems_name_their_key() {
-        let e = parse("services = [\"https://s/\"]\nportal = \"https://p\"\nclient_id = \"x\"\n")
+        let e = parse("services = [\"https://s/a/\"]\nportal = \"https://p\"\nclient_id = \"x\"\n")
             .unwrap_err();
         assert!(
             e.iter()
@@ -328,14 +444,73 @@ mod tests {
         );
         let e = parse("services = []\ntoken = \"t\"\n").unwrap_err();
         assert!(e[0].starts_with("arcgis.online.services"), "{e:?}");
-        let e =
-            parse("services = [\"https://s/\"]\nusername = \"u\"\npassword = \"p\"\n").unwrap_err();
+        let e = parse("services = [\"https://s/a/\"]\nusername = \"u\"\npassword = \"p\"\n")
+            .unwrap_err();
         assert!(e[0].starts_with("arcgis.online.portal"), "{e:?}");
-        let e = parse("services = [\"https://s/\"]\n").unwrap_err();
+        let e = parse("services = [\"https://s/a/\"]\n").unwrap_err();
         assert!(e[0].contains("no credentials"), "{e:?}");
         let c = parse("services = [\"https://s/a/\"]\ntoken = \"t\"\n").unwrap();
         assert_eq!(c.auth(), Auth::Static);
         assert!(c.serves("https://s/a/x") && !c.serves("https://evil/a/x"));
+    }
+
+    #[test]
+    fn services_match_the_parsed_url_by_segments() {
+        let c = parse(
+            "services = [\"https://services.arcgis.com/ORG/\", \"http://localhost:7/rest/services\"]\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        for good in [
+            "https://services.arcgis.com/ORG/arcgis/rest/services/x/FeatureServer/extractChanges?a=1",
+            "https://services.arcgis.com:443/ORG/x",
+            "https://SERVICES.arcgis.com/ORG/x",
+            "http://localhost:7/rest/services/a/b",
+        ] {
+            assert!(c.serves(good), "{good}");
+        }
+        for bad in [
+            "https://services.arcgis.com/ORG/../OTHER/x",
+            "https://services.arcgis.com/ORG/%2e%2e/OTHER/x",
+            "https://services.arcgis.com/ORG/%2E./OTHER/x",
+            "https://services.arcgis.com/ORG/..\\OTHER/x",
+            "https://services.arcgis.com/ORG%2F..%2FOTHER/x",
+            "https://services.arcgis.com/ORGX/x",
+            "https://services.arcgis.com/OTHER/ORG/x",
+            "https://services.arcgis.com.evil.example/ORG/x",
+            "http://services.arcgis.com/ORG/x",
+            "https://services.arcgis.com:8443/ORG/x",
+            "https://user@services.arcgis.com/ORG/x",
+            "http://localhost@127.0.0.1:7/rest/services/x",
+            "http://localhost:8/rest/services/x",
+            "http://localhost:7/rest/servicesX/x",
+            "http://localhost:7/rest/x",
+            "not a url",
+        ] {
+            assert!(!c.serves(bad), "{bad}");
+        }
+        assert!(c.warnings("online").is_empty());
+    }
+
+    #[test]
+    fn services_entries_are_checked() {
+        for (entry, says) in [
+            ("https://services.arcgis.com", "needs a path"),
+            ("https://services.arcgis.com/", "needs a path"),
+            (
+                "https://u:p@services.arcgis.com/ORG/",
+                "user name or password",
+            ),
+            ("https://services.arcgis.com/ORG/?x=1", "query or fragment"),
+            ("ftp://services.arcgis.com/ORG/", "http(s)"),
+        ] {
+            let e = parse(&format!("services = [\"{entry}\"]\ntoken = \"t\"\n")).unwrap_err();
+            assert!(
+                e[0].starts_with("arcgis.online.services[0]") && e[0].contains(says),
+                "{entry}: {e:?}"
+            );
+        }
+        let c = parse("services = [\"http://gis.example/ORG/\"]\ntoken = \"t\"\n").unwrap();
+        assert!(c.warnings("online")[0].to_string().contains("plain http"));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct ChangeFile {
     pub bytes: u64,
 }
 
+/// The header ArcGIS REST reads a token from (`Bearer <token>`), so it never travels in a URL.
+pub const TOKEN_HEADER: &str = "X-Esri-Authorization";
+
 /// A call's answer that asks for a new token.
 enum Step {
     Done(Value, u64),
@@ -138,14 +141,17 @@ impl Connection {
     /// One GET with `f=json` (and the token, for a configured service), renewing the token
     /// once when ArcGIS refuses it.
     async fn call(&self, url: &str, capped: bool) -> Result<ChangeFile, FetchError> {
+        let url = url::Url::parse(url)
+            .map_err(|e| FetchError::Fatal(format!("{}: not a URL ({e})", without_query(url))))?;
         let mut renewed = false;
         loop {
-            let token = if self.config.serves(url) {
+            // The URL checked is the URL sent: parsed once, dot segments resolved.
+            let token = if self.config.serves_url(&url) {
                 Some(self.tokens.get().await?)
             } else {
                 None
             };
-            match self.get(url, token.as_ref(), capped).await? {
+            match self.get(&url, token.as_ref(), capped).await? {
                 Step::Done(json, bytes) => return Ok(ChangeFile { json, bytes }),
                 Step::TokenRefused if !renewed && self.tokens.renewable() => {
                     if let Some(t) = &token {
@@ -163,14 +169,15 @@ impl Connection {
         }
     }
 
+    /// One GET of `url` with `f=json`; the token goes in the `X-Esri-Authorization` header
+    /// (ArcGIS REST takes `Bearer <token>` there), never in the URL, where proxies log it.
     async fn get(
         &self,
-        url: &str,
+        url: &url::Url,
         token: Option<&Token>,
         capped: bool,
     ) -> Result<Step, FetchError> {
-        let mut u = url::Url::parse(url)
-            .map_err(|e| FetchError::Fatal(format!("{}: not a URL ({e})", without_query(url))))?;
+        let mut u = url.clone();
         let kept: Vec<(String, String)> = u
             .query_pairs()
             .filter(|(k, _)| k != "f" && k != "token")
@@ -181,14 +188,18 @@ impl Connection {
             q.clear();
             q.extend_pairs(kept);
             q.append_pair("f", "json");
-            if let Some(t) = token {
-                q.append_pair("token", t.expose());
-            }
         }
-        let shown = without_query(url);
-        let mut answer = self
-            .client
-            .get(u)
+        let shown = without_query(url.as_str());
+        let mut request = self.client.get(u);
+        if let Some(t) = token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(
+                    |_| FetchError::Token("the token is not a valid header value".into()),
+                )?;
+            value.set_sensitive(true);
+            request = request.header(TOKEN_HEADER, value);
+        }
+        let mut answer = request
             .send()
             .await
             .map_err(|e| FetchError::Unavailable(format!("{shown}: {}", e.without_url())))?;

@@ -9,9 +9,10 @@
 pub mod changes;
 pub mod config;
 pub mod fetch;
+pub mod schedule;
 pub mod token;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use crate::queue::Queue;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 pub use config::{ConnectionConfig, OnFailure, SinkEnrich, Split};
 pub use fetch::Connection;
+use schedule::Schedule;
 
 /// Why a fetch did not bring changes; each kind is handled differently.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -185,8 +187,6 @@ impl Feed {
     }
 }
 
-/// How many change files are fetched at once.
-const CONCURRENCY: usize = 4;
 /// How often ready rows are swept for deliveries no dispatcher has parked (a sink that is
 /// paused or not connected yet), and stored changes pruned.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -211,11 +211,7 @@ impl Enricher {
         let mut last_check = Instant::now();
         let mut broken = self.check_tokens(&HashSet::new()).await;
         let mut jobs: JoinSet<Done> = JoinSet::new();
-        let mut running: HashSet<u64> = HashSet::new();
-        let mut not_before: HashMap<u64, Instant> = HashMap::new();
-        let mut outages = 0u32;
-        // While ArcGIS is out, no new fetch starts: one outage, one wait (as for a sink).
-        let mut paused_until = Instant::now();
+        let mut schedule = Schedule::default();
         let mut last_sweep = Instant::now()
             .checked_sub(SWEEP_EVERY)
             .unwrap_or_else(Instant::now);
@@ -231,59 +227,16 @@ impl Enricher {
                 last_check = Instant::now();
                 broken = self.check_tokens(&broken).await;
             }
-            for seq in self.parked() {
-                if running.len() >= CONCURRENCY || paused_until > Instant::now() {
-                    break;
-                }
-                if running.contains(&seq)
-                    || not_before.get(&seq).is_some_and(|t| *t > Instant::now())
-                {
-                    continue;
-                }
-                if let Ok(Some(_)) = self.feed.queue.changes(seq) {
-                    self.release(seq);
-                    continue;
-                }
-                let Some(url) = self.url_of(seq) else {
-                    self.release(seq);
-                    continue;
-                };
-                let Some(conn) = self.feed.connection_for(&url) else {
-                    self.give_up(
-                        seq,
-                        &format!(
-                            "no [arcgis.*] connection lists a services prefix for {}",
-                            fetch::without_query(&url)
-                        ),
-                    );
-                    continue;
-                };
-                running.insert(seq);
-                jobs.spawn(async move {
-                    let r = conn
-                        .fetch(&url)
-                        .await
-                        .and_then(|f| changes::normalize(&f.json).map_err(FetchError::Failed));
-                    (seq, conn.name.clone(), r)
-                });
-            }
-            let next = not_before.values().min().copied();
-            let wait = next
+            self.start_fetches(&mut schedule, &mut jobs);
+            let wait = schedule
+                .next_due()
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(SWEEP_EVERY)
                 .min(SWEEP_EVERY);
             tokio::select! {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
                     let Ok((seq, conn, result)) = done else { continue };
-                    running.remove(&seq);
-                    not_before.remove(&seq);
-                    let before = outages;
-                    if let Some(delay) = self.finish(seq, &conn, result, &mut outages).await {
-                        not_before.insert(seq, Instant::now() + delay);
-                        if outages > before {
-                            paused_until = paused_until.max(Instant::now() + delay);
-                        }
-                    }
+                    self.finish(seq, &conn, result, &mut schedule).await;
                 }
                 _ = self.feed.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -293,84 +246,129 @@ impl Enricher {
         jobs.abort_all();
     }
 
-    /// Records a fetch's result; returns how long the event must wait before the next try.
-    /// `outages` counts outages in a row (in memory: an outage spends nothing durable).
+    /// Starts a fetch for each parked event the schedule lets through, oldest first.
+    fn start_fetches(&self, schedule: &mut Schedule, jobs: &mut JoinSet<Done>) {
+        for seq in self.parked() {
+            if !schedule.has_room() {
+                break;
+            }
+            if let Ok(Some(_)) = self.feed.queue.changes(seq) {
+                schedule.forget(seq);
+                self.release(seq);
+                continue;
+            }
+            let Some(url) = self.url_of(seq) else {
+                self.release(seq);
+                continue;
+            };
+            let origin = schedule::origin(&url);
+            if !schedule.may_start(seq, &origin, Instant::now()) {
+                continue;
+            }
+            let Some(conn) = self.feed.connection_for(&url) else {
+                self.give_up(
+                    seq,
+                    &format!(
+                        "no [arcgis.*] connection lists a services prefix for {}",
+                        fetch::without_query(&url)
+                    ),
+                );
+                continue;
+            };
+            schedule.started(seq, origin);
+            jobs.spawn(async move {
+                let r = conn
+                    .fetch(&url)
+                    .await
+                    .and_then(|f| changes::normalize(&f.json).map_err(FetchError::Failed));
+                (seq, conn.name.clone(), r)
+            });
+        }
+    }
+
+    /// Records a fetch's result, and when the event is to be tried again.
     async fn finish(
         &self,
         seq: u64,
         conn: &str,
         result: Result<Value, FetchError>,
-        outages: &mut u32,
-    ) -> Option<Duration> {
-        let first = self
+        schedule: &mut Schedule,
+    ) {
+        let settings = self
             .feed
             .connections
             .iter()
             .find(|c| c.name == conn)
-            .map(|c| c.config.poll_interval)
-            .unwrap_or(Duration::from_secs(1));
+            .map(|c| &c.config);
+        let first = settings.map_or(Duration::from_secs(1), |c| c.poll_interval);
         match result {
             Ok(changes) => {
+                schedule.answered(seq);
                 if let Err(e) = self.feed.queue.store_changes(seq, &changes).await {
                     tracing::error!(connection = conn, error = %e, "cannot store the changes; fetching again later");
-                    return Some(Duration::from_secs(1));
+                    schedule.wait_until(seq, Instant::now() + Duration::from_secs(1));
+                    return;
                 }
-                *outages = 0;
+                schedule.forget(seq);
                 METRICS.enrich_fetches.with_label_values(&[conn]).inc();
                 tracing::info!(connection = conn, seq, "changes fetched and stored");
                 self.health.clear_problem(&format!("arcgis.{conn}"));
                 self.release(seq);
-                None
             }
             Err(e @ (FetchError::Unavailable(_) | FetchError::Token(_))) => {
-                let kind = if matches!(e, FetchError::Token(_)) {
-                    "token"
-                } else {
-                    "unavailable"
-                };
+                let token = matches!(e, FetchError::Token(_));
+                let kind = if token { "token" } else { "unavailable" };
                 METRICS
                     .enrich_failures
                     .with_label_values(&[conn, kind])
                     .inc();
                 if let Some(c) = self.feed.connections.iter().find(|c| c.name == conn) {
-                    self.note_token(c, matches!(e, FetchError::Token(_)).then_some(&e));
+                    self.note_token(c, token.then_some(&e));
                 }
-                *outages = outages.saturating_add(1);
-                let delay = fetch::backoff(first, *outages);
-                tracing::warn!(connection = conn, error = %e, retry_in = ?delay, "cannot fetch changes now; nothing is lost, no attempt spent");
-                Some(delay)
+                let (down_for, outages) = schedule.outage(seq, Instant::now());
+                let bound = settings.map_or(Duration::MAX, |c| c.give_up_after);
+                if !token && down_for >= bound {
+                    schedule.forget(seq);
+                    self.give_up(
+                        seq,
+                        &format!(
+                            "changes could not be fetched: unavailable for {} (give_up_after): {e}",
+                            humantime::format_duration(Duration::from_secs(down_for.as_secs()))
+                        ),
+                    );
+                    return;
+                }
+                let delay = fetch::backoff(first, outages);
+                tracing::warn!(connection = conn, seq, error = %e, retry_in = ?delay, "cannot fetch changes now; nothing is lost, no attempt spent");
+                schedule.wait_until(seq, Instant::now() + delay);
             }
             Err(FetchError::Failed(e)) => {
+                schedule.answered(seq);
                 METRICS
                     .enrich_failures
                     .with_label_values(&[conn, "error"])
                     .inc();
                 let attempts = self.feed.queue.count_failed_fetch(seq).unwrap_or(u32::MAX);
-                let limit = self
-                    .feed
-                    .connections
-                    .iter()
-                    .find(|c| c.name == conn)
-                    .map(|c| c.config.attempts)
-                    .unwrap_or(1);
+                let limit = settings.map_or(1, |c| c.attempts);
                 if attempts >= limit {
+                    schedule.forget(seq);
                     self.give_up(
                         seq,
                         &format!("changes could not be fetched after {attempts} attempts: {e}"),
                     );
-                    return None;
+                    return;
                 }
                 let delay = fetch::backoff(first, attempts);
                 tracing::warn!(connection = conn, seq, attempt = attempts, error = %e, retry_in = ?delay, "fetching changes failed; will retry");
-                Some(delay)
+                schedule.wait_until(seq, Instant::now() + delay);
             }
             Err(FetchError::Fatal(e)) => {
+                schedule.forget(seq);
                 METRICS
                     .enrich_failures
                     .with_label_values(&[conn, "fatal"])
                     .inc();
                 self.give_up(seq, &format!("changes could not be fetched: {e}"));
-                None
             }
         }
     }

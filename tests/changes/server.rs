@@ -45,6 +45,10 @@ pub struct Seen {
     pub unauthorized: u32,
     /// Calls whose query had no `f=json`.
     pub without_f_json: u32,
+    /// Calls that carried a token in the URL (ArcGIS takes it in a header; URLs reach logs).
+    pub token_in_query: u32,
+    /// Requests to paths the server does not serve: path and query, and whether a token came.
+    pub stray: Vec<(String, bool)>,
 }
 
 struct State {
@@ -97,6 +101,7 @@ impl Arcgis {
                             "/rest/services/{svc}/FeatureServer/changefiles/{id}",
                             web::get().to(change_file),
                         )
+                        .default_service(web::to(stray))
                 })
                 .workers(2)
                 .disable_signals()
@@ -196,13 +201,40 @@ async fn generate(
     HttpResponse::Ok().json(json!({"token": t, "expires": expires, "ssl": false}))
 }
 
-/// Checks the token (and f=json) of a service call; `Err` is the answer to give instead.
+/// The token a request carries in `X-Esri-Authorization: Bearer <token>`, as ArcGIS REST
+/// takes it.
+fn header_token(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("x-esri-authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+}
+
+/// Records a request to a path this server does not serve, and whether it carried a token.
+async fn stray(st: web::Data<Mutex<State>>, req: HttpRequest) -> HttpResponse {
+    let had = header_token(&req).is_some() || query(&req).contains_key("token");
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    st.lock().unwrap().seen.stray.push((path, had));
+    HttpResponse::NotFound().finish()
+}
+
+/// Checks the token (and f=json) of a service call; `Err` is the answer to give instead. A
+/// token in the query is refused like a missing one: the strict server wants it in the header.
 fn check(st: &mut State, req: &HttpRequest) -> Result<(), Box<HttpResponse>> {
     let q = query(req);
     if q.get("f").map(String::as_str) != Some("json") {
         st.seen.without_f_json += 1;
     }
-    let token = q.get("token");
+    if q.contains_key("token") {
+        st.seen.token_in_query += 1;
+    }
+    let token = header_token(req);
+    let token = token.as_ref();
     if token.is_none() || token != st.valid.as_ref() {
         st.seen.unauthorized += 1;
         let code = if token.is_none() { 499 } else { 498 };
@@ -238,6 +270,11 @@ async fn extract(
     let hang = {
         let mut st = st.lock().unwrap();
         count(&mut st, "extract");
+        // The service `broken` is down for good: an outage that never ends.
+        if svc.as_str() == "broken" {
+            count(&mut st, "broken");
+            return HttpResponse::ServiceUnavailable().body("maintenance");
+        }
         if let Err(answer) = check(&mut st, &req) {
             return *answer;
         }
