@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::dispatch::LastError;
 use crate::ingress::AppState;
+use crate::metrics::METRICS;
 use crate::secret::Secret;
 
 /// Registers the admin routes.
@@ -54,11 +55,23 @@ async fn require_token(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let refusal = match req.app_data::<web::Data<AppState>>() {
         Some(state) => refuse(req.request(), state),
-        None => Some(error(
+        None => Some(Refusal::Other(error(
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
             "no_state",
             "the admin API is not wired to the daemon",
-        )),
+        ))),
+    };
+    let refusal = match refusal {
+        Some(Refusal::WrongToken(response)) => {
+            METRICS.admin_token_failures.inc();
+            tracing::warn!(peer = %peer(req.request()), "admin API: refused, the bearer token does not match server.admin_token");
+            if let Some(brake) = req.app_data::<web::Data<TokenBrake>>() {
+                brake.after_failure().await;
+            }
+            Some(response)
+        }
+        Some(Refusal::Other(response)) => Some(response),
+        None => None,
     };
     match refusal {
         Some(response) => Ok(req.into_response(response).map_into_right_body()),
@@ -69,16 +82,24 @@ async fn require_token(
     }
 }
 
+/// Why an admin request is refused: a wrong token is braked and counted, the rest is not.
+enum Refusal {
+    /// A bearer token that is not the admin token: a guess.
+    WrongToken(HttpResponse),
+    /// The API is off, or no token was sent.
+    Other(HttpResponse),
+}
+
 /// None when the request carries the configured token; the refusal otherwise.
-fn refuse(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+fn refuse(req: &HttpRequest, state: &AppState) -> Option<Refusal> {
     use actix_web::http::StatusCode;
     let config = state.config();
     let Some(token) = &config.server.admin_token else {
-        return Some(error(
+        return Some(Refusal::Other(error(
             StatusCode::NOT_FOUND,
             "admin_disabled",
             "the admin API is off: set server.admin_token",
-        ));
+        )));
     };
     let given = req
         .headers()
@@ -87,20 +108,46 @@ fn refuse(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if given.is_empty() {
-        return Some(error(
+        return Some(Refusal::Other(error(
             StatusCode::UNAUTHORIZED,
             "token_missing",
             "expected Authorization: Bearer <admin_token>",
-        ));
+        )));
     }
     if token_matches(given, token) {
         None
     } else {
-        Some(error(
+        Some(Refusal::WrongToken(error(
             StatusCode::UNAUTHORIZED,
             "token_invalid",
             "the bearer token does not match server.admin_token",
-        ))
+        )))
+    }
+}
+
+/// The peer's address for log lines.
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// The wait before a wrong token's answer; failures wait one after the other, so guessing runs
+/// at one try per `FAILURE_DELAY` however many connections a guesser opens.
+pub const FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The brake on wrong admin tokens, shared by the admin API and the status page's sign-in, so
+/// that a guesser gets one try per [`FAILURE_DELAY`] across both.
+#[derive(Debug, Default)]
+pub struct TokenBrake {
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl TokenBrake {
+    /// Waits `FAILURE_DELAY`, one failure after another.
+    pub async fn after_failure(&self) {
+        let _turn = self.turn.lock().await;
+        tokio::time::sleep(FAILURE_DELAY).await;
     }
 }
 

@@ -206,6 +206,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
+            for w in c.warnings() {
+                println!("{}: warning: {w}", path.display());
+            }
             println!(
                 "{}: ok ({} hooks, {} sinks, routes valid)",
                 path.display(),

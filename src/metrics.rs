@@ -49,6 +49,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Status page sign-ins refused for a wrong token.
     pub ui_signin_failures: IntCounter,
+    /// Admin API requests refused for a wrong bearer token.
+    pub admin_token_failures: IntCounter,
     /// Change files fetched and stored, by ArcGIS connection.
     pub enrich_fetches: IntCounterVec,
     /// Polls of extractChanges jobs, by connection.
@@ -201,6 +203,11 @@ impl Metrics {
                 "Status page sign-ins refused for a wrong token",
             )
             .unwrap_or_else(|e| unreachable!("{e}")),
+            admin_token_failures: IntCounter::new(
+                "hookbridge_admin_token_failures_total",
+                "Admin API requests refused for a wrong bearer token",
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
             enrich_fetches: counter(
                 "hookbridge_enrich_fetches_total",
                 "Change files fetched and stored, by ArcGIS connection",
@@ -264,6 +271,7 @@ impl Metrics {
             Box::new(m.sink_errors.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.ui_signin_failures.clone()),
+            Box::new(m.admin_token_failures.clone()),
             Box::new(m.enrich_fetches.clone()),
             Box::new(m.enrich_job_polls.clone()),
             Box::new(m.enrich_failures.clone()),

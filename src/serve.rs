@@ -158,6 +158,9 @@ impl Sinks {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut signals = Signals::install()?;
     let config = Arc::new(config);
+    for w in config.warnings() {
+        tracing::warn!(key = %w.key, "{}", w.message);
+    }
     let queue = Queue::open(&config.storage.path, config.storage.retention())?;
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();
@@ -236,11 +239,13 @@ fn listen(
 ) -> Result<actix_web::dev::Server, ServeError> {
     let app_state = state.clone();
     let ui = web::Data::new(crate::ui::Ui::default());
+    let brake = web::Data::new(crate::admin::TokenBrake::default());
     let max_body = config.server.max_body.as_u64() as usize;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .app_data(ui.clone())
+            .app_data(brake.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .configure(ingress::routes)
             .configure(crate::admin::routes)

@@ -149,6 +149,15 @@ impl Config {
         crate::arcgis::prepare(hook.kind, name, json, limits)
     }
 
+    /// What is allowed but unwise (plain-http ArcGIS services off loopback): `check` prints
+    /// these, and `serve` logs them at start.
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.arcgis
+            .iter()
+            .flat_map(|(name, c)| c.warnings(name))
+            .collect()
+    }
+
     /// Reads, parses and validates `path`, collecting every problem found.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -55,6 +55,7 @@ impl Renderer {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(AUTOESCAPED.to_vec());
         tera.register_filter("utc", utc_filter);
+        tera.register_filter("http_link", http_link_filter);
         Renderer {
             tera: Arc::new(tera),
             dir,
@@ -289,6 +290,22 @@ fn escape_strings(value: &mut Value, escape: fn(&str) -> String) {
     }
 }
 
+/// Whether `text` may become a link a person clicks: an absolute `http` or `https` URL with a
+/// host. A payload's `portalURL` or `changesUrl` could be `javascript:` or `data:` otherwise.
+pub fn is_http_link(text: &str) -> bool {
+    url::Url::parse(text.trim())
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+}
+
+/// The `http_link` filter: the value when [`is_http_link`] holds, else an empty string, so
+/// `{% if link %}` leaves the link out.
+fn http_link_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    Ok(match value.as_str() {
+        Some(text) if is_http_link(text) => Value::from(text),
+        _ => Value::from(""),
+    })
+}
+
 /// The `utc` filter: epoch milliseconds as `2023-11-14 22:15:21 UTC`, for message templates.
 fn utc_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
     let at = value
@@ -426,5 +443,35 @@ mod tests {
             serde_json::from_slice(&r.encode(PayloadFormat::Event, "", &event(), "{}").unwrap())
                 .unwrap();
         assert_eq!(ev, event());
+    }
+
+    #[test]
+    fn buttons_link_only_http_urls() {
+        let mut r = Renderer::new(PathBuf::from("templates"));
+        let mut p = vec![];
+        r.add_file_or_builtin("teams", "teams.json.tera", "teams", &mut p);
+        r.add_file_or_builtin("slack", "slack.json.tera", "slack", &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let hostile = Event {
+            kind: crate::event::EventKind::Portal,
+            source: "item".into(),
+            portal: Some("javascript:alert(document.domain)//".into()),
+            ..event()
+        };
+        let fine = Event {
+            portal: Some("https://gis.example.org/portal".into()),
+            ..hostile.clone()
+        };
+        for name in ["teams", "slack"] {
+            let out = r.render_event(name, &hostile, "{}").unwrap();
+            assert!(!out.contains("javascript"), "{name}: {out}");
+            assert!(!out.contains("Open in ArcGIS"), "{name}: {out}");
+            let out = r.render_event(name, &fine, "{}").unwrap();
+            assert!(
+                out.contains("https://gis.example.org/portal/home/item.html?id=i1"),
+                "{name}: {out}"
+            );
+        }
+        assert!(is_http_link("http://h.example/x") && !is_http_link("data:text/html,x"));
     }
 }

@@ -88,7 +88,9 @@ pub async fn signin(
     }
     count_failure();
     tracing::warn!(%peer, "status page: sign-in refused, the token does not match server.admin_token");
-    ui.sessions.after_failure().await;
+    if let Some(brake) = req.app_data::<web::Data<crate::admin::TokenBrake>>() {
+        brake.after_failure().await;
+    }
     signin_page(
         &ui,
         StatusCode::UNAUTHORIZED,

@@ -20,9 +20,6 @@ pub const COOKIE: &str = "hookbridge_session";
 pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// Most sessions held; the oldest goes first when a sign-in would pass this.
 const MAX_SESSIONS: usize = 256;
-/// The wait before a wrong token's answer; failures wait one after the other, so guessing
-/// runs at one try per `FAILURE_DELAY` however many connections a guesser opens.
-pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 /// A signed-in browser.
 #[derive(Debug, Clone)]
@@ -44,7 +41,6 @@ impl Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     open: Mutex<HashMap<String, Session>>,
-    failures: tokio::sync::Mutex<()>,
 }
 
 /// 32 random bytes as hex, from the thread's cryptographically secure generator.
@@ -105,12 +101,6 @@ impl Sessions {
     /// Ends a session.
     pub fn close(&self, id: &str) {
         self.lock().remove(id);
-    }
-
-    /// Waits `FAILURE_DELAY`, one failed sign-in after another.
-    pub async fn after_failure(&self) {
-        let _turn = self.failures.lock().await;
-        tokio::time::sleep(FAILURE_DELAY).await;
     }
 }
 

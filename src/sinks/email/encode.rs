@@ -78,8 +78,12 @@ fn utc(ms: i64) -> Option<String> {
 }
 
 /// A link a person can open: the portal page of an item, group or user, or the REST page of a
-/// feature layer (from its `changesUrl`).
+/// feature layer (from its `changesUrl`); only ever an http(s) URL.
 fn link(event: &Event) -> Option<String> {
+    link_of(event).filter(|l| crate::render::is_http_link(l))
+}
+
+fn link_of(event: &Event) -> Option<String> {
     let id = utf8_percent_encode(&event.id, NON_ALPHANUMERIC).to_string();
     if event.kind == EventKind::Survey123 {
         let props = &event.properties;
@@ -283,5 +287,12 @@ mod tests {
             link(&e).as_deref(),
             Some("https://s.example.com/x/FeatureServer/0")
         );
+        e.properties.insert(
+            "changesUrl".into(),
+            "javascript:alert(1)//extractChanges".into(),
+        );
+        assert_eq!(link(&e), None, "only http(s) URLs become links");
+        e.portal = Some("javascript:alert(document.domain)//".into());
+        assert_eq!(link(&e), None);
     }
 }
