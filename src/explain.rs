@@ -90,7 +90,7 @@ pub fn explain(
         .get(hook)
         .ok_or_else(|| ExplainError::UnknownHook(hook.to_string()))?;
     let decoded = decode(encoding, body)?;
-    let prepared = config.prepare(hook, h, &decoded.json)?;
+    let prepared = config.prepare(hook, h, &decoded.json, &mut |_| true)?;
     let payload = &*prepared.payload;
     let mut out = Vec::new();
     for event in prepared.events {

@@ -2,6 +2,8 @@
 //! answers the next good delivery at once.
 
 mod common;
+#[path = "hostile/limits.rs"]
+mod limits;
 #[path = "hostile/oracle.rs"]
 mod oracle;
 

@@ -56,6 +56,14 @@ pub enum ParseError {
         /// The limit.
         max: usize,
     },
+    /// The daemon is building as many events as `server.max_inflight_events` allows (503).
+    #[error(
+        "{count} events cannot be taken now: the daemon is accepting as many as server.max_inflight_events allows; retry later"
+    )]
+    Busy {
+        /// How many the payload holds.
+        count: usize,
+    },
     /// `kind = "auto"` and the shape is none of the known ones.
     #[error(
         "unrecognized payload: expected a portal object {{info, events}}, a feature-service array, \
@@ -96,12 +104,14 @@ impl Limits<'_> {
 /// The one path from a payload's JSON to its events, shared by the ingress, `explain` and the
 /// fuzz targets: strict JSON (no duplicate keys), credentials and `redact` paths removed, the
 /// event count checked against the cap before any event is built, then parsed by the hook's
-/// kind (or the detected one).
+/// kind (or the detected one). `admit` is asked, with the count, whether that many events may
+/// be built now.
 pub fn prepare(
     kind: HookKind,
     hook: &str,
     json: &[u8],
     limits: Limits<'_>,
+    admit: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Prepared, ParseError> {
     let mut value = json::parse_strict(json)?;
     let mut removed = remove_token(&mut value);
@@ -115,6 +125,9 @@ pub fn prepare(
             max: limits.max_events,
         });
     }
+    if !admit(count) {
+        return Err(ParseError::Busy { count });
+    }
     let events = parse_value(kind, hook, &value)?;
     let payload: Arc<str> = if removed {
         Arc::from(value.to_string())
@@ -126,7 +139,7 @@ pub fn prepare(
 
 /// Parses a payload's JSON text for `hook` into its events (empty when it holds none).
 pub fn parse(kind: HookKind, hook: &str, json: &[u8]) -> Result<Vec<Event>, ParseError> {
-    prepare(kind, hook, json, Limits::NONE).map(|p| p.events)
+    prepare(kind, hook, json, Limits::NONE, &mut |_| true).map(|p| p.events)
 }
 
 /// Parses an already decoded payload.

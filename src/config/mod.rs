@@ -136,17 +136,19 @@ pub struct Config {
 impl Config {
     /// A payload's events as hook `name` takes them under this config: the hook's kind and
     /// `redact` paths, and `server.max_events`. The one path the ingress and `explain` share.
+    /// `admit` is asked, with the event count, whether that many may be built now.
     pub fn prepare(
         &self,
         name: &str,
         hook: &HookConfig,
         json: &[u8],
+        admit: &mut dyn FnMut(usize) -> bool,
     ) -> Result<crate::arcgis::Prepared, crate::arcgis::ParseError> {
         let limits = crate::arcgis::Limits {
             redact: &hook.redact,
             max_events: self.server.max_events,
         };
-        crate::arcgis::prepare(hook.kind, name, json, limits)
+        crate::arcgis::prepare(hook.kind, name, json, limits, admit)
     }
 
     /// What is allowed but unwise (plain-http ArcGIS services off loopback): `check` prints

@@ -25,6 +25,14 @@ pub struct ServerConfig {
     /// Most events one delivery may hold; more get 413 before anything is parsed into events.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
+    /// Most body bytes being read and parsed at once, over all requests; past it, 503 with
+    /// `Retry-After` (at least `max_body`).
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: bytesize::ByteSize,
+    /// Most events being built and stored at once, over all requests; past it, 503 with
+    /// `Retry-After` (at least `max_events`).
+    #[serde(default = "default_max_inflight_events")]
+    pub max_inflight_events: usize,
     /// Bearer token for `/admin`; the admin API is off without one.
     pub admin_token: Option<Secret>,
     /// How long a graceful stop may take before in-flight work is abandoned (it stays queued).
@@ -42,6 +50,8 @@ impl Default for ServerConfig {
             tls: None,
             max_body: default_max_body(),
             max_events: default_max_events(),
+            max_inflight_bytes: default_max_inflight_bytes(),
+            max_inflight_events: default_max_inflight_events(),
             admin_token: None,
             shutdown_timeout: default_shutdown_timeout(),
             read_timeout: default_read_timeout(),
@@ -57,6 +67,15 @@ fn default_listen() -> String {
 /// docs/reliability.md, "Hostile load".
 fn default_max_events() -> usize {
     10_000
+}
+/// Sixteen maximal bodies at once: ArcGIS's deliveries are a few KiB, so only a flood meets it.
+fn default_max_inflight_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(16)
+}
+/// Two maximal deliveries at once (each costs tens of MiB while it is built and stored); a real
+/// delivery holds a handful of events.
+fn default_max_inflight_events() -> usize {
+    20_000
 }
 fn default_max_body() -> bytesize::ByteSize {
     bytesize::ByteSize::mib(1)
@@ -93,6 +112,24 @@ impl ServerConfig {
         }
         if self.max_events == 0 {
             problems.push(Problem::new("server.max_events", "must be at least 1"));
+        }
+        if self.max_inflight_bytes < self.max_body {
+            problems.push(Problem::new(
+                "server.max_inflight_bytes",
+                format!(
+                    "must be at least server.max_body ({}), or a largest delivery could never be taken",
+                    self.max_body
+                ),
+            ));
+        }
+        if self.max_inflight_events < self.max_events {
+            problems.push(Problem::new(
+                "server.max_inflight_events",
+                format!(
+                    "must be at least server.max_events ({}), or a largest delivery could never be taken",
+                    self.max_events
+                ),
+            ));
         }
         if let Some(token) = &self.admin_token {
             let t = token.expose();

@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, budget};
 use crate::arcgis::{self, ParseError};
 use crate::body::{self, BodyEncoding, ContentTypeError, DecodedBody, FormError};
 use crate::config::{Config, HookConfig};
@@ -52,7 +52,13 @@ pub enum IngressError {
     /// The queue cannot take it now; ArcGIS will retry.
     #[error("cannot store the delivery now ({0}); retry later")]
     Unavailable(String),
+    /// The ingress is taking as many bytes or events as its budget allows (503, `Retry-After`).
+    #[error("too much is being accepted at once ({0}); retry later")]
+    Busy(&'static str),
 }
+
+/// The `Retry-After` of a 503 for a spent budget, in seconds.
+const BUSY_RETRY_AFTER: &str = "1";
 
 /// Longest `message` in an error answer: enough to name a path and a type, never a whole value.
 const MAX_MESSAGE: usize = 512;
@@ -65,11 +71,13 @@ impl IngressError {
             IngressError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngressError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::Parse(ParseError::TooManyEvents { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngressError::Parse(ParseError::Busy { .. })
+            | IngressError::Unavailable(_)
+            | IngressError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             IngressError::Body(_) | IngressError::Form(_) | IngressError::Parse(_) => {
                 StatusCode::BAD_REQUEST
             }
             IngressError::Auth(_) => StatusCode::UNAUTHORIZED,
-            IngressError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -87,6 +95,7 @@ impl IngressError {
             }
             IngressError::Auth(_) => "signature_invalid",
             IngressError::Parse(ParseError::TooManyEvents { .. }) => "too_many_events",
+            IngressError::Parse(ParseError::Busy { .. }) | IngressError::Busy(_) => "busy",
             IngressError::Form(_) | IngressError::Parse(_) => "bad_payload",
             IngressError::Unavailable(_) => "unavailable",
         }
@@ -111,7 +120,11 @@ impl IngressError {
     }
 
     pub(super) fn response(&self) -> HttpResponse {
-        HttpResponse::build(self.status()).json(json!({
+        let mut r = HttpResponse::build(self.status());
+        if self.label() == "busy" {
+            r.insert_header((actix_web::http::header::RETRY_AFTER, BUSY_RETRY_AFTER));
+        }
+        r.json(json!({
             "error": self.label(),
             "message": self.message(),
         }))
@@ -124,6 +137,29 @@ pub(super) fn find_hook<'c>(config: &'c Config, name: &str) -> Option<&'c HookCo
     crate::config::valid_name(name)
         .then(|| config.hooks.get(name))
         .flatten()
+}
+
+/// The answer to a request refused before its body was read (an `Expect: 100-continue` whose
+/// length is over `server.max_body`), counted and logged as [`receive`] would.
+pub fn refuse_unread(state: &AppState, path: &str, error: IngressError) -> HttpResponse {
+    let config = state.config();
+    let label = path
+        .strip_prefix("/hooks/")
+        .and_then(|name| find_hook(&config, name).map(|_| name))
+        .unwrap_or("(unknown)");
+    METRICS
+        .requests
+        .with_label_values(&[label, error.label()])
+        .inc();
+    state.traffic.record(label, error.label());
+    tracing::info!(
+        hook = label,
+        status = error.status().as_u16(),
+        reason = error.label(),
+        "delivery refused before its body was sent: {}",
+        error.message()
+    );
+    error.response()
 }
 
 /// `POST /hooks/{hook}`.
@@ -193,11 +229,29 @@ async fn accept(
     if !state.is_accepting() {
         return Err(IngressError::Unavailable("shutting down".into()));
     }
-    let (encoding, raw) = read_delivery(req, config, payload).await?;
+    let mut held = budget::Held::default();
+    let result = accept_held(req, name, hook, config, payload, state, &mut held).await;
+    budget::after_answer(held);
+    result
+}
+
+/// [`accept`] with the budget the request holds, given back once it is answered.
+async fn accept_held(
+    req: &HttpRequest,
+    name: &str,
+    hook: &HookConfig,
+    config: &Config,
+    payload: web::Payload,
+    state: &AppState,
+    held: &mut budget::Held,
+) -> Result<AcceptOutcome, IngressError> {
+    let (encoding, raw) = read_delivery(req, config, payload, state, held).await?;
     let decoded = body::decode(encoding, &raw);
     authenticate(req, hook, &raw, decoded.as_ref().ok())?;
     let decoded = decoded?;
-    let prepared = config.prepare(name, hook, &decoded.json)?;
+    let prepared = config.prepare(name, hook, &decoded.json, &mut |n| {
+        state.budget.take_events(held, n)
+    })?;
     if prepared.events.is_empty() {
         return Ok(AcceptOutcome::default());
     }
@@ -227,15 +281,18 @@ async fn read_delivery(
     req: &HttpRequest,
     config: &Config,
     mut payload: web::Payload,
+    state: &AppState,
+    held: &mut budget::Held,
 ) -> Result<(BodyEncoding, web::BytesMut), IngressError> {
     let limit = config.server.max_body.as_u64();
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(req);
     if declared.is_some_and(|n| n > limit) {
         return Err(IngressError::TooLarge(limit));
+    }
+    if let Some(n) = declared {
+        if !state.budget.take_bytes(held, n) {
+            return Err(IngressError::Busy("server.max_inflight_bytes"));
+        }
     }
     let content_type = req
         .headers()
@@ -243,9 +300,13 @@ async fn read_delivery(
         .map(|v| v.to_str().unwrap_or("(not text)"));
     let encoding = BodyEncoding::from_content_type(content_type)?;
     let read_timeout = config.server.read_timeout;
-    let raw = tokio::time::timeout(read_timeout, read_body(&mut payload, declared, limit))
-        .await
-        .map_err(|_| IngressError::Timeout(read_timeout))??;
+    let budget = (declared.is_none()).then_some((&state.budget, held));
+    let raw = tokio::time::timeout(
+        read_timeout,
+        read_body(&mut payload, declared, limit, budget),
+    )
+    .await
+    .map_err(|_| IngressError::Timeout(read_timeout))??;
     if raw.is_empty() {
         return Err(IngressError::Body("the body is empty".into()));
     }
@@ -336,17 +397,32 @@ fn authenticate(
     .map(|_| ())
 }
 
-/// Reads the body, refusing it as soon as it passes `limit`.
+/// The body's declared `Content-Length`, when it has one.
+pub(super) fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads the body, refusing it as soon as it passes `limit`; a body of no declared length
+/// takes its bytes from the budget as they arrive.
 async fn read_body(
     payload: &mut web::Payload,
     declared: Option<u64>,
     limit: u64,
+    mut budget: Option<(&budget::Budget, &mut budget::Held)>,
 ) -> Result<web::BytesMut, IngressError> {
     let mut raw = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit) as usize);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| IngressError::Body(e.to_string()))?;
         if (raw.len() + chunk.len()) as u64 > limit {
             return Err(IngressError::TooLarge(limit));
+        }
+        if let Some((b, held)) = budget.as_mut() {
+            if !b.take_bytes(held, chunk.len() as u64) {
+                return Err(IngressError::Busy("server.max_inflight_bytes"));
+            }
         }
         raw.extend_from_slice(&chunk);
     }

@@ -1,5 +1,6 @@
 //! The actix-web application state and the ingress routes: hooks, health, readiness, metrics.
 
+pub mod budget;
 pub mod crc;
 pub mod hooks;
 pub mod traffic;
@@ -27,6 +28,8 @@ pub struct AppState {
     controls: RwLock<Arc<BTreeMap<String, Arc<SinkControl>>>>,
     /// Deliveries per hook and outcome over the last hour and day.
     pub traffic: traffic::Traffic,
+    /// The bytes and events being accepted at once.
+    pub budget: budget::Budget,
     accepting: AtomicBool,
 }
 
@@ -38,7 +41,12 @@ impl AppState {
         health: Arc<Health>,
         controls: BTreeMap<String, Arc<SinkControl>>,
     ) -> Self {
+        let budget = budget::Budget::new(
+            config.server.max_inflight_bytes.as_u64(),
+            config.server.max_inflight_events,
+        );
         AppState {
+            budget,
             config: RwLock::new(config),
             controls: RwLock::new(Arc::new(controls)),
             queue,

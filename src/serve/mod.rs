@@ -9,12 +9,14 @@
 //! in hand, starts the new ones, and swaps the config in. Deliveries stay in the queue
 //! meanwhile, so nothing is lost and nothing is sent twice beyond at-least-once.
 
+mod listen;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::web;
 use sd_notify::NotifyState;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +25,7 @@ use crate::config::Config;
 use crate::dispatch::{Dispatcher, SinkControl};
 use crate::enrich::{Connection, Enricher, Feed};
 use crate::health::Health;
-use crate::ingress::{self, AppState};
+use crate::ingress::AppState;
 use crate::metrics::METRICS;
 use crate::queue::{Queue, QueueError};
 use crate::retry::RetryConfig;
@@ -154,6 +156,17 @@ impl Sinks {
     }
 }
 
+/// Whether a log event may be written: every one of hookbridge's own, and a dependency's up
+/// to `debug`, except those known to carry a payload (lapin logs a returned message whole, and
+/// frames at `trace`), so that no payload reaches a log whatever `HOOKBRIDGE_LOG` says.
+pub fn loggable(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    if target.starts_with("hookbridge") {
+        return true;
+    }
+    *meta.level() <= tracing::Level::DEBUG && !target.starts_with("lapin::returned_messages")
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut signals = Signals::install()?;
@@ -189,7 +202,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Some(tls) => Some(CertStore::new(tls)?),
         None => None,
     };
-    let server = listen(&config, &state, certs.as_ref())?;
+    let server = listen::listen(&config, &state, certs.as_ref())?;
     let handle = server.handle();
     let mut server_task = tokio::spawn(server);
     notify(&[NotifyState::Ready]);
@@ -228,40 +241,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     notify(&[NotifyState::Stopping]);
     shut_down(&config, &state, handle, sinks, &stop, background, queue).await
-}
-
-/// Binds the listener (with TLS when configured) and mounts the ingress, admin API and status
-/// page; the returned server runs once spawned.
-fn listen(
-    config: &Config,
-    state: &web::Data<AppState>,
-    certs: Option<&Arc<CertStore>>,
-) -> Result<actix_web::dev::Server, ServeError> {
-    let app_state = state.clone();
-    let ui = web::Data::new(crate::ui::Ui::default());
-    let brake = web::Data::new(crate::admin::TokenBrake::default());
-    let max_body = config.server.max_body.as_u64() as usize;
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(app_state.clone())
-            .app_data(ui.clone())
-            .app_data(brake.clone())
-            .app_data(web::PayloadConfig::new(max_body))
-            .configure(ingress::routes)
-            .configure(crate::admin::routes)
-            .configure(crate::ui::routes)
-    })
-    .disable_signals()
-    .client_request_timeout(config.server.read_timeout)
-    .shutdown_timeout(config.server.shutdown_timeout.as_secs().max(1));
-    let server = match certs {
-        Some(store) => server.bind_rustls_0_23(config.listen, store.server_config()?)?,
-        None => server.bind(config.listen)?,
-    };
-    for addr in server.addrs() {
-        tracing::info!(%addr, tls = certs.is_some(), hooks = config.hooks.len(), sinks = config.sinks.len(), "hookbridge listening");
-    }
-    Ok(server.run())
 }
 
 /// Stops within `shutdown_timeout`: refuses new deliveries, lets requests and sends in flight
@@ -420,6 +399,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.server.max_body != new.server.max_body {
         keys.push("server.max_body");
+    }
+    if (
+        old.server.max_inflight_bytes,
+        old.server.max_inflight_events,
+    ) != (
+        new.server.max_inflight_bytes,
+        new.server.max_inflight_events,
+    ) {
+        keys.push("server.max_inflight_bytes, server.max_inflight_events");
     }
     if old.server.read_timeout != new.server.read_timeout {
         keys.push("server.read_timeout");
