@@ -26,13 +26,11 @@ pub struct ServerConfig {
     #[serde(default = "default_max_events")]
     pub max_events: usize,
     /// Most body bytes being read and parsed at once, over all requests; past it, 503 with
-    /// `Retry-After` (at least `max_body`).
-    #[serde(default = "default_max_inflight_bytes")]
-    pub max_inflight_bytes: bytesize::ByteSize,
+    /// `Retry-After` (at least `max_body`; see [`ServerConfig::inflight_bytes`]).
+    pub max_inflight_bytes: Option<bytesize::ByteSize>,
     /// Most events being built and stored at once, over all requests; past it, 503 with
-    /// `Retry-After` (at least `max_events`).
-    #[serde(default = "default_max_inflight_events")]
-    pub max_inflight_events: usize,
+    /// `Retry-After` (at least `max_events`; see [`ServerConfig::inflight_events`]).
+    pub max_inflight_events: Option<usize>,
     /// Bearer token for `/admin`; the admin API is off without one.
     pub admin_token: Option<Secret>,
     /// How long a graceful stop may take before in-flight work is abandoned (it stays queued).
@@ -50,8 +48,8 @@ impl Default for ServerConfig {
             tls: None,
             max_body: default_max_body(),
             max_events: default_max_events(),
-            max_inflight_bytes: default_max_inflight_bytes(),
-            max_inflight_events: default_max_inflight_events(),
+            max_inflight_bytes: None,
+            max_inflight_events: None,
             admin_token: None,
             shutdown_timeout: default_shutdown_timeout(),
             read_timeout: default_read_timeout(),
@@ -68,14 +66,27 @@ fn default_listen() -> String {
 fn default_max_events() -> usize {
     10_000
 }
-/// Sixteen maximal bodies at once: ArcGIS's deliveries are a few KiB, so only a flood meets it.
-fn default_max_inflight_bytes() -> bytesize::ByteSize {
-    bytesize::ByteSize::mib(16)
-}
-/// Two maximal deliveries at once (each costs tens of MiB while it is built and stored); a real
-/// delivery holds a handful of events.
-fn default_max_inflight_events() -> usize {
-    20_000
+/// The default budget of body bytes: 16 MiB, and never less than two largest bodies. ArcGIS's
+/// deliveries are a few KiB, so only a flood meets it.
+const INFLIGHT_BYTES: u64 = 16 * 1024 * 1024;
+/// The default budget of events: 20 000, and never less than two largest deliveries (each costs
+/// tens of MiB while it is built and stored); a real delivery holds a handful of events.
+const INFLIGHT_EVENTS: usize = 20_000;
+
+impl ServerConfig {
+    /// The budget of body bytes being accepted at once.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.max_inflight_bytes.map_or_else(
+            || INFLIGHT_BYTES.max(self.max_body.as_u64().saturating_mul(2)),
+            |b| b.as_u64(),
+        )
+    }
+
+    /// The budget of events being accepted at once.
+    pub fn inflight_events(&self) -> usize {
+        self.max_inflight_events
+            .unwrap_or_else(|| INFLIGHT_EVENTS.max(self.max_events.saturating_mul(2)))
+    }
 }
 fn default_max_body() -> bytesize::ByteSize {
     bytesize::ByteSize::mib(1)
@@ -113,7 +124,7 @@ impl ServerConfig {
         if self.max_events == 0 {
             problems.push(Problem::new("server.max_events", "must be at least 1"));
         }
-        if self.max_inflight_bytes < self.max_body {
+        if self.inflight_bytes() < self.max_body.as_u64() {
             problems.push(Problem::new(
                 "server.max_inflight_bytes",
                 format!(
@@ -122,7 +133,7 @@ impl ServerConfig {
                 ),
             ));
         }
-        if self.max_inflight_events < self.max_events {
+        if self.inflight_events() < self.max_events {
             problems.push(Problem::new(
                 "server.max_inflight_events",
                 format!(

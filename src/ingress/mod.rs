@@ -42,8 +42,8 @@ impl AppState {
         controls: BTreeMap<String, Arc<SinkControl>>,
     ) -> Self {
         let budget = budget::Budget::new(
-            config.server.max_inflight_bytes.as_u64(),
-            config.server.max_inflight_events,
+            config.server.inflight_bytes(),
+            config.server.inflight_events(),
         );
         AppState {
             budget,
