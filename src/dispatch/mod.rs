@@ -100,13 +100,17 @@ pub fn backoff_delay(b: &Backoff, attempt: u32) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// The longest wait a destination's `Retry-After` is honoured for; a longer one waits this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// The delay before attempt `attempt + 1` when the destination asked for `after` (HTTP
-/// `Retry-After`): the backoff or that wait, whichever is longer, capped at the policy's `max`
-/// so that a destination cannot park a delivery for longer than the operator allows.
+/// `Retry-After`): the backoff or that wait, whichever is longer. The wait asked is honoured
+/// whatever the backoff's `max` (a receiver's rate limit is its own to set), up to
+/// [`MAX_RETRY_AFTER`], so that a destination cannot park a delivery for days.
 pub fn retry_delay(b: &Backoff, attempt: u32, after: Option<Duration>) -> Duration {
     let backoff = backoff_delay(b, attempt);
     match after {
-        Some(after) => backoff.max(after.min(b.max)),
+        Some(after) => backoff.max(after.min(MAX_RETRY_AFTER)),
         None => backoff,
     }
 }

@@ -135,10 +135,23 @@ fn retry_after_lengthens_the_backoff_up_to_the_policy_max() {
         // A shorter wait asked: the backoff still applies (attempt 5: 8 to 16 s).
         let longer = retry_delay(&b, 5, Some(Duration::from_secs(2)));
         assert!(longer >= Duration::from_secs(8), "{longer:?}");
-        // A wait past the policy's max: capped at max.
+        // A wait past the policy's max is still honoured, up to an hour.
         assert_eq!(
             retry_delay(&b, 1, Some(Duration::from_secs(3600))),
-            Duration::from_secs(60)
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            retry_delay(&b, 1, Some(Duration::from_secs(7200))),
+            MAX_RETRY_AFTER
+        );
+        // A receiver asking for 2 s under a backoff whose max is 1 s waits 2 s.
+        let short = Backoff {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        assert_eq!(
+            retry_delay(&short, 9, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
         );
     }
 }

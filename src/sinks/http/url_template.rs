@@ -49,14 +49,12 @@ impl UrlTemplate {
         }
         let prefix = static_prefix(text);
         let Some(end) = authority_end(prefix) else {
-            return Err(if prefix.contains("://") {
+            return Err(
                 "the scheme, host and port must be written out, with a template only after them \
                  (https://host/path/{{ id }}), so that an event cannot choose where the request goes; \
                  a URL kept whole in env:/file: is fine"
-                    .into()
-            } else {
-                "expected an http:// or https:// URL with the host written out".into()
-            });
+                    .into(),
+            );
         };
         let origin = parse_url(&prefix[..end])?;
         if loops(text) {
