@@ -22,6 +22,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, for checks of what a route may match.
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Portal,
+        EventKind::FeatureService,
+        EventKind::Geoprocessing,
+        EventKind::Survey123,
+    ];
+
     /// The name used in routes, templates and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -14,9 +14,9 @@ use crate::render::RenderError;
 /// Why a dry run could not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
-    /// No such hook.
-    #[error("no hook named {0:?} in the config")]
-    UnknownHook(String),
+    /// No such hook: its name, and the hooks there are.
+    #[error("no hook named {0:?} in the config; configured hooks: [{known}]", known = .1.join(", "))]
+    UnknownHook(String, Vec<String>),
     /// A form body without a usable `payload` field.
     #[error(transparent)]
     Form(#[from] FormError),
@@ -85,10 +85,9 @@ pub fn explain(
     encoding: BodyEncoding,
     body: &[u8],
 ) -> Result<Explanation, ExplainError> {
-    let h = config
-        .hooks
-        .get(hook)
-        .ok_or_else(|| ExplainError::UnknownHook(hook.to_string()))?;
+    let h = config.hooks.get(hook).ok_or_else(|| {
+        ExplainError::UnknownHook(hook.to_string(), config.hooks.keys().cloned().collect())
+    })?;
     let decoded = decode(encoding, body)?;
     let prepared = config.prepare(hook, h, &decoded.json, &mut |_| true)?;
     let payload = &*prepared.payload;

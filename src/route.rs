@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use crate::event::{Event, FIELDS};
+use crate::event::{Event, EventKind, FIELDS};
 use crate::problem::Problem;
 
 /// `[[routes]]` as written in the file.
@@ -109,6 +109,10 @@ impl RouteTable {
                         &fkey,
                         "an empty list matches nothing; remove the key to match everything",
                     )),
+                    Ok(any_of) if field == "kind" && unknown_kind(&any_of).is_some() => {
+                        let wrong = unknown_kind(&any_of).unwrap_or_default();
+                        problems.push(Problem::new(&fkey, unknown_kind_message(&wrong)));
+                    }
                     Ok(any_of) => conditions.push(Condition {
                         field: field.clone(),
                         any_of,
@@ -171,6 +175,30 @@ impl RouteTable {
         }
         out
     }
+}
+
+/// The first exact value among `patterns` that is no event kind (a glob may match several).
+fn unknown_kind(patterns: &[Pattern]) -> Option<String> {
+    patterns.iter().find_map(|p| match p {
+        Pattern::Exact(v) if !EventKind::ALL.iter().any(|k| k.as_str() == v) => Some(v.clone()),
+        _ => None,
+    })
+}
+
+/// Why a `kind` value never matches, with the closest kind when one is close.
+fn unknown_kind_message(wrong: &str) -> String {
+    let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    let closest = kinds
+        .iter()
+        .map(|k| (strsim::jaro_winkler(wrong, k), *k))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!(" (did you mean {k:?}?)"))
+        .unwrap_or_default();
+    format!(
+        "no event has kind {wrong:?}{closest}; expected one of {}",
+        kinds.join(", ")
+    )
 }
 
 /// Turns a match value (string, list, number or boolean) into patterns.

@@ -77,6 +77,92 @@ to = ["bus", "missing"]
 }
 
 #[test]
+fn check_reports_one_mistake_of_every_class_once_each_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("routes.toml");
+    std::fs::write(
+        &bad,
+        r#"[server]
+listen = "127.0.0.1:8080"
+max_events = "many"
+
+[hooks.parcels]
+kind = "feature-service"
+secrets = ["env:HOOKBRIDGE_TEST_UNSET_PARCELS_KEY"]
+
+[sinks.teams]
+type = "http"
+url = "https://example.org/x"
+max_in_flight = "four"
+
+[sinks.bus]
+type = "kafka"
+brokers = "127.0.0.1:9092"
+topic = "{{ kind"
+
+[[routes]]
+match = { kind = "survey" }
+to = ["teams", "bus", "nosuch"]
+"#,
+    )
+    .unwrap();
+    let out = hookbridge(&["check", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let all = text(&out);
+    let problems: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("routes.toml: "))
+        .map(|l| l.split("routes.toml: ").nth(1).unwrap())
+        .collect();
+    let expected = [
+        ("server.max_events (line 3)", "expected a whole number"),
+        (
+            "hooks.parcels.secrets[0] (line 7)",
+            "HOOKBRIDGE_TEST_UNSET_PARCELS_KEY is not set",
+        ),
+        (
+            "sinks.teams.max_in_flight (line 12)",
+            "expected a whole number",
+        ),
+        ("sinks.bus.topic (line 17)", ""),
+        (
+            "routes[0].match.kind (line 20)",
+            "did you mean \"survey123\"",
+        ),
+        ("routes[0].to[2] (line 21)", "no sink named \"nosuch\""),
+    ];
+    assert_eq!(problems.len(), expected.len(), "{all}");
+    for ((key, says), got) in expected.iter().zip(&problems) {
+        assert!(
+            got.starts_with(key) && got.contains(says),
+            "expected {key} {says:?}, got {got}\n{all}"
+        );
+    }
+    assert!(!all.contains("usize"), "{all}");
+    assert!(
+        all.contains(&format!("{} problem(s) found", expected.len())),
+        "{all}"
+    );
+    // explain names the hooks there are.
+    let out = hookbridge(&[
+        "explain",
+        "--hook",
+        "nosuch",
+        "--config",
+        &format!("{}/routes.toml", env!("CARGO_MANIFEST_DIR")),
+        &format!(
+            "{}/tests/samples/portal-group-update.json",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    ]);
+    assert!(
+        text(&out).contains("configured hooks: [any, features, portal, survey]"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn check_refuses_an_empty_file_naming_what_is_missing() {
     // An editor that truncated routes.toml must not leave a config that passes: every hook would
     // answer 404.

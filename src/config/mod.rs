@@ -14,7 +14,7 @@ pub use hooks::{HookConfig, valid_name};
 pub use server::ServerConfig;
 
 pub use crate::problem::Problem;
-use crate::problem::deserialize_with_path;
+use crate::problem::deserialize_collecting;
 pub use crate::retry::{Backoff, RetryConfig};
 pub use crate::secret::Secret;
 pub use crate::tls::TlsConfig;
@@ -178,8 +178,13 @@ impl Config {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let raw: RawConfig = deserialize_with_path(text)?;
-        let mut problems = Vec::new();
+        // Every wrong value is found, not only the first: a missing environment variable is one
+        // problem among the others.
+        let (raw, mut problems) = deserialize_collecting::<RawConfig>(text);
+        let Some(raw) = raw else {
+            return Err(located(problems, text));
+        };
+        let read_wrong: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
 
         let mut server = raw.server;
         let listen = server.check(base, &mut problems);
@@ -192,6 +197,7 @@ impl Config {
         let no_connection = raw.arcgis.is_empty();
         let arcgis = connections(raw.arcgis, &mut problems);
         let raw_sinks_empty = raw.sinks.is_empty();
+        let declared_sinks: Vec<String> = raw.sinks.keys().cloned().collect();
         let (sinks, enrich) = sinks::load(
             raw.sinks,
             &sinks::Context {
@@ -209,7 +215,8 @@ impl Config {
             ));
         }
 
-        let sink_names = sinks.keys().map(String::as_str).collect();
+        // A sink table with a problem still exists for the routes that name it.
+        let sink_names = declared_sinks.iter().map(String::as_str).collect();
         let routes = match RouteTable::build(&raw.routes, &sink_names) {
             Ok(t) => t,
             Err(p) => {
@@ -240,6 +247,19 @@ impl Config {
             }
         }
 
+        // A stand-in for a wrong value must not be reported again by a later check.
+        let stage_one = read_wrong.len();
+        let mut i = stage_one;
+        while i < problems.len() {
+            if read_wrong
+                .iter()
+                .any(|k| problems[i].key.starts_with(k.as_str()))
+            {
+                problems.remove(i);
+            } else {
+                i += 1;
+            }
+        }
         if problems.is_empty() {
             Ok(Config {
                 path: path.to_path_buf(),
@@ -254,9 +274,21 @@ impl Config {
                 enrich,
             })
         } else {
-            Err(problems)
+            Err(located(problems, text))
         }
     }
+}
+
+/// `problems` in file order, with a line found for those that have none (the sink and
+/// connection tables are checked apart from the text): the line of the key's next part within
+/// its table, else the table's header.
+fn located(mut problems: Vec<Problem>, text: &str) -> Vec<Problem> {
+    for p in problems.iter_mut().filter(|p| p.line.is_none()) {
+        p.line = crate::problem::line_of(text, &p.key);
+    }
+    // In file order; problems of the file as a whole last.
+    problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    problems
 }
 
 #[cfg(test)]

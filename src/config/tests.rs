@@ -22,7 +22,9 @@ fn the_default_routes_toml_is_valid() {
 
 #[test]
 fn unknown_key_is_named_with_its_line() {
-    let p = problems("[server]\nlisten = \"127.0.0.1:1\"\nlissten = 3\n");
+    let p = problems(&format!(
+        "[server]\nlisten = \"127.0.0.1:1\"\nlissten = 3\n[hooks.h]\n{SINK_AND_ROUTE}"
+    ));
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].starts_with("server"), "{p:?}");
     assert!(p[0].contains("lissten"), "{p:?}");
@@ -32,7 +34,8 @@ fn unknown_key_is_named_with_its_line() {
 #[test]
 fn an_empty_top_level_key_is_still_named() {
     // Found by the config_load fuzzer: the problem's key was "".
-    let p = Config::parse(Path::new("routes.toml"), "\n\"\" = 99").unwrap_err();
+    let text = format!("\n\"\" = 99\n[hooks.h]\n{SINK_AND_ROUTE}");
+    let p = Config::parse(Path::new("routes.toml"), &text).unwrap_err();
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].key, "(file)");
     assert_eq!(p[0].line, Some(2));

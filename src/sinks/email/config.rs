@@ -309,9 +309,9 @@ mod tests {
             "from = \"not an address\"\nto = [\"a@example.org\", \"nope\"]\ncc = [\"{{ user }}@example.org\"]\ntemplate = \"portal\"\nsmtp = \"http://x\"",
         );
         let all = k.join("\n");
-        assert!(all.contains("sinks.mail.from:"), "{all}");
-        assert!(all.contains("sinks.mail.smtp:"), "{all}");
-        assert!(all.contains("sinks.mail.to[1]:"), "{all}");
+        assert!(all.contains("sinks.mail.from (line"), "{all}");
+        assert!(all.contains("sinks.mail.smtp (line"), "{all}");
+        assert!(all.contains("sinks.mail.to[1] (line"), "{all}");
         assert!(!all.contains("sinks.mail.to[0]"), "{all}");
         assert!(!all.contains("sinks.mail.cc[0]"), "{all}");
     }
