@@ -241,7 +241,7 @@ pub struct SinkState {
     pub sink: String,
     /// Whether sending is paused.
     pub paused: bool,
-    /// Whether it has connected since the daemon started.
+    /// Whether it reaches its destination now (connected, and its last send was not refused).
     pub connected: bool,
     /// Its most recent failure.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -250,14 +250,13 @@ pub struct SinkState {
 
 /// Every running sink's state, by name.
 pub fn sink_states(state: &AppState) -> Vec<SinkState> {
-    let waiting = state.health.waiting_for();
     state
         .controls()
         .iter()
         .map(|(name, c)| SinkState {
             sink: name.clone(),
             paused: c.is_paused(),
-            connected: !waiting.contains(name),
+            connected: state.health.is_up(name),
             last_error: c.last_error(),
         })
         .collect()

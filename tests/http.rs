@@ -323,6 +323,52 @@ async fn a_receiver_down_then_up_gets_everything_and_nothing_is_dead() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(d.get("/readyz").await.status, 200);
+    // The receiver goes away: the sink is down (not "connected"), and /readyz, still about
+    // hookbridge itself, names it.
+    drop(r);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ids.extend(post(&d, "portal", &portal_event("item-after")).await);
+    let connected = "hookbridge_sink_connected{sink=\"hook\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ready = d.get("/readyz").await;
+    while !ready.text.contains("sinks_down") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready = d.get("/readyz").await;
+    }
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(
+        ready.json["sinks_down"][0]["sink"], "hook",
+        "{}",
+        ready.text
+    );
+    assert!(
+        d.get("/metrics")
+            .await
+            .text
+            .contains(&format!("{connected} 0"))
+    );
+    let r = Receiver::start_on(port);
+    r.wait_until(|c| c.iter().any(|x| x.event_id() == ids[ids.len() - 1]))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.get("/readyz").await.text.contains("sinks_down") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        d.get("/readyz").await.json,
+        serde_json::json!({"ready": true})
+    );
+    assert!(
+        d.get("/metrics")
+            .await
+            .text
+            .contains(&format!("{connected} 1"))
+    );
+    assert!(
+        d.log_text().contains("sink reachable again"),
+        "{}",
+        d.log_text()
+    );
     assert!(d.stop().success());
     let dead = dead_letters(&d);
     assert!(!dead.contains("event_id"), "nothing dead-lettered: {dead}");

@@ -286,6 +286,9 @@ impl Dispatcher {
                 if backoff.is_none() {
                     *outage = 0;
                 }
+                if let Some(was_down) = self.health.connected(&self.name) {
+                    tracing::info!(sink = %self.name, down_for = ?Duration::from_secs(was_down.as_secs()), "sink reachable again");
+                }
                 let decisions = self.decisions(&batch, outcomes);
                 recorder.push(batch, decisions);
             }
@@ -297,11 +300,16 @@ impl Dispatcher {
                 let error = e.to_string();
                 self.control.record_error(&error);
                 self.queue.record_unavailable(&self.name, &batch, &error);
+                let news = self.health.down(&self.name, &error);
                 // The other batches in flight likely fail the same way: one outage, one wait.
                 if backoff.is_none() {
                     *outage += 1;
                     let delay = backoff_delay(&self.retry.backoff, *outage);
-                    tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink unavailable; nothing is lost, retrying");
+                    if news {
+                        tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink unavailable; nothing is lost, retrying until it is back");
+                    } else {
+                        tracing::debug!(sink = %self.name, error = %e, retry_in = ?delay, "sink still unavailable");
+                    }
                     *backoff = Some(delay);
                 }
             }

@@ -140,7 +140,14 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
     let waiting = state.health.waiting_for();
     if waiting.is_empty() {
-        HttpResponse::Ok().json(json!({ "ready": true }))
+        // Readiness is about hookbridge itself (a sink that is down queues its deliveries), but
+        // the answer says which sinks cannot reach their destination now.
+        let down = state.health.down_sinks();
+        if down.is_empty() {
+            HttpResponse::Ok().json(json!({ "ready": true }))
+        } else {
+            HttpResponse::Ok().json(json!({ "ready": true, "sinks_down": down }))
+        }
     } else {
         HttpResponse::ServiceUnavailable().json(json!({
             "ready": false,
