@@ -72,7 +72,18 @@ async fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
         d.log_text().matches("config reload refused").count() == 2
     })
     .await;
-    assert!(d.log_text().contains("no hook"), "{}", d.log_text());
+    // Each refusal is one log line, its problems on it.
+    let log = d.log_text();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("config reload refused"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "{log}");
+    assert!(refusals[0].contains("server.listen"), "{log}");
+    assert!(
+        refusals[1].contains("no hook") && refusals[1].contains("no sink"),
+        "{log}"
+    );
     assert_eq!(
         d.post("extra", Some("application/json"), None, unique(4))
             .await

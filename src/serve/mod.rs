@@ -340,8 +340,16 @@ async fn reload(
     parent: &CancellationToken,
     feed: &Option<Arc<Feed>>,
 ) -> Sinks {
+    // One log event per reload, whatever the outcome: the problems of a refused one on one line.
     let refuse = |error: &dyn std::fmt::Display| {
-        tracing::error!(error = %error, "config reload refused; the old config stays in force");
+        let problems: Vec<String> = error
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        tracing::error!(error = %problems.join("; "), "config reload refused; the old config stays in force");
         METRICS.config_reloads.with_label_values(&["invalid"]).inc();
     };
     let new = match Config::load(path) {
@@ -365,15 +373,21 @@ async fn reload(
             return sinks;
         }
     };
-    for key in restart_only_changes(&old, &new) {
-        tracing::warn!(key, "changed, but takes effect only after a restart");
-    }
-    for name in old.hooks.keys().filter(|h| !new.hooks.contains_key(*h)) {
-        tracing::warn!(hook = %name, "hook removed: its deliveries now get 404");
-    }
-    for name in old.sinks.keys().filter(|s| !new.sinks.contains_key(*s)) {
+    let needs_restart = restart_only_changes(&old, &new).join(", ");
+    let hooks_removed: Vec<&str> = old
+        .hooks
+        .keys()
+        .filter(|h| !new.hooks.contains_key(*h))
+        .map(String::as_str)
+        .collect();
+    let sinks_removed: Vec<&str> = old
+        .sinks
+        .keys()
+        .filter(|s| !new.sinks.contains_key(*s))
+        .map(String::as_str)
+        .collect();
+    for name in &sinks_removed {
         state.health.unregister(name);
-        tracing::warn!(sink = %name, "sink removed: its pending deliveries wait in the queue until it is configured again");
     }
     // The old dispatchers finish their sends in hand before the new ones take over, so no
     // delivery is in two dispatchers at once.
@@ -382,11 +396,24 @@ async fn reload(
     let next = built.start(&state.queue, &state.health, parent, &controls, feed);
     state.set_controls(next.controls.clone());
     state.set_config(new.clone());
-    tracing::info!(
-        hooks = new.hooks.len(),
-        sinks = new.sinks.len(),
-        "config reloaded; sinks rebuilt"
-    );
+    if needs_restart.is_empty() && hooks_removed.is_empty() && sinks_removed.is_empty() {
+        tracing::info!(
+            hooks = new.hooks.len(),
+            sinks = new.sinks.len(),
+            "config reloaded; sinks rebuilt"
+        );
+    } else {
+        // Removed hooks now answer 404; a removed sink's deliveries wait in the queue until it
+        // is configured again; keys that need a restart keep their old value until then.
+        tracing::warn!(
+            hooks = new.hooks.len(),
+            sinks = new.sinks.len(),
+            needs_restart = %needs_restart,
+            hooks_removed = %hooks_removed.join(", "),
+            sinks_removed = %sinks_removed.join(", "),
+            "config reloaded; sinks rebuilt; some changes need attention"
+        );
+    }
     METRICS.config_reloads.with_label_values(&["ok"]).inc();
     next
 }
