@@ -501,3 +501,25 @@ async fn tansu_end_to_end() {
     assert!(d.stop().success());
     assert!(dead_letters(&d).is_empty());
 }
+
+#[tokio::test]
+async fn brokers_down_do_not_flood_the_log() {
+    // Nothing listens on this port: librdkafka reports AllBrokersDown tens of times a second.
+    let port = free_port();
+    let d = Daemon::start(&plain_config(&format!("127.0.0.1:{port}"), 3));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = d.log_text();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        loud.iter().any(|l| l.contains("librdkafka reports errors")),
+        "the spell is reported once:\n{log}"
+    );
+    assert!(loud.len() <= 6, "{} loud lines in 6 s:\n{log}", loud.len());
+    assert!(
+        !log.contains("librdkafka: "),
+        "librdkafka's own lines leaked:\n{log}"
+    );
+}

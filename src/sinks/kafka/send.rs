@@ -9,6 +9,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::encode::{Encoder, headers};
 use super::errors::{Failure, classify, config_error, outcomes, redact};
+use super::logs::QuietContext;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
 /// Produces each delivery to its rendered topic and waits for the brokers' acknowledgement.
@@ -22,7 +23,9 @@ pub(super) struct KafkaSink {
     client_config: ClientConfig,
     /// Replaced when librdkafka reports a fatal (idempotence) error: such a producer never
     /// recovers, and a new one starts a new idempotent session.
-    producer: Mutex<FutureProducer>,
+    producer: Mutex<FutureProducer<QuietContext>>,
+    /// What librdkafka reports, rate-limited; told when a batch goes through.
+    quiet: QuietContext,
 }
 
 impl KafkaSink {
@@ -35,8 +38,10 @@ impl KafkaSink {
         send_timeout: Duration,
         encoder: Encoder,
     ) -> Result<Self, SinkError> {
-        let producer = create_producer(&client_config)?;
+        let quiet = QuietContext::new(name);
+        let producer = create_producer(&client_config, &quiet)?;
         Ok(KafkaSink {
+            quiet,
             name: name.to_string(),
             brokers: brokers.to_string(),
             send_timeout,
@@ -47,7 +52,7 @@ impl KafkaSink {
     }
 
     /// The current producer (a cheap handle), so a batch uses one producer throughout.
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> FutureProducer<QuietContext> {
         match self.producer.lock() {
             Ok(p) => p.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -56,7 +61,7 @@ impl KafkaSink {
 
     /// Starts a fresh producer after a fatal error; the old one is dropped once its sends finish.
     fn replace_producer(&self) {
-        match create_producer(&self.client_config) {
+        match create_producer(&self.client_config, &self.quiet) {
             Ok(p) => {
                 let mut guard = match self.producer.lock() {
                     Ok(g) => g,
@@ -75,7 +80,7 @@ impl KafkaSink {
     /// and the acknowledgement to await, or why it could not be produced.
     fn produce(
         &self,
-        producer: &FutureProducer,
+        producer: &FutureProducer<QuietContext>,
         d: &Delivery,
         buf: &mut Vec<u8>,
     ) -> Result<(String, DeliveryFuture), (Failure, String)> {
@@ -97,8 +102,11 @@ impl KafkaSink {
 }
 
 /// A producer for `c`; an error names the refused option, never a secret's value.
-fn create_producer(c: &ClientConfig) -> Result<FutureProducer, SinkError> {
-    c.create::<FutureProducer>()
+fn create_producer(
+    c: &ClientConfig,
+    quiet: &QuietContext,
+) -> Result<FutureProducer<QuietContext>, SinkError> {
+    c.create_with_context::<QuietContext, FutureProducer<QuietContext>>(quiet.clone())
         .map_err(|e| SinkError::Config(redact(&config_error(&e), c)))
 }
 
@@ -122,6 +130,7 @@ impl Sink for KafkaSink {
             ))
         })?;
         tracing::debug!(sink = %self.name, brokers, "kafka cluster answered");
+        self.quiet.recovered();
         Ok(())
     }
 
@@ -154,6 +163,9 @@ impl Sink for KafkaSink {
             .any(|f| matches!(f, Some((Failure::Fatal, _))))
         {
             self.replace_producer();
+        }
+        if failures.iter().any(Option::is_none) {
+            self.quiet.recovered();
         }
         outcomes(failures, &self.brokers)
     }
