@@ -45,6 +45,10 @@ impl UrlTemplate {
     pub(super) fn new(name: &str, text: &str) -> Result<UrlTemplate, String> {
         let text = text.trim();
         if !is_template(text) {
+            // A dot segment would be resolved away silently: refused, as in a template.
+            if has_dot_segment(path_part(text)) {
+                return Err("the URL's path has a `.` or `..` segment".into());
+            }
             return parse_url(text).map(UrlTemplate::Fixed);
         }
         let prefix = static_prefix(text);
@@ -97,10 +101,7 @@ impl UrlTemplate {
             .render_event_escaped(name, event, payload, escape_value)
             .map_err(|e| e.to_string())?;
         let text = text.trim();
-        let path = authority_end(text)
-            .map(|end| text[end..].split(['?', '#']).next().unwrap_or_default())
-            .unwrap_or_default();
-        if has_dot_segment(path) {
+        if has_dot_segment(path_part(text)) {
             return Err(
                 "the url renders with a `.` or `..` path segment from an event value; not sent"
                     .into(),
@@ -139,6 +140,13 @@ fn authority_end(text: &str) -> Option<usize> {
     text[start..]
         .find(['/', '?', '#', '\\'])
         .map(|at| start + at)
+}
+
+/// The path of a URL's text: after the authority, before `?` or `#`.
+fn path_part(text: &str) -> &str {
+    authority_end(text)
+        .map(|end| text[end..].split(['?', '#']).next().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Whether a path has a segment the URL parser would resolve away (`.`, `..`, `%2e`, ...).
@@ -260,6 +268,7 @@ mod tests {
             "https://",
             "https://r.example/{% for k in payload %}{{ k }}{% endfor %}",
             "https://r.example/a/../{{ id }}",
+            "http://127.0.0.1:9/base/..",
         ] {
             assert!(UrlTemplate::new("u", bad).is_err(), "{bad}");
         }
