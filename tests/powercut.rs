@@ -37,13 +37,25 @@ min_free = "8MiB"
 kind = "portal"
 secrets = ["example-signature-key"]
 
+[hooks.held]
+kind = "portal"
+secrets = ["example-signature-key"]
+
 [sinks.log]
 type = "file"
 path = "{dir}/{sink}"
 
+[sinks.held]
+type = "file"
+path = "{dir}/{held}"
+
 [[routes]]
-match = {}
+match = { hook = "portal" }
 to = ["log"]
+
+[[routes]]
+match = { hook = "held" }
+to = ["held"]
 "#;
 
 /// When the power goes.
@@ -68,15 +80,18 @@ struct Case {
     cut: Cut,
     /// Extra `[storage]` lines.
     storage: &'static str,
-    /// Where the file sink writes, under the test directory (`mnt/` is on the cut file system).
+    /// Where the sink `log` writes, under the test directory (`mnt/` is on the cut disk).
     sink: &'static str,
-    /// Whether the sink is kept from writing until the restart (its path is then under a file),
-    /// so that every acknowledged event has to come out of the queue.
-    hold: bool,
+    /// The hooks the clients post to until the cut: `portal` goes to `log`, delivered as it
+    /// comes; `held` goes to a sink that cannot write until the restart, so every event
+    /// acknowledged there has to come out of the queue.
+    to: &'static [&'static str],
 }
 
-/// A sink path that cannot be opened: `routes.toml` is a file.
-const HELD: &str = "routes.toml/events.jsonl";
+/// Where the sink `held` writes until the restart: nowhere, `routes.toml` is a file.
+const HELD: &str = "routes.toml/held.jsonl";
+/// Where it writes after the restart.
+const HELD_AFTER: &str = "held.jsonl";
 
 const SMALL: usize = 600;
 /// Over 256 KiB: far past sled's blob threshold (a quarter of a 512 KiB segment).
@@ -89,7 +104,7 @@ const CASES: &[Case] = &[
         pad: SMALL,
         cut: Cut::AfterSequential(200),
         storage: "",
-        hold: true,
+        to: &["held"],
         sink: "events.jsonl",
     },
     Case {
@@ -98,7 +113,7 @@ const CASES: &[Case] = &[
         pad: SMALL,
         cut: Cut::AfterSequential(200),
         storage: "",
-        hold: true,
+        to: &["held"],
         sink: "events.jsonl",
     },
     Case {
@@ -107,7 +122,7 @@ const CASES: &[Case] = &[
         pad: LARGE,
         cut: Cut::AfterSequential(20),
         storage: "",
-        hold: true,
+        to: &["held"],
         sink: "events.jsonl",
     },
     Case {
@@ -116,7 +131,7 @@ const CASES: &[Case] = &[
         pad: LARGE,
         cut: Cut::AfterSequential(20),
         storage: "",
-        hold: true,
+        to: &["held"],
         sink: "events.jsonl",
     },
     Case {
@@ -128,7 +143,7 @@ const CASES: &[Case] = &[
             acks: 300,
         },
         storage: "",
-        hold: true,
+        to: &["held"],
         sink: "events.jsonl",
     },
     Case {
@@ -137,7 +152,7 @@ const CASES: &[Case] = &[
         pad: 30 * 1024,
         cut: Cut::DuringRetention { clients: 4 },
         storage: r#"keep_delivered = "1s""#,
-        hold: false,
+        to: &["portal", "held"],
         sink: "events.jsonl",
     },
     Case {
@@ -146,7 +161,7 @@ const CASES: &[Case] = &[
         pad: SMALL,
         cut: Cut::DuringSighup { clients: 8 },
         storage: "",
-        hold: true,
+        to: &["held"],
         sink: "events.jsonl",
     },
     Case {
@@ -155,7 +170,7 @@ const CASES: &[Case] = &[
         pad: SMALL,
         cut: Cut::AfterSequential(100),
         storage: "",
-        hold: false,
+        to: &["portal"],
         sink: "mnt/events.jsonl",
     },
 ];
@@ -175,9 +190,11 @@ struct Acked {
     last: Option<Instant>,
 }
 
-/// Posts unique payloads until `stop` (or, with `limit`, until that many were acknowledged).
+/// Posts unique payloads to `hook` until `stop` (or, with `limit`, until that many were
+/// acknowledged).
 async fn client(
     url: String,
+    hook: &'static str,
     first: u64,
     pad: usize,
     acked: Arc<Mutex<Acked>>,
@@ -196,7 +213,7 @@ async fn client(
         n += 1;
         let body = payload(n, pad);
         let sent = http
-            .post(format!("{url}/hooks/portal"))
+            .post(format!("{url}/hooks/{hook}"))
             .header("content-type", "application/json")
             .header("x-esriHook-Signature", sign(KEY, &body))
             .body(body)
@@ -240,10 +257,11 @@ impl Tail {
     }
 }
 
-/// Event ids the file sink holds.
+/// Event ids the two file sinks hold.
 fn delivered(d: &Daemon, sink: &str) -> HashSet<String> {
-    d.jsonl(sink)
+    [sink, HELD_AFTER]
         .iter()
+        .flat_map(|f| d.jsonl(f))
         .filter_map(|l| l["event_id"].as_str().map(String::from))
         .collect()
 }
@@ -260,7 +278,7 @@ async fn missing_after(d: &Daemon, sink: &str, acked: &HashSet<String>) -> Vec<S
     }
 }
 
-/// Points the file sink at `to` (under the test directory) from the next start on.
+/// Points a file sink from `from` to `to` (under the test directory) from the next start on.
 fn sink_to(d: &Daemon, from: &str, to: &str) {
     let dir = d.dir.path().display().to_string();
     let text = std::fs::read_to_string(&d.config).unwrap().replace(
@@ -270,8 +288,8 @@ fn sink_to(d: &Daemon, from: &str, to: &str) {
     std::fs::write(&d.config, text).unwrap();
 }
 
-/// Posts, waits for it all to be delivered, stops cleanly and restarts (the sink held from
-/// then on if the case says so): a store that served.
+/// Posts to `portal`, waits for it all to be delivered, stops cleanly and restarts: a store
+/// that served.
 async fn use_store(d: &mut Daemon, case: &Case, acked: &Arc<Mutex<Acked>>) {
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4u64)
@@ -279,6 +297,7 @@ async fn use_store(d: &mut Daemon, case: &Case, acked: &Arc<Mutex<Acked>>) {
             let limit = if case.pad > SMALL { 12 } else { 300 };
             tokio::spawn(client(
                 d.url.clone(),
+                "portal",
                 900_000_000 + c * 1_000_000,
                 case.pad,
                 acked.clone(),
@@ -304,9 +323,6 @@ async fn use_store(d: &mut Daemon, case: &Case, acked: &Arc<Mutex<Acked>>) {
         case.name,
         d.log_text()
     );
-    if case.hold {
-        sink_to(d, case.sink, HELD);
-    }
     d.spawn();
 }
 
@@ -318,6 +334,8 @@ struct Found {
     gap_ms: u128,
     /// Lines of the restart's log that say something was found corrupt.
     corrupt: Vec<String>,
+    /// sled's blob files that survived the cut.
+    blobs: usize,
 }
 
 /// Runs the clients and cuts the power as `case.cut` says: SIGKILL to the daemon, then the cut.
@@ -328,6 +346,7 @@ async fn post_and_cut(d: &mut Daemon, fs: &mut LazyFs, case: &Case, acked: &Arc<
             .map(|c| {
                 tokio::spawn(client(
                     d.url.clone(),
+                    case.to[c as usize % case.to.len()],
                     c * 1_000_000,
                     case.pad,
                     acked.clone(),
@@ -390,10 +409,10 @@ async fn post_and_cut(d: &mut Daemon, fs: &mut LazyFs, case: &Case, acked: &Arc<
 async fn run(case: &Case) -> Option<Found> {
     let dir = tempfile::tempdir().unwrap();
     let mut fs = mount_or_skip(dir.path(), "a_power_cut_loses_no_acknowledged_event")?;
-    let held = case.hold && !case.used;
     let config = CONFIG
         .replace("{storage}", case.storage)
-        .replace("{sink}", if held { HELD } else { case.sink });
+        .replace("{sink}", case.sink)
+        .replace("{held}", HELD);
     let mut d = Daemon::start_in(&config, dir, &[]);
     let acked = Arc::new(Mutex::new(Acked::default()));
     if case.used {
@@ -401,14 +420,13 @@ async fn run(case: &Case) -> Option<Found> {
     }
     post_and_cut(&mut d, &mut fs, case, &acked).await;
     let cut = Instant::now();
+    let blobs = std::fs::read_dir(fs.backing.join("data/queue/blobs")).map_or(0, |d| d.count());
     let (ids, last) = {
         let a = acked.lock().unwrap();
         (a.ids.clone(), a.last)
     };
     fs.remount();
-    if case.hold {
-        sink_to(&d, HELD, case.sink);
-    }
+    sink_to(&d, HELD, HELD_AFTER);
     let mut log = Tail::new(&d.path("daemon.log"));
     d.spawn();
     let lost = missing_after(&d, case.sink, &ids).await;
@@ -425,6 +443,7 @@ async fn run(case: &Case) -> Option<Found> {
         lost,
         gap_ms: last.map_or(0, |l| cut.duration_since(l).as_millis()),
         corrupt,
+        blobs,
     })
 }
 
@@ -442,16 +461,19 @@ async fn a_power_cut_loses_no_acknowledged_event() {
         let started = Instant::now();
         let Some(f) = run(case).await else { return };
         let line = format!(
-            "{}: {} acknowledged, {} lost, cut {} ms after the last 200, {} corrupt-store line(s), {:.1} s",
+            "{}: {} acknowledged, {} lost, cut {} ms after the last 200, {} blob file(s) kept, {} corrupt-store line(s), {:.1} s",
             case.name,
             f.acked,
             f.lost.len(),
             f.gap_ms,
+            f.blobs,
             f.corrupt.len(),
             started.elapsed().as_secs_f64()
         );
         eprintln!("{line}");
-        if !f.lost.is_empty() || !f.corrupt.is_empty() {
+        // Deliveries over 256 KiB are stored in sled's blob files: the case must have used them.
+        let no_blobs = case.pad >= LARGE && f.blobs == 0;
+        if !f.lost.is_empty() || !f.corrupt.is_empty() || no_blobs {
             failed.push(format!(
                 "{line} (e.g. {:?}; {:?})",
                 f.lost.iter().take(3).collect::<Vec<_>>(),
