@@ -90,15 +90,18 @@ impl SledFiles {
     }
 
     /// Makes everything sled has written so far durable (blobs, `db`, `blobs/`).
-    ///
-    /// One caller at a time: a caller must not return before the blobs another one found
-    /// are synced, so the lock is held throughout.
     pub fn sync(&self) -> io::Result<()> {
-        let mut st = self.lock();
+        self.sync_with(&mut self.lock(), false)
+    }
+
+    /// One caller at a time: a caller must not return before the blobs another one found are
+    /// synced, so the lock is held throughout. `idle`: only if sled wrote blobs since the last
+    /// sync (sled's own thread fsyncs `db` every 500 ms; what is missing is the blobs).
+    fn sync_with(&self, st: &mut State, idle: bool) -> io::Result<()> {
         if let Some(e) = &st.failed {
             return Err(io::Error::other(format!("an earlier fsync failed: {e}")));
         }
-        match self.sync_locked(&mut st) {
+        match self.sync_locked(st, idle) {
             Ok(()) => {
                 st.last = Instant::now();
                 Ok(())
@@ -111,7 +114,7 @@ impl SledFiles {
         }
     }
 
-    fn sync_locked(&self, st: &mut State) -> io::Result<()> {
+    fn sync_locked(&self, st: &mut State, idle: bool) -> io::Result<()> {
         let listed = names(&self.blobs)?;
         let mut gained = false;
         let fresh: Vec<&OsString> = listed.iter().filter(|n| !st.settled.contains(*n)).collect();
@@ -132,7 +135,11 @@ impl SledFiles {
                 st.settled.insert(name.clone());
             }
         }
-        self.db.sync_data()?;
+        // `db` before `blobs/`: that directory's fsync also makes sled's removals of replaced
+        // blobs durable, and each removal must not reach the disk before its replacement.
+        if gained || !idle {
+            self.db.sync_data()?;
+        }
         if gained {
             sync_dir(&self.blobs)?;
         }
@@ -140,11 +147,12 @@ impl SledFiles {
         Ok(())
     }
 
-    /// Syncs unless a sync ran within `IDLE_SYNC`; a failure is logged (and kept: the next
-    /// group commit fails with it).
+    /// Syncs the blobs sled wrote unless a sync ran within `IDLE_SYNC`; a failure is logged
+    /// (and kept: the next group commit fails with it).
     fn sync_if_idle(&self) {
-        if self.lock().last.elapsed() >= IDLE_SYNC {
-            let _ = self.sync();
+        let mut st = self.lock();
+        if st.last.elapsed() >= IDLE_SYNC {
+            let _ = self.sync_with(&mut st, true);
         }
     }
 }
