@@ -8,8 +8,9 @@
 //! created without syncing their directory. So after sled's flush, `SledFiles::sync` fsyncs
 //! every blob file that appeared since the last sync (once its content is complete), then
 //! fdatasyncs `db`, then fsyncs `blobs/` if it gained files: every byte a flushed write depends
-//! on is then on stable storage, in that order (a blob before the log that names it). Opening
-//! makes what sled wrote at creation durable: `conf`, `db`, the directories.
+//! on is then on stable storage, in that order (a blob before the log that names it). An
+//! inotify watch on `blobs/` spares the listing when sled created nothing there. Opening makes
+//! what sled wrote at creation durable: `conf`, `db`, the directories.
 //!
 //! See docs/reliability.md, "Power cut", for the trace and the reasoning.
 
@@ -22,6 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::QueueError;
+use super::rollback::Undo;
 use super::store::Store;
 use crate::durable::sync_dir;
 
@@ -33,12 +35,15 @@ pub(super) const IDLE_SYNC: Duration = Duration::from_millis(500);
 pub(super) struct SledFiles {
     db: File,
     blobs: PathBuf,
+    watch: Watch,
     state: Mutex<State>,
 }
 
 struct State {
     /// Blob files whose whole content has been synced; sled never rewrites one.
     settled: HashSet<OsString>,
+    /// Whether the last listing found a blob not yet whole (to be synced again).
+    unsettled: bool,
     /// Set once an fsync failed: the kernel may have dropped the dirty pages it could not
     /// write, so no later sync can prove anything until the store is reopened.
     failed: Option<String>,
@@ -61,6 +66,8 @@ impl SledFiles {
         File::open(store.join("conf"))?.sync_all()?;
         db.sync_all()?;
         let blobs = store.join("blobs");
+        // Watched before it is listed: a file created in between is seen by the next sync.
+        let watch = Watch::new(&blobs);
         let settled = names(&blobs)?;
         sync_dir(&blobs)?;
         sync_dir(store)?;
@@ -70,8 +77,10 @@ impl SledFiles {
         Ok(SledFiles {
             db,
             blobs,
+            watch,
             state: Mutex::new(State {
                 settled,
+                unsettled: false,
                 failed: None,
                 last: Instant::now(),
             }),
@@ -115,8 +124,29 @@ impl SledFiles {
     }
 
     fn sync_locked(&self, st: &mut State, idle: bool) -> io::Result<()> {
+        // Listing `blobs/` costs in proportion to the blobs stored: skipped when no file was
+        // created there since the last listing and every blob it found was whole.
+        let gained = if self.watch.fired() || st.unsettled {
+            self.sync_new_blobs(st)?
+        } else {
+            false
+        };
+        // `db` before `blobs/`: that directory's fsync also makes sled's removals of replaced
+        // blobs durable, and each removal must not reach the disk before its replacement.
+        if gained || !idle {
+            self.db.sync_data()?;
+        }
+        if gained {
+            sync_dir(&self.blobs)?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs the blob files not yet seen whole; returns whether there were any.
+    fn sync_new_blobs(&self, st: &mut State) -> io::Result<bool> {
         let listed = names(&self.blobs)?;
         let mut gained = false;
+        st.unsettled = false;
         let fresh: Vec<&OsString> = listed.iter().filter(|n| !st.settled.contains(*n)).collect();
         for name in fresh {
             // sled removes a blob once nothing points at it: one gone since the listing needs
@@ -133,27 +163,21 @@ impl SledFiles {
             gained = true;
             if whole {
                 st.settled.insert(name.clone());
+            } else {
+                st.unsettled = true;
             }
         }
-        // `db` before `blobs/`: that directory's fsync also makes sled's removals of replaced
-        // blobs durable, and each removal must not reach the disk before its replacement.
-        if gained || !idle {
-            self.db.sync_data()?;
-        }
-        if gained {
-            sync_dir(&self.blobs)?;
-        }
         st.settled.retain(|n| listed.contains(n));
-        Ok(())
+        Ok(gained)
     }
 
-    /// Syncs the blobs sled wrote unless a sync ran within `IDLE_SYNC`; a failure is logged
-    /// (and kept: the next group commit fails with it).
-    fn sync_if_idle(&self) {
+    /// Syncs the blobs sled wrote unless a sync ran within `IDLE_SYNC`.
+    fn sync_if_idle(&self) -> io::Result<()> {
         let mut st = self.lock();
-        if st.last.elapsed() >= IDLE_SYNC {
-            let _ = self.sync_with(&mut st, true);
+        if st.last.elapsed() < IDLE_SYNC {
+            return Ok(());
         }
+        self.sync_with(&mut st, true)
     }
 }
 
@@ -166,8 +190,61 @@ pub(super) fn idle_sync(store: Weak<Store>) {
         let Some(store) = store.upgrade() else {
             return;
         };
-        if !store.has_failed() {
-            store.files.sync_if_idle();
+        if store.has_failed() {
+            continue;
+        }
+        // A failed fsync fails the queue as a failed commit does: refused until a restart,
+        // `/readyz` 503, the watchdog withheld.
+        if let Err(e) = store.files.sync_if_idle() {
+            store.fail(Vec::new(), Undo::default(), &io_err(e));
+        }
+    }
+}
+
+/// Tells whether a file was created in a directory since the last look (inotify: one
+/// `read` when nothing was). Without inotify (another OS, no instance left) it always says
+/// yes, and the directory is listed at every sync.
+struct Watch(Option<std::os::fd::OwnedFd>);
+
+impl Watch {
+    #[cfg(target_os = "linux")]
+    fn new(dir: &Path) -> Watch {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .and_then(|fd| {
+                let what = inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO;
+                inotify::add_watch(&fd, dir, what).map(|_| fd)
+            });
+        match fd {
+            Ok(fd) => Watch(Some(fd)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no inotify on the blob directory: listing it at every sync");
+                Watch(None)
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new(_dir: &Path) -> Watch {
+        Watch(None)
+    }
+
+    /// Whether anything was created since the last call (an overflow of the event queue, or
+    /// any doubt, counts as yes). Drains the events.
+    fn fired(&self) -> bool {
+        let Some(fd) = &self.0 else {
+            return true;
+        };
+        let mut buf = [0u8; 4096];
+        let mut any = false;
+        loop {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => return true,
+                Ok(_) => any = true,
+                Err(rustix::io::Errno::AGAIN) => return any,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return true,
+            }
         }
     }
 }
@@ -223,6 +300,21 @@ mod tests {
     fn the_checksum_is_the_one_sled_writes() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_watch_fires_once_per_batch_of_created_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = Watch::new(dir.path());
+        assert!(watch.0.is_some());
+        assert!(!watch.fired());
+        std::fs::write(dir.path().join("1"), b"a").unwrap();
+        std::fs::write(dir.path().join("2"), b"b").unwrap();
+        assert!(watch.fired());
+        assert!(!watch.fired());
+        std::fs::rename(dir.path().join("2"), dir.path().join("3")).unwrap();
+        assert!(watch.fired());
     }
 
     #[test]
