@@ -73,12 +73,15 @@ enum Cut {
     DuringSighup { clients: usize },
 }
 
+/// One power cut.
 struct Case {
+    /// What the line of the report starts with.
     name: &'static str,
     /// Whether the store already served (deliveries, delivered, a clean stop and a restart).
     used: bool,
     /// Padding in each delivery, bytes.
     pad: usize,
+    /// When the power goes.
     cut: Cut,
     /// Extra `[storage]` lines.
     storage: &'static str,
@@ -95,6 +98,7 @@ const HELD: &str = "routes.toml/held.jsonl";
 /// Where it writes after the restart.
 const HELD_AFTER: &str = "held.jsonl";
 
+/// Padding of a small delivery (about 1 KB in all).
 const SMALL: usize = 600;
 /// Over 256 KiB: far past sled's blob threshold (a quarter of a 512 KiB segment).
 const LARGE: usize = 300 * 1024;
