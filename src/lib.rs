@@ -11,6 +11,7 @@ pub mod client;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod dispatch;
+pub(crate) mod durable;
 pub(crate) mod enrich;
 pub mod event;
 pub mod explain;

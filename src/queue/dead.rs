@@ -87,7 +87,7 @@ impl Queue {
             *per_sink.entry(&l.sink).or_default() += 1;
         }
         self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.flush()?;
         for (sink, n) in per_sink {
             METRICS.dead_letters.with_label_values(&[sink]).sub(n);
         }

@@ -65,7 +65,10 @@ impl Queue {
         batch.remove(seq_key(STATE, seq));
         batch.remove(seq_key(FAILED, seq));
         tree.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        let (files, db) = (self.store.files.clone(), self.db.clone());
+        tokio::task::spawn_blocking(move || files.flush(&db))
+            .await
+            .map_err(|e| QueueError::Storage(sled::Error::Io(std::io::Error::other(e))))??;
         Ok(())
     }
 

@@ -89,7 +89,11 @@ impl Flusher {
                 continue;
             }
             let started = Instant::now();
-            let result = store.faults.check("fsync").and_then(|()| store.db.flush());
+            let result = store
+                .faults
+                .check("fsync")
+                .map_err(QueueError::from)
+                .and_then(|()| store.files.flush(&store.db));
             METRICS
                 .commit_fsync_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -98,7 +102,7 @@ impl Flusher {
                 .observe(taken.replies.len() as f64);
             match result {
                 Ok(_) => answer(taken, store),
-                Err(e) => store.fail(taken.replies, taken.undo, &QueueError::from(e)),
+                Err(e) => store.fail(taken.replies, taken.undo, &e),
             }
         }
     }

@@ -6,7 +6,8 @@
 //! delivery is sent again, which at-least-once allows.
 //!
 //! Invariants (the row layout is in `keys.rs`):
-//! 1. **Durable before 2xx**: an accept is answered only after its group's fsync; a refused
+//! 1. **Durable before 2xx**: an accept is answered only after its group's fsync (sled's flush,
+//!    then `fsync.rs`: the blob files, `db`, the directories); a refused
 //!    request (any 5xx) leaves none of its rows after a restart (priced before writing, rolled
 //!    back durably when a write fails anyway).
 //! 2. **Whole events**: an event's row, its dedup key and its delivery rows are written in one
@@ -37,6 +38,7 @@ mod enrich;
 mod error;
 mod fault;
 mod flusher;
+mod fsync;
 mod history;
 pub(crate) mod keys;
 mod retention;
@@ -147,12 +149,13 @@ impl Queue {
     /// write failed before the last stop; and puts the disk reserve back in place.
     pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Queue>, QueueError> {
         let io = |e| QueueError::Storage(sled::Error::Io(e));
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::durable::create_dir_all(dir).map_err(io)?;
         let lock = lock_dir(dir)?;
         let reserve = space::Reserve::new(dir, retention.min_free);
         space::check_before_open(dir, retention.min_free, &reserve)?;
         space::remove_torn_snapshots(&dir.join("queue")).map_err(io)?;
         let db = open_sled(&dir.join("queue"))?;
+        let files = Arc::new(fsync::SledFiles::open(&dir.join("queue")).map_err(io)?);
         let tree = db.open_tree("q")?;
         let rollbacks = rollback::Rollbacks::new(dir);
         let pending = rollbacks.pending()?;
@@ -161,7 +164,7 @@ impl Queue {
                 tracing::warn!(file = %path.display(), rows = undo.0.len(), "rolling back a batch whose write failed before the last stop");
                 tree.apply_batch(undo.to_batch())?;
             }
-            db.flush()?;
+            files.flush(&db)?;
             for (path, _) in &pending {
                 rollbacks.done(path)?;
             }
@@ -177,6 +180,7 @@ impl Queue {
             wake: std::sync::Mutex::new(HashMap::new()),
             store: Arc::new(store::Store {
                 db: db.clone(),
+                files,
                 tree: tree.clone(),
                 queue: weak.clone(),
                 retention,
@@ -216,6 +220,11 @@ impl Queue {
                 .spawn(move || commit::tick(tx))
                 .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
         }
+        let idle = Arc::downgrade(&queue.store);
+        std::thread::Builder::new()
+            .name("hookbridge-sync".into())
+            .spawn(move || fsync::idle_sync(idle))
+            .map_err(|e| QueueError::Storage(sled::Error::Io(e)))?;
         let handle = std::thread::Builder::new()
             .name("hookbridge-commit".into())
             .spawn({
@@ -353,7 +362,7 @@ impl Queue {
             return Err(self.store.earlier_failure());
         }
         self.store.faults.stall_close();
-        self.db.flush()?;
+        self.store.files.flush(&self.db)?;
         Ok(())
     }
 
@@ -364,9 +373,9 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Flushes everything written so far to disk.
+    /// Flushes everything written so far to stable storage (sled's flush, then the fsyncs).
     pub fn flush(&self) -> Result<(), QueueError> {
-        self.db.flush()?;
+        self.store.files.flush(&self.db)?;
         Ok(())
     }
 

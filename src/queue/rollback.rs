@@ -134,7 +134,7 @@ impl Rollbacks {
     /// Writes `undo` durably (temporary file, fsync, rename, fsync of the directory) and
     /// returns its path.
     pub fn record(&self, undo: &Undo) -> Result<PathBuf, RollbackError> {
-        std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        crate::durable::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         let name = format!("{:016}-{n:04}", crate::clock::now_ms());
         let tmp = self.dir.join(format!("{name}.tmp"));
@@ -177,9 +177,11 @@ impl Rollbacks {
         Ok(out)
     }
 
-    /// Deletes a rollback file once its undo is applied and flushed.
+    /// Deletes a rollback file once its undo is applied and flushed, durably: a rollback that
+    /// came back after a power cut would undo rows written since.
     pub fn done(&self, path: &Path) -> Result<(), RollbackError> {
-        std::fs::remove_file(path).map_err(Self::io(path))
+        std::fs::remove_file(path).map_err(Self::io(path))?;
+        crate::durable::sync_dir(&self.dir).map_err(Self::io(&self.dir))
     }
 }
 

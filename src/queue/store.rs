@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::oneshot;
 
 use super::fault::Faults;
+use super::fsync::SledFiles;
 use super::retention::Retention;
 use super::rollback::{Rollbacks, Undo};
 use super::space::Reserve;
@@ -40,6 +41,8 @@ impl Reply {
 /// What the committer and the flush thread share: the store and what guards its writes.
 pub(super) struct Store {
     pub db: sled::Db,
+    /// sled's files, synced after each of its flushes.
+    pub files: Arc<SledFiles>,
     pub tree: sled::Tree,
     pub queue: Weak<Queue>,
     pub retention: Retention,
@@ -96,12 +99,14 @@ impl Store {
         }
         // sled may block for good on a store that met an I/O error: undo on a thread of its own.
         let (db, tree, rollbacks_dir) = (self.db.clone(), self.tree.clone(), self.dir.clone());
+        let files = self.files.clone();
         let undone = std::thread::Builder::new()
             .name("hookbridge-undo".into())
             .spawn(move || {
                 let result = tree
                     .apply_batch(undo.to_batch())
-                    .and_then(|()| db.flush().map(|_| ()));
+                    .map_err(QueueError::from)
+                    .and_then(|()| files.flush(&db).map(|_| ()));
                 match (result, recorded) {
                     (Ok(()), Some(path)) => {
                         if let Err(e) = Rollbacks::new(&rollbacks_dir).done(&path) {

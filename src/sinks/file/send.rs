@@ -30,16 +30,19 @@ impl FileSink {
 }
 
 /// Opens for appending; a last line cut short by a crash is terminated so the next line starts
-/// clean (readers skip the partial one).
+/// clean (readers skip the partial one). The file's directory entry (and those of the
+/// directories created for it) is synced first: the data fsync'd into a file whose entry is
+/// not on disk yet is lost with it in a power cut, after the queue was told it was delivered.
 fn open(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::durable::create_dir_all(dir)?;
     }
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
         .append(true)
         .open(path)?;
+    crate::durable::sync_parent(path)?;
     let len = file.metadata()?.len();
     if len > 0 {
         use std::io::{Read, Seek, SeekFrom};
