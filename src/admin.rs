@@ -29,6 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/sinks", web::get().to(sinks))
             .route("/sinks/{name}/pause", web::post().to(pause))
             .route("/sinks/{name}/resume", web::post().to(resume))
+            .route("/sinks/{name}/retry", web::post().to(retry_sink))
+            .route("/events/{id}/retry", web::post().to(retry_event))
             .default_service(web::to(not_found)),
     );
 }
@@ -284,6 +286,57 @@ async fn pause(state: web::Data<AppState>, name: web::Path<String>) -> HttpRespo
 
 async fn resume(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
     pause_answer(&state, name.into_inner(), false)
+}
+
+/// Makes the waiting deliveries of the sinks named (only event `seq`'s, when given) due now;
+/// the status page's "Retry now" buttons and the admin API call it.
+pub fn retry_now(state: &AppState, sinks: &[String], seq: Option<u64>) -> Result<usize, String> {
+    let mut moved = 0;
+    for sink in sinks {
+        moved += state
+            .queue
+            .retry_now(sink, seq)
+            .map_err(|e| e.to_string())?;
+    }
+    if moved > 0 {
+        tracing::info!(sinks = %sinks.join(", "), moved, "deliveries made due now by an operator");
+    }
+    Ok(moved)
+}
+
+/// `POST /admin/sinks/{name}/retry`: the sink's waiting deliveries are tried now.
+async fn retry_sink(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
+    let name = name.into_inner();
+    if !state.controls().contains_key(&name) {
+        return error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "unknown_sink",
+            format!("no running sink named {name:?}"),
+        );
+    }
+    let state = state.into_inner();
+    blocking(move || retry_now(&state, &[name], None).map(|n| json!({ "retried": n }))).await
+}
+
+/// `POST /admin/events/{id}/retry`: the event's waiting deliveries, at every sink, are tried now.
+async fn retry_event(state: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let seq = match state.queue.seq_of(&id) {
+        Ok(Some(seq)) => seq,
+        Ok(None) => {
+            return error(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "unknown_event",
+                "no event of that id is stored",
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let state = state.into_inner();
+    blocking(move || {
+        let sinks: Vec<String> = state.controls().keys().cloned().collect();
+        retry_now(&state, &sinks, Some(seq)).map(|n| json!({ "retried": n }))
+    })
+    .await
 }
 
 fn pause_answer(state: &AppState, name: String, paused: bool) -> HttpResponse {

@@ -445,3 +445,69 @@ async fn the_rate_limit_and_max_in_flight_bound_what_the_receiver_sees() {
     assert_eq!(seen.len(), 15, "{}", d.log_text());
     assert_eq!(r.most_at_once(), 2, "max_in_flight = 2");
 }
+
+#[tokio::test]
+async fn retry_now_sends_a_waiting_delivery_without_sitting_out_its_backoff() {
+    let r = Receiver::start();
+    r.reply_always(Reply::status(200));
+    r.reply("/in/a", Reply::status(503));
+    r.reply("/in/b", Reply::status(503));
+    let sink = http_sink(
+        "hook",
+        &format!("{}/in/{{{{ id }}}}", r.base),
+        "[sinks.hook.retry]\nattempts = 5\nbackoff = { first = \"60s\", max = \"60s\" }",
+    );
+    let admin = "admin-token-0123456789abcdef";
+    let cfg = config(&sink, "\"hook\"").replace(
+        "[server]\n",
+        &format!("[server]\nadmin_token = \"{admin}\"\n"),
+    );
+    let d = Daemon::start(&cfg);
+    let a = post(&d, "portal", &portal_event("a")).await;
+    let b = post(&d, "portal", &portal_event("b")).await;
+    r.wait_until(|c| c.len() >= 2).await;
+    let client = reqwest::Client::new();
+    let admin_post = |path: String| {
+        client
+            .post(format!("{}{path}", d.url))
+            .bearer_auth(admin)
+            .send()
+    };
+    // One event, at every sink.
+    let answer: Value = admin_post(format!("/admin/events/{}/retry", a[0]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["retried"], 1, "{answer}");
+    let got = r
+        .wait_until(|c| c.iter().filter(|x| x.path == "/in/a").count() >= 2)
+        .await;
+    assert_eq!(got.iter().filter(|x| x.path == "/in/a").count(), 2);
+    assert_eq!(
+        got.iter().filter(|x| x.path == "/in/b").count(),
+        1,
+        "b still waits"
+    );
+    // The whole sink.
+    let answer: Value = admin_post("/admin/sinks/hook/retry".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["retried"], 1, "{answer}");
+    r.wait_until(|c| {
+        c.iter().any(|x| x.path == "/in/b" && x.event_id() == b[0])
+            && c.iter().filter(|x| x.path == "/in/b").count() >= 2
+    })
+    .await;
+    assert_eq!(r.requests_to("/in/b").len(), 2);
+    let unknown = admin_post("/admin/events/00000000000000000000000000000000/retry".into())
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let no_sink = admin_post("/admin/sinks/nope/retry".into()).await.unwrap();
+    assert_eq!(no_sink.status().as_u16(), 404);
+}

@@ -40,6 +40,7 @@ async fn security() {
         "/ui/dead/purge",
         "/ui/sinks/log/pause",
         "/ui/sinks/log/resume",
+        "/ui/sinks/log/retry",
         "/ui/signout",
     ];
     for path in &pages {
@@ -173,6 +174,24 @@ async fn security() {
         .expect("post");
     assert_eq!(r.status(), 303);
     assert_eq!(s.admin("/admin/sinks").await[1]["paused"], true);
+    // "Retry now" needs the CSRF token too, and with it answers like the other sink actions.
+    let retry = format!("{base}/ui/sinks/log/retry");
+    let r = http
+        .post(&retry)
+        .header(COOKIE, &signed.cookie)
+        .form(&[("csrf", "f".repeat(64))])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(&retry)
+        .header(COOKIE, &signed.cookie)
+        .form(&[("csrf", &signed.csrf)])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 303);
     let purge = format!("{base}/ui/dead/purge");
     let form = [
         ("csrf", signed.csrf.as_str()),

@@ -144,6 +144,51 @@ impl Queue {
         Ok(())
     }
 
+    /// Makes `sink`'s deliveries that wait for a retry due now (only event `seq`'s, when given),
+    /// so an operator who knows the destination is back need not sit out the backoff. Deliveries
+    /// parked for their feature changes stay parked. Returns how many were moved.
+    pub fn retry_now(&self, sink: &str, seq: Option<u64>) -> Result<usize, QueueError> {
+        let moved = {
+            let _moving = self.lock_moves();
+            let prefix = sink_prefix(WAITING, sink);
+            let mut end = prefix.clone();
+            end.extend_from_slice(&super::enrich::PARKED.to_be_bytes());
+            let mut batch = sled::Batch::default();
+            let mut moved = 0;
+            for item in self.tree.range(prefix.clone()..end) {
+                let (key, value) = item?;
+                let row_seq = split_sink(&key)
+                    .and_then(|(_, rest)| u64_at(rest, 8))
+                    .ok_or_else(|| corrupt(&key, "bad waiting key"))?;
+                if seq.is_some_and(|s| s != row_seq) {
+                    continue;
+                }
+                batch.remove(key);
+                batch.insert(sink_seq_key(READY, sink, row_seq), value);
+                moved += 1;
+            }
+            if moved > 0 {
+                self.tree.apply_batch(batch)?;
+            }
+            moved
+        };
+        if moved > 0 {
+            self.wake(sink);
+        }
+        Ok(moved)
+    }
+
+    /// The queue seq of event `event_id`, while it is remembered.
+    pub fn seq_of(&self, event_id: &str) -> Result<Option<u64>, QueueError> {
+        let Some(key) = crate::event::DedupKey::parse_hex(event_id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .tree
+            .get(dedup_key(&key.0))?
+            .and_then(|d| u64_at(&d, 8)))
+    }
+
     /// When `sink`'s earliest waiting delivery is due, if it has any.
     pub fn next_due(&self, sink: &str) -> Result<Option<u64>, QueueError> {
         match self.tree.scan_prefix(sink_prefix(WAITING, sink)).next() {

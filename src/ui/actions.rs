@@ -1,4 +1,5 @@
-//! What changes state: sign-in, sign-out, replay and purge of dead letters, pause and resume.
+//! What changes state: sign-in, sign-out, replay and purge of dead letters, pause, resume and
+//! retry now.
 //!
 //! Each is a POST; all but sign-in need the session's CSRF token in the form. Replay and purge
 //! first answer a confirmation page, and act only when it is posted back with `confirmed=yes`.
@@ -200,7 +201,7 @@ pub async fn dead(
     }
 }
 
-/// `POST /ui/sinks/{name}/{pause|resume}`.
+/// `POST /ui/sinks/{name}/{pause|resume|retry}`: retry makes the sink's waiting deliveries due now.
 pub async fn sink(
     state: web::Data<AppState>,
     ui: web::Data<Ui>,
@@ -212,6 +213,15 @@ pub async fn sink(
         return forged(&ui, &session);
     }
     let (name, action) = path.into_inner();
+    if action == "retry" && state.controls().contains_key(&name) {
+        let state = state.into_inner();
+        let sinks = [name];
+        return match web::block(move || crate::admin::retry_now(&state, &sinks, None)).await {
+            Ok(Ok(_)) => see_other("/ui"),
+            Ok(Err(e)) => unavailable(&ui, &session, &e),
+            Err(e) => unavailable(&ui, &session, &e.to_string()),
+        };
+    }
     let paused = match action.as_str() {
         "pause" => true,
         "resume" => false,
