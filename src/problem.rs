@@ -158,7 +158,13 @@ fn stand_in(text: &str, span: std::ops::Range<usize>, message: &str) -> Option<S
         let covered = &text[span.clone()];
         // A whole table's span (a missing field) is never replaced: other keys live in it.
         if !covered.contains('\n') || covered.trim_start().starts_with('[') {
-            return Some(format!("{}{v}{}", &text[..span.start], &text[span.end..]));
+            // The newlines a value spanned stay, so every later line keeps its number.
+            let newlines = "\n".repeat(covered.matches('\n').count());
+            return Some(format!(
+                "{}{v}{newlines}{}",
+                &text[..span.start],
+                &text[span.end..]
+            ));
         }
     }
     // Blank the lines of a one- or two-line key, keeping the newlines.

@@ -133,3 +133,17 @@ fn unknown_sink_type_is_named() {
     let p = problems("[sinks.x]\ntype = \"carrier-pigeon\"\n");
     assert!(p[0].starts_with("sinks.x.type"), "{p:?}");
 }
+
+#[test]
+fn every_wrong_value_is_found_and_lines_stay_true() {
+    let text = "[server]\nmax_events = \"many\"\n[hooks.h]\nsecrets = [\n  \"env:HOOKBRIDGE_TEST_UNSET_A\",\n]\n[hooks.g]\nrequire_auth = \"yes\"\n"
+        .to_string()
+        + SINK_AND_ROUTE;
+    let p = problems(&text);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p[0].starts_with("server.max_events (line 2)"), "{p:?}");
+    // The line of the list the missing variable is in.
+    assert!(p[1].starts_with("hooks.h.secrets[0] (line 4)"), "{p:?}");
+    assert!(p[2].starts_with("hooks.g.require_auth (line 8)"), "{p:?}");
+    assert!(p[2].contains("true or false"), "{p:?}");
+}
