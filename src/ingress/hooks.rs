@@ -147,6 +147,11 @@ pub fn refuse_unread(state: &AppState, path: &str, error: IngressError) -> HttpR
         .strip_prefix("/hooks/")
         .and_then(|name| find_hook(&config, name).map(|_| name))
         .unwrap_or("(unknown)");
+    refused(state, label, &error, " before its body was sent")
+}
+
+/// A refusal counted, logged and answered; `when` says at which step, for the log.
+fn refused(state: &AppState, label: &str, error: &IngressError, when: &str) -> HttpResponse {
     METRICS
         .requests
         .with_label_values(&[label, error.label()])
@@ -156,7 +161,7 @@ pub fn refuse_unread(state: &AppState, path: &str, error: IngressError) -> HttpR
         hook = label,
         status = error.status().as_u16(),
         reason = error.label(),
-        "delivery refused before its body was sent: {}",
+        "delivery refused{when}: {}",
         error.message()
     );
     error.response()
@@ -195,21 +200,7 @@ pub async fn receive(
             }
             r.json(outcome)
         }
-        Err(e) => {
-            METRICS
-                .requests
-                .with_label_values(&[label, e.label()])
-                .inc();
-            state.traffic.record(label, e.label());
-            tracing::info!(
-                hook = label,
-                status = e.status().as_u16(),
-                reason = e.label(),
-                "delivery refused: {}",
-                e.message()
-            );
-            e.response()
-        }
+        Err(e) => refused(&state, label, &e, ""),
     };
     METRICS
         .request_seconds
