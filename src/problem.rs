@@ -53,19 +53,7 @@ pub fn line_of(text: &str, key: &str) -> Option<usize> {
             .filter(|(_, l)| l.trim() == header)
             .nth(index)?
             .0;
-        let Some(next) = parts.get(1) else {
-            return Some(at + 1);
-        };
-        let field = next.split('[').next().unwrap_or(next);
-        let found = lines[at + 1..]
-            .iter()
-            .take_while(|l| !l.trim_start().starts_with('['))
-            .position(|l| {
-                l.trim_start()
-                    .strip_prefix(field)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
-            });
-        return Some(found.map_or(at + 1, |i| at + 2 + i));
+        return Some(key_line(&lines, at, parts.get(1).copied()));
     }
     // The longest prefix of the key that is a table header.
     for cut in (1..=parts.len()).rev() {
@@ -74,23 +62,30 @@ pub fn line_of(text: &str, key: &str) -> Option<usize> {
         let Some(at) = lines.iter().position(|l| l.trim() == header) else {
             continue;
         };
-        let Some(next) = parts.get(cut) else {
-            return Some(at + 1);
-        };
-        let name = next.split('[').next().unwrap_or(next);
-        let found = lines[at + 1..]
-            .iter()
-            .take_while(|l| !l.trim_start().starts_with('['))
-            .position(|l| {
-                let l = l.trim_start();
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
-                    || l.strip_prefix(&format!("\"{name}\""))
-                        .is_some_and(|rest| rest.trim_start().starts_with('='))
-            });
-        return Some(found.map_or(at + 1, |i| at + 2 + i));
+        return Some(key_line(&lines, at, parts.get(cut).copied()));
     }
     None
+}
+
+/// The 1-based line of key `next` (its `[i]` index dropped; bare or quoted) in the table whose
+/// header is line index `at`; the header's line when the key is not found or not given.
+fn key_line(lines: &[&str], at: usize, next: Option<&str>) -> usize {
+    let Some(next) = next else {
+        return at + 1;
+    };
+    let name = next.split('[').next().unwrap_or(next);
+    let quoted = format!("\"{name}\"");
+    let found = lines[at + 1..]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| {
+            let l = l.trim_start();
+            [name, quoted.as_str()].iter().any(|k| {
+                l.strip_prefix(k)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+        });
+    found.map_or(at + 1, |i| at + 2 + i)
 }
 
 /// The most problems [`deserialize_collecting`] looks for before it gives up.

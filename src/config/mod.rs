@@ -248,18 +248,12 @@ impl Config {
         }
 
         // A stand-in for a wrong value must not be reported again by a later check.
-        let stage_one = read_wrong.len();
-        let mut i = stage_one;
-        while i < problems.len() {
-            if read_wrong
-                .iter()
-                .any(|k| problems[i].key.starts_with(k.as_str()))
-            {
-                problems.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        let later = problems.split_off(read_wrong.len());
+        problems.extend(
+            later
+                .into_iter()
+                .filter(|p| !read_wrong.iter().any(|k| p.key.starts_with(k.as_str()))),
+        );
         if problems.is_empty() {
             Ok(Config {
                 path: path.to_path_buf(),

@@ -15,13 +15,6 @@ pub struct Held {
     events: usize,
 }
 
-impl Held {
-    /// Bytes and events held; a large request gives memory back after its answer.
-    pub fn size(&self) -> (u64, usize) {
-        (self.bytes, self.events)
-    }
-}
-
 /// The bytes and events that may be in the ingress at once.
 #[derive(Debug)]
 pub struct Budget {
@@ -58,12 +51,15 @@ impl Budget {
 /// allocator keeps what it freed, so it is asked to hand it back to the system.
 const LARGE: (u64, usize) = (256 * 1024, 1_000);
 
-/// Gives `held` back, and the memory a large request used with it.
-pub fn after_answer(held: Held) {
-    let (bytes, events) = held.size();
-    drop(held);
-    if bytes >= LARGE.0 || events >= LARGE.1 {
-        tokio::task::spawn_blocking(give_memory_back);
+impl Drop for Held {
+    /// Gives the budget back, and after a large request the memory it used.
+    fn drop(&mut self) {
+        self.permits.clear();
+        if self.bytes >= LARGE.0 || self.events >= LARGE.1 {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn_blocking(give_memory_back);
+            }
+        }
     }
 }
 
@@ -111,7 +107,7 @@ mod tests {
         let mut two = Held::default();
         assert!(!b.take_bytes(&mut two, 60));
         assert!(!b.take_events(&mut two, 1));
-        assert_eq!(one.size(), (60, 10));
+        assert_eq!((one.bytes, one.events), (60, 10));
         drop(one);
         assert!(b.take_bytes(&mut two, 60) && b.take_events(&mut two, 10));
     }

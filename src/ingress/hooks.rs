@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use serde_json::json;
@@ -121,7 +121,10 @@ impl IngressError {
 
     pub(super) fn response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status());
-        if self.label() == "busy" {
+        if matches!(
+            self,
+            IngressError::Busy(_) | IngressError::Parse(ParseError::Busy { .. })
+        ) {
             r.insert_header((actix_web::http::header::RETRY_AFTER, BUSY_RETRY_AFTER));
         }
         r.json(json!({
@@ -139,15 +142,23 @@ pub(super) fn find_hook<'c>(config: &'c Config, name: &str) -> Option<&'c HookCo
         .flatten()
 }
 
-/// The answer to a request refused before its body was read (an `Expect: 100-continue` whose
-/// length is over `server.max_body`), counted and logged as [`receive`] would.
-pub fn refuse_unread(state: &AppState, path: &str, error: IngressError) -> HttpResponse {
+/// For a request that sent `Expect: 100-continue`: the 413 its body would get when the length it
+/// announced is over `server.max_body` (counted and logged as [`receive`] would), so the client
+/// is never told to send it; `None` lets it go on.
+pub fn refuse_before_body(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    max_body: u64,
+) -> Option<HttpResponse> {
+    declared_length(headers).filter(|n| *n > max_body)?;
+    let error = IngressError::TooLarge(max_body);
     let config = state.config();
     let label = path
         .strip_prefix("/hooks/")
         .and_then(|name| find_hook(&config, name).map(|_| name))
         .unwrap_or("(unknown)");
-    refused(state, label, &error, " before its body was sent")
+    Some(refused(state, label, &error, " before its body was sent"))
 }
 
 /// A refusal counted, logged and answered; `when` says at which step, for the log.
@@ -220,22 +231,9 @@ async fn accept(
     if !state.is_accepting() {
         return Err(IngressError::Unavailable("shutting down".into()));
     }
+    // What the request takes of the budget goes back when `held` drops, with the answer.
     let mut held = budget::Held::default();
-    let result = accept_held(req, name, hook, config, payload, state, &mut held).await;
-    budget::after_answer(held);
-    result
-}
-
-/// [`accept`] with the budget the request holds, given back once it is answered.
-async fn accept_held(
-    req: &HttpRequest,
-    name: &str,
-    hook: &HookConfig,
-    config: &Config,
-    payload: web::Payload,
-    state: &AppState,
-    held: &mut budget::Held,
-) -> Result<AcceptOutcome, IngressError> {
+    let held = &mut held;
     let (encoding, raw) = read_delivery(req, config, payload, state, held).await?;
     let decoded = body::decode(encoding, &raw);
     authenticate(req, hook, &raw, decoded.as_ref().ok())?;
@@ -276,7 +274,7 @@ async fn read_delivery(
     held: &mut budget::Held,
 ) -> Result<(BodyEncoding, web::BytesMut), IngressError> {
     let limit = config.server.max_body.as_u64();
-    let declared = declared_length(req);
+    let declared = declared_length(req.headers());
     if declared.is_some_and(|n| n > limit) {
         return Err(IngressError::TooLarge(limit));
     }
@@ -389,8 +387,8 @@ fn authenticate(
 }
 
 /// The body's declared `Content-Length`, when it has one.
-pub(super) fn declared_length(req: &HttpRequest) -> Option<u64> {
-    req.headers()
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())

@@ -173,18 +173,7 @@ impl Renderer {
         event: &Event,
         payload: &str,
     ) -> Result<String, RenderError> {
-        match self.needs.get(name) {
-            Some(Needs::Nothing(text)) => Ok(text.clone()),
-            Some(Needs::Fields(parts)) => Ok(parts.iter().fold(String::new(), |mut out, p| {
-                out.push_str(match p {
-                    Part::Text(t) => t,
-                    Part::Field(f) => f.of(event),
-                });
-                out
-            })),
-            Some(Needs::EventOnly) => self.render(name, &context_of(event, None)),
-            None => self.render(name, &context_of(event, Some(payload))),
-        }
+        self.render_with(name, event, payload, None)
     }
 
     /// Renders `name` for one event with every string of the event and its payload passed
@@ -197,13 +186,26 @@ impl Renderer {
         payload: &str,
         escape: fn(&str) -> String,
     ) -> Result<String, RenderError> {
+        self.render_with(name, event, payload, Some(escape))
+    }
+
+    /// Renders `name` for one event, building only the context it needs, with the event's
+    /// strings escaped when `escape` is given.
+    fn render_with(
+        &self,
+        name: &str,
+        event: &Event,
+        payload: &str,
+        escape: Option<fn(&str) -> String>,
+    ) -> Result<String, RenderError> {
         let payload = match self.needs.get(name) {
             Some(Needs::Nothing(text)) => return Ok(text.clone()),
             Some(Needs::Fields(parts)) => {
                 return Ok(parts.iter().fold(String::new(), |mut out, p| {
-                    match p {
-                        Part::Text(t) => out.push_str(t),
-                        Part::Field(f) => out.push_str(&escape(f.of(event))),
+                    match (p, escape) {
+                        (Part::Text(t), _) => out.push_str(t),
+                        (Part::Field(f), None) => out.push_str(f.of(event)),
+                        (Part::Field(f), Some(escape)) => out.push_str(&escape(f.of(event))),
                     }
                     out
                 }));
@@ -212,7 +214,9 @@ impl Renderer {
             None => Some(payload),
         };
         let mut value = context_value(event, payload);
-        escape_strings(&mut value, escape);
+        if let Some(escape) = escape {
+            escape_strings(&mut value, escape);
+        }
         self.render(name, &tera::Context::from_value(value).unwrap_or_default())
     }
 

@@ -74,25 +74,15 @@ pub(super) fn listen(
     Ok(server.run())
 }
 
-/// Lets a client that sent `Expect: 100-continue` send its body, unless the length it
-/// announced is over `max_body`: then the answer is the 413 the body would get, at once.
+/// Lets a client that sent `Expect: 100-continue` send its body, unless the ingress refuses it
+/// from its headers alone.
 fn expect_continue(
     req: Request,
     state: &AppState,
     max_body: u64,
 ) -> Result<Request, Response<BoxBody>> {
-    let declared = req
-        .headers()
-        .get(actix_http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > max_body => Err(ingress::hooks::refuse_unread(
-            state,
-            req.path(),
-            ingress::hooks::IngressError::TooLarge(max_body),
-        )
-        .into()),
-        _ => Ok(req),
+    match ingress::hooks::refuse_before_body(state, req.path(), req.headers(), max_body) {
+        Some(refusal) => Err(refusal.into()),
+        None => Ok(req),
     }
 }
