@@ -6,8 +6,11 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::keys::*;
+use super::log::{self, LogRow};
+use super::progress::Progress;
+use super::rows::decode;
 use super::status::EventStatus;
-use super::{BodyRow, EventRow, Queue, QueueError};
+use super::{EventRow, Queue, QueueError};
 
 /// Which events to list, newest first.
 #[derive(Debug, Clone, Default)]
@@ -71,27 +74,31 @@ impl Queue {
         let mut candidates = Vec::new();
         let mut scanned = 0;
         let mut truncated = false;
-        for item in self.tree.scan_prefix([EVENT]).rev() {
-            if scanned >= query.scan {
-                truncated = true;
-                break;
-            }
-            scanned += 1;
+        'rows: for item in self.trees.log.iter().rev() {
             let (k, v) = item?;
-            let Some(seq) = u64_at(&k, 1) else { continue };
-            let (row, _) = EventRow::decode(&k, &v)?;
-            if query.matches(&row.event) {
-                candidates.push((seq, row.event));
+            let row = LogRow::decode(&k, &v)?;
+            for (i, e) in row.events.iter().enumerate().rev() {
+                let seq = row.first + i as u64;
+                if scanned >= query.scan {
+                    truncated = true;
+                    break 'rows;
+                }
+                scanned += 1;
+                let stored: EventRow = decode(&k, e.json)?;
+                if query.matches(&stored.event) {
+                    let routed: Vec<String> = e.sinks.iter().map(|s| s.to_string()).collect();
+                    candidates.push((seq, stored.event, routed));
+                }
             }
         }
-        let wanted: HashSet<u64> = candidates.iter().map(|(seq, _)| *seq).collect();
+        let wanted: HashSet<u64> = candidates.iter().map(|(seq, _, _)| *seq).collect();
         let waiting = self.waiting_index(sinks, |s| wanted.contains(&s))?;
         let mut events = Vec::new();
-        for (seq, event) in candidates {
+        for (seq, event, routed) in candidates {
             if events.len() >= query.limit {
                 break;
             }
-            let deliveries = self.deliveries(seq, sinks, &waiting)?;
+            let deliveries = self.deliveries(seq, &routed, sinks, &waiting)?;
             if let Some(state) = &query.state
                 && !deliveries.iter().any(|d| d.state == state.as_str())
             {
@@ -113,37 +120,65 @@ impl Queue {
 
     /// The ArcGIS payload the event `seq` came in, while it is stored.
     pub fn payload(&self, seq: u64) -> Result<Option<String>, QueueError> {
-        let ekey = seq_key(EVENT, seq);
-        let Some(v) = self.tree.get(&ekey)? else {
+        let Some((k, v)) = log::find(&self.trees.log, seq)? else {
             return Ok(None);
         };
-        let (row, inline) = EventRow::decode(&ekey, &v)?;
-        let body = match inline {
-            Some(payload) => BodyRow::new(payload),
-            None => BodyRow::load(&self.tree, row.body)?,
-        };
-        Ok(Some(body.text.to_string()))
+        let row = LogRow::decode(&k, &v)?;
+        Ok(Some(String::from_utf8_lossy(row.payload).into_owned()))
     }
 
-    /// When the oldest delivery `sink` still has to send (ready or waiting) was accepted.
+    /// When the oldest delivery `sink` still has to send (ready, waiting, or in the log) was
+    /// accepted.
     pub fn oldest_pending(&self, sink: &str) -> Result<Option<u64>, QueueError> {
+        let q = &self.trees.q;
         let mut oldest: Option<u64> = None;
-        if let Some(item) = self.tree.scan_prefix(sink_prefix(READY, sink)).next() {
+        let mut consider = |seq: u64| oldest = Some(oldest.map_or(seq, |o| o.min(seq)));
+        if let Some(item) = q.scan_prefix(sink_prefix(READY, sink)).next() {
             let (k, _) = item?;
-            oldest = split_sink(&k).and_then(|(_, rest)| u64_at(rest, 0));
+            if let Some(seq) = row_seq(READY, &k) {
+                consider(seq);
+            }
         }
-        for item in self.tree.scan_prefix(sink_prefix(WAITING, sink)) {
+        for item in q.scan_prefix(sink_prefix(WAITING, sink)) {
             let (k, _) = item?;
-            if let Some(seq) = split_sink(&k).and_then(|(_, rest)| u64_at(rest, 8)) {
-                oldest = Some(oldest.map_or(seq, |o| o.min(seq)));
+            if let Some(seq) = row_seq(WAITING, &k) {
+                consider(seq);
+            }
+        }
+        if let Some(state) = self.store.sinks.find(sink) {
+            let p = state.lock();
+            match p.handed.first() {
+                Some(seq) => consider(*seq),
+                None => {
+                    if let Some(seq) = self.first_unread(sink, &p)? {
+                        consider(seq);
+                    }
+                }
             }
         }
         let Some(seq) = oldest else { return Ok(None) };
-        let ekey = seq_key(EVENT, seq);
-        Ok(match self.tree.get(&ekey)? {
-            Some(v) => Some(EventRow::decode(&ekey, &v)?.0.event.accepted_at.max(0) as u64),
+        Ok(match log::find(&self.trees.log, seq)? {
+            Some((k, v)) => Some(LogRow::decode(&k, &v)?.accepted_at),
             None => None,
         })
+    }
+
+    /// The first event routed to `sink` that it has not read from the log yet.
+    fn first_unread(&self, sink: &str, p: &Progress) -> Result<Option<u64>, QueueError> {
+        let start = match log::find(&self.trees.log, p.read_from)? {
+            Some((k, _)) => k.to_vec(),
+            None => log_key(p.read_from).to_vec(),
+        };
+        for item in self.trees.log.range(start..) {
+            let (k, v) = item?;
+            let row = LogRow::decode(&k, &v)?;
+            for (seq, e) in (row.first..).zip(&row.events) {
+                if seq >= p.read_from && e.routed_to(sink) && !p.skip.contains(&seq) {
+                    return Ok(Some(seq));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Free bytes on the queue's disk (None if the system cannot tell), and `storage.min_free`.

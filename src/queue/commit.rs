@@ -13,18 +13,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::QueueError;
 use super::flusher::{Flusher, Pending};
-use super::keys::*;
 use super::space;
+use super::trees::Tree;
 use super::stage::{AcceptOutcome, Prepared, Staged, stage_accept};
 use super::store::{Reply, Store};
 use crate::clock::now_ms;
 use crate::metrics::METRICS;
 
-/// Most requests folded into one batch.
+/// Most requests folded into one group.
 const MAX_GROUP: usize = 1024;
-/// Rows per sled batch: sled keeps every node version an open batch replaced until the batch
-/// ends (about 14 KB per row), so a group is applied in chunks of whole events to bound memory.
-const CHUNK_ROWS: usize = 3_000;
+/// Writes between the points where tests can make the apply fail (a fault in mid-group).
+const FAULT_EVERY: usize = 1000;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
@@ -61,7 +60,7 @@ pub(super) fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>) {
         }
     };
     let mut last_retention = Instant::now();
-    let mut dedup_cursor: Vec<u8> = vec![DEDUP];
+    let mut dedup_cursor: Vec<u8> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -75,7 +74,7 @@ pub(super) fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>) {
             last_retention = Instant::now();
             if let Some(queue) = store.queue.upgrade() {
                 let _moving = queue.lock_moves();
-                store.retention.run(&store.tree, &mut dedup_cursor);
+                store.retention.run(&store.trees, &store.sinks, &mut dedup_cursor);
                 queue.prune_history();
             }
         }
@@ -101,12 +100,9 @@ pub(super) fn tick(tx: mpsc::WeakSender<Command>) {
 
 /// A group being assembled: the requests that fit on the disk, their rows and their undo.
 struct Group {
-    /// The group's rows, in chunks of about `CHUNK_ROWS`, applied in order.
-    chunks: Vec<sled::Batch>,
-    /// Rows in the last chunk.
-    rows: usize,
-    /// Whether the last chunk is full: the next row starts a new one.
-    full: bool,
+    /// The group's writes, applied in order as plain inserts and removes (a sled batch would
+    /// take sled's process-wide lock and keep every node version it replaced until it ends).
+    writes: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>,
     pending: Pending,
     seen: HashSet<[u8; 16]>,
     /// Bytes the group will take on disk so far.
@@ -124,9 +120,7 @@ impl Group {
     /// An empty group, with the disk's free bytes read once if `storage.min_free` is set.
     fn new(store: &Store) -> Group {
         Group {
-            chunks: Vec::new(),
-            rows: 0,
-            full: false,
+            writes: Vec::new(),
             pending: Pending::default(),
             seen: HashSet::new(),
             need: space::SLED_BYTES_PER_BATCH,
@@ -152,14 +146,7 @@ impl Group {
                 let _ = reply.send(Err(store.earlier_failure()));
             }
             Command::Accept { prepared, reply } => {
-                let staged = stage_accept(
-                    &store.db,
-                    &store.tree,
-                    &self.seen,
-                    now,
-                    &store.retention,
-                    prepared,
-                );
+                let staged = stage_accept(store, &self.seen, now, prepared);
                 match self.admit_staged(staged, min_free) {
                     Ok((added, outcome)) => {
                         add_counts(&mut self.pending.added, added);
@@ -176,7 +163,7 @@ impl Group {
                 reply,
             } => {
                 let staged =
-                    super::dead::stage_replay(&store.tree, sink.as_deref(), event_id.as_deref());
+                    super::dead::stage_replay(store, sink.as_deref(), event_id.as_deref());
                 match self.admit_staged(staged, min_free) {
                     Ok((revived, n)) => {
                         add_counts(&mut self.pending.revived, revived);
@@ -243,23 +230,7 @@ impl Group {
         self.need += cost;
         self.written.0 += staged.writes.len() as u64;
         self.written.1 += staged.bytes();
-        let mut ends = staged.ends.into_iter().peekable();
-        for (i, (k, v)) in staged.writes.into_iter().enumerate() {
-            if self.chunks.is_empty() || self.full {
-                self.chunks.push(sled::Batch::default());
-                (self.rows, self.full) = (0, false);
-            }
-            if let Some(batch) = self.chunks.last_mut() {
-                match v {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
-                }
-            }
-            self.rows += 1;
-            if ends.next_if(|end| *end == i + 1).is_some() {
-                self.full = self.rows >= CHUNK_ROWS;
-            }
-        }
+        self.writes.extend(staged.writes);
         self.seen.extend(staged.claimed);
         self.pending.undo.extend(staged.undo);
         Ok(())
@@ -288,13 +259,15 @@ fn add_counts(into: &mut BTreeMap<String, i64>, counts: BTreeMap<String, i64>) {
     }
 }
 
-/// Writes an admitted group's chunks to the tree and hands it to the flusher, whose fsync
-/// answers its requests; a group whose write fails is refused and rolled back.
+/// Writes an admitted group's rows in order and hands it to the flusher, whose fsync answers
+/// its requests; a group whose write fails is refused and rolled back.
 fn apply(store: &Store, g: Group, flusher: &Flusher) {
     let started = Instant::now();
-    let result = g.chunks.into_iter().try_for_each(|chunk| {
-        store.faults.check("apply")?;
-        store.tree.apply_batch(chunk)
+    let result = g.writes.iter().enumerate().try_for_each(|(i, (tree, k, v))| {
+        if i % FAULT_EVERY == 0 {
+            store.faults.check("apply")?;
+        }
+        store.trees.write(*tree, k, v.as_deref())
     });
     match result {
         Ok(()) => {

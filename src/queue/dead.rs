@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::keys::*;
+use super::log;
 use super::stage::Staged;
+use super::store::Store;
+use super::trees::Tree;
 use super::{DeliveryRow, EventRow, Queue, QueueError, decode, encode};
 use crate::event::Event;
 use crate::metrics::METRICS;
@@ -26,34 +29,25 @@ pub struct DeadLetter {
     pub died_at: u64,
     /// The event.
     pub event: Event,
-    /// Its body row's sequence number.
+    /// Its body row's sequence number in releases that kept bodies apart (now its own seq).
     pub body: u64,
     /// The ArcGIS payload's JSON text.
     pub payload: String,
 }
 
 impl Queue {
-    pub(super) fn dead_letter(
-        &self,
-        sink: &str,
-        d: &Delivery,
-        error: &str,
-        now: u64,
-    ) -> Result<DeadLetter, QueueError> {
-        let body = match self.tree.get(seq_key(EVENT, d.seq))? {
-            Some(v) => EventRow::decode(&seq_key(EVENT, d.seq), &v)?.0.body,
-            None => 0,
-        };
-        Ok(DeadLetter {
+    /// The dead letter of delivery `d` to `sink`, which failed for good at `now`.
+    pub(super) fn dead_letter(&self, sink: &str, d: &Delivery, error: &str, now: u64) -> DeadLetter {
+        DeadLetter {
             sink: sink.to_string(),
             seq: d.seq,
             attempts: d.attempts + 1,
             error: error.to_string(),
             died_at: now,
             event: d.event.clone(),
-            body,
+            body: d.seq,
             payload: d.payload.to_string(),
-        })
+        }
     }
 
     /// Dead letters, optionally only one sink's or one event's.
@@ -67,7 +61,7 @@ impl Queue {
             None => vec![DEAD],
         };
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(prefix) {
+        for item in self.trees.q.scan_prefix(prefix) {
             let (k, v) = item?;
             let letter: DeadLetter = decode(&k, &v)?;
             if event_id.is_none_or(|id| id == letter.event.event_id) {
@@ -80,13 +74,11 @@ impl Queue {
     /// Deletes dead letters (all, one sink's, or one event's); returns how many.
     pub fn purge(&self, sink: Option<&str>, event_id: Option<&str>) -> Result<usize, QueueError> {
         let letters = self.dead_letters(sink, event_id)?;
-        let mut batch = sled::Batch::default();
         let mut per_sink: BTreeMap<&str, i64> = BTreeMap::new();
         for l in &letters {
-            batch.remove(sink_seq_key(DEAD, &l.sink, l.seq));
+            self.trees.q.remove(sink_seq_key(DEAD, &l.sink, l.seq))?;
             *per_sink.entry(&l.sink).or_default() += 1;
         }
-        self.tree.apply_batch(batch)?;
         self.flush()?;
         for (sink, n) in per_sink {
             METRICS.dead_letters.with_label_values(&[sink]).sub(n);
@@ -96,10 +88,10 @@ impl Queue {
 }
 
 /// Stages the replay of matching dead letters: each goes back to its sink's ready rows with a
-/// fresh attempt count, and its event and body rows are restored if retention took them. The
-/// staged `added` counts the revived deliveries per sink.
+/// fresh attempt count, and its log row is written again (with only this event) if retention
+/// took it. The staged `added` counts the revived deliveries per sink.
 pub(super) fn stage_replay(
-    tree: &sled::Tree,
+    store: &Store,
     sink: Option<&str>,
     event_id: Option<&str>,
 ) -> Result<(Staged, usize), QueueError> {
@@ -109,42 +101,30 @@ pub(super) fn stage_replay(
     };
     let mut staged = Staged::default();
     let mut n = 0;
-    for item in tree.scan_prefix(prefix) {
+    let mut restored = std::collections::HashSet::new();
+    for item in store.trees.q.scan_prefix(prefix) {
         let (k, v) = item?;
         let letter: DeadLetter = decode(&k, &v)?;
         if event_id.is_some_and(|id| id != letter.event.event_id) {
             continue;
         }
-        staged.remove(k.to_vec(), v.to_vec());
-        // The event row may have gone with retention: write it again. While its request's body
-        // row still exists (other events of the request are pending), point at it as before, so
-        // that retention keeps that row; else the row carries its payload.
-        let ekey = seq_key(EVENT, letter.seq);
-        match tree.get(&ekey)? {
-            None => {
-                let shared =
-                    letter.body != letter.seq && tree.contains_key(seq_key(BODY, letter.body))?;
-                let row = EventRow {
-                    event: letter.event.clone(),
-                    body: if shared { letter.body } else { letter.seq },
-                    properties_at: None,
-                };
-                let inline = (!shared).then_some(letter.payload.as_bytes());
-                staged.put(ekey, row.encode(inline), None);
+        if log::find(&store.trees.log, letter.seq)?.is_none() && restored.insert(letter.seq) {
+            let json = EventRow {
+                event: letter.event.clone(),
+                body: 0,
+                properties_at: None,
             }
-            Some(v) => {
-                let (row, inline) = EventRow::decode(&ekey, &v)?;
-                let bkey = seq_key(BODY, row.body);
-                if inline.is_none() && !tree.contains_key(&bkey)? {
-                    staged.put(bkey, letter.payload.as_bytes().to_vec(), None);
-                }
-            }
+            .encode_json();
+            let sinks = [letter.sink.clone()];
+            let accepted_at = letter.event.accepted_at.max(0) as u64;
+            let row = log::encode(accepted_at, &[(&json, &sinks)], letter.payload.as_bytes());
+            staged.put(Tree::Log, log_key(letter.seq).to_vec(), row, None);
         }
         let rkey = sink_seq_key(READY, &letter.sink, letter.seq);
-        let old = tree.get(&rkey)?.map(|v| v.to_vec());
-        staged.put(rkey, encode(&DeliveryRow::default()), old);
+        let old = store.trees.q.get(&rkey)?.map(|v| v.to_vec());
+        staged.put(Tree::Q, rkey, encode(&DeliveryRow::default()), old);
+        staged.remove(Tree::Q, k.to_vec(), v.to_vec());
         *staged.added.entry(letter.sink).or_default() += 1;
-        staged.end_unit();
         n += 1;
     }
     Ok((staged, n))

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::keys::*;
-use super::{BodyRow, DeliveryRow, EventRow, Queue, QueueError, decode, encode, now_ms};
+use super::log::{self, LogRow};
+use super::progress::Progress;
+use super::{DeliveryRow, Queue, QueueError, decode, encode, now_ms};
 use crate::event::Event;
 use crate::metrics::METRICS;
 use crate::sinks::Delivery;
@@ -95,13 +97,32 @@ impl Queue {
         Ok(())
     }
 
-    /// Up to `max` event seqs with ready deliveries for `sink`, oldest first.
+    /// Up to `max` event seqs with deliveries for `sink` ready (in a ready row, or in the
+    /// log and not yet settled), ready rows first, then oldest first.
     pub fn ready_seqs(&self, sink: &str, max: usize) -> Result<Vec<u64>, QueueError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(sink_prefix(READY, sink)).take(max) {
+        for item in self.trees.q.scan_prefix(sink_prefix(READY, sink)).take(max) {
             let (key, _) = item?;
-            if let Some(seq) = split_sink(&key).and_then(|(_, rest)| u64_at(rest, 0)) {
+            if let Some(seq) = row_seq(READY, &key) {
                 out.push(seq);
+            }
+        }
+        let state = self.sink_state(sink);
+        let p = state.lock();
+        let start = match log::find(&self.trees.log, p.cursor + 1)? {
+            Some((k, _)) => k.to_vec(),
+            None => log_key(p.cursor + 1).to_vec(),
+        };
+        for item in self.trees.log.range(start..) {
+            if out.len() >= max {
+                break;
+            }
+            let (k, v) = item?;
+            let row = LogRow::decode(&k, &v)?;
+            for (seq, e) in (row.first..).zip(&row.events) {
+                if out.len() < max && seq > p.cursor && e.routed_to(sink) && unsettled(&p, seq) {
+                    out.push(seq);
+                }
             }
         }
         Ok(out)
@@ -112,26 +133,48 @@ impl Queue {
         let mut prefix = sink_prefix(WAITING, sink);
         prefix.extend_from_slice(&PARKED.to_be_bytes());
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(prefix) {
+        for item in self.trees.q.scan_prefix(prefix) {
             let (key, _) = item?;
-            if let Some(seq) = split_sink(&key).and_then(|(_, rest)| u64_at(rest, 8)) {
+            if let Some(seq) = row_seq(WAITING, &key) {
                 out.push(seq);
             }
         }
         Ok(out)
     }
 
-    /// Parks `sink`'s ready delivery of `seq`; false if it was not ready (taken or done).
+    /// Parks `sink`'s ready delivery of `seq`; false if it was not ready (done, or off the
+    /// ordinary path already).
     pub fn park(&self, sink: &str, seq: u64) -> Result<bool, QueueError> {
         let _moving = self.lock_moves();
+        let q = &self.trees.q;
+        let state = self.sink_state(sink);
+        let mut p = state.lock();
         let ready = sink_seq_key(READY, sink, seq);
-        let Some(row) = self.tree.get(&ready)? else {
-            return Ok(false);
+        if let Some(row) = q.get(&ready)? {
+            q.insert(waiting_key(sink, PARKED, seq), row)?;
+            q.remove(ready)?;
+            p.from_rows.remove(&seq);
+            return Ok(true);
+        }
+        let routed = match log::find(&self.trees.log, seq)? {
+            Some((k, v)) => LogRow::decode(&k, &v)?
+                .get(seq)
+                .is_some_and(|e| e.routed_to(sink)),
+            None => false,
         };
-        let mut batch = sled::Batch::default();
-        batch.remove(ready);
-        batch.insert(waiting_key(sink, PARKED, seq), row);
-        self.tree.apply_batch(batch)?;
+        if !routed || seq <= p.cursor || !unsettled(&p, seq) {
+            return Ok(false);
+        }
+        q.insert(
+            waiting_key(sink, PARKED, seq),
+            encode(&DeliveryRow::default()),
+        )?;
+        if !p.handed.remove(&seq) {
+            p.skip.insert(seq);
+        }
+        if let Some(cursor) = p.advance() {
+            q.insert(cursor_key(sink), &cursor.to_be_bytes())?;
+        }
         Ok(true)
     }
 
@@ -140,13 +183,11 @@ impl Queue {
         {
             let _moving = self.lock_moves();
             let parked = waiting_key(sink, PARKED, seq);
-            let Some(row) = self.tree.get(&parked)? else {
+            let Some(row) = self.trees.q.get(&parked)? else {
                 return Ok(());
             };
-            let mut batch = sled::Batch::default();
-            batch.remove(parked);
-            batch.insert(sink_seq_key(READY, sink, seq), row);
-            self.tree.apply_batch(batch)?;
+            self.trees.q.insert(sink_seq_key(READY, sink, seq), row)?;
+            self.trees.q.remove(parked)?;
         }
         self.wake(sink);
         Ok(())
@@ -156,12 +197,12 @@ impl Queue {
     pub fn bury_parked(&self, sink: &str, seq: u64, error: &str) -> Result<(), QueueError> {
         let _moving = self.lock_moves();
         let parked = waiting_key(sink, PARKED, seq);
-        let Some(row) = self.tree.get(&parked)? else {
+        let Some(row) = self.trees.q.get(&parked)? else {
             return Ok(());
         };
         let row: DeliveryRow = decode(&parked, &row)?;
         let Some((event, payload)) = self.event_and_payload(seq)? else {
-            self.tree.remove(parked)?;
+            self.trees.q.remove(parked)?;
             return Ok(());
         };
         let d = Delivery {
@@ -170,11 +211,11 @@ impl Queue {
             event,
             payload,
         };
-        let letter = self.dead_letter(sink, &d, error, now_ms())?;
-        let mut batch = sled::Batch::default();
-        batch.remove(parked);
-        batch.insert(sink_seq_key(DEAD, sink, seq), encode(&letter));
-        self.tree.apply_batch(batch)?;
+        let letter = self.dead_letter(sink, &d, error, now_ms());
+        self.trees
+            .q
+            .insert(sink_seq_key(DEAD, sink, seq), encode(&letter))?;
+        self.trees.q.remove(parked)?;
         METRICS.queue_pending.with_label_values(&[sink]).dec();
         METRICS.dead_letters.with_label_values(&[sink]).inc();
         Ok(())
@@ -182,39 +223,28 @@ impl Queue {
 
     /// Event `seq` and its payload, as a dispatcher would get them.
     pub fn event_and_payload(&self, seq: u64) -> Result<Option<(Event, Arc<str>)>, QueueError> {
-        let ekey = seq_key(EVENT, seq);
-        let Some(v) = self.tree.get(&ekey)? else {
-            return Ok(None);
-        };
-        let (row, inline) = EventRow::decode(&ekey, &v)?;
-        let body = match inline {
-            Some(p) => BodyRow::new(p),
-            None => BodyRow::load(&self.tree, row.body)?,
-        };
-        let json = if row.properties_at.is_some() {
-            body.json()
-        } else {
-            None
-        };
-        let event = row.restore(&ekey, json);
-        Ok(Some((event, body.text.clone())))
+        Ok(log::event_and_payload(&self.trees.log, seq)?.map(|(e, p, _)| (e, p)))
     }
 
     /// Removes stored changes of events the queue no longer holds.
     pub fn prune_changes(&self) -> Result<(), QueueError> {
         let tree = self.enrich_tree()?;
-        let mut batch = sled::Batch::default();
         for item in tree.iter().take(1_000) {
             let (k, _) = item?;
             if let Some(seq) = u64_at(&k, 1) {
-                if !self.tree.contains_key(seq_key(EVENT, seq))? {
-                    batch.remove(k);
+                if log::find(&self.trees.log, seq)?.is_none() {
+                    tree.remove(k)?;
                 }
             }
         }
-        tree.apply_batch(batch)?;
         Ok(())
     }
+}
+
+/// Whether a log delivery above the cursor is still to be sent: handed out, or not read yet
+/// and without a row of its own.
+fn unsettled(p: &Progress, seq: u64) -> bool {
+    p.handed.contains(&seq) || (seq >= p.read_from && !p.skip.contains(&seq))
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! Kept in its own sled tree beside the queue, written after a batch's outcome is recorded.
 //! It is a record for people, not state the queue runs on: a write that fails is logged and
 //! the delivery goes on as if it had been written. Rows go with their events (see `prune`).
-//! A successful attempt writes no row of its own: the delivered record (`k`) the queue keeps
-//! anyway says when, and [`Queue::attempts`] reads it from there (one write per event less).
+//! A delivery that goes out at its first attempt writes no row of its own: its sink's cursor
+//! and the batch's mark say that and when, and [`Queue::attempts`] reads them from there. A
+//! delivery that succeeds from a ready row (a retry, a replay) gets a row, as its batch's mark
+//! would not be its own.
 
 use serde::{Deserialize, Serialize};
 
@@ -107,11 +109,39 @@ impl Queue {
         }
     }
 
-    /// Removes history rows of events the queue no longer holds (retention removes events in
-    /// seq order, so those are the rows below the oldest stored event).
+    /// Records that `sink` delivered `seq` from a ready row at `now` (logged on failure).
+    pub(super) fn record_delivered(&self, sink: &str, seq: u64, now: u64) {
+        self.write_attempts(sink, now, std::iter::once((seq, "delivered", None, None)));
+    }
+
+    /// When `sink` delivered `seq`: its own history row, else the mark of the batch that
+    /// held it (the first mark at or after it).
+    pub(super) fn delivered_at(&self, sink: &str, seq: u64) -> Result<Option<u64>, QueueError> {
+        let mut own = row_key(seq, sink, 0);
+        own.truncate(own.len() - 8);
+        for item in self.history()?.scan_prefix(&own).rev() {
+            let (k, v) = item?;
+            let attempt: Attempt = decode(&k, &v)?;
+            if attempt.outcome == "delivered" {
+                return Ok(Some(attempt.at));
+            }
+        }
+        let from = sink_seq_key(MARK, sink, seq);
+        let mut end = sink_prefix(MARK, sink);
+        if let Some(zero) = end.last_mut() {
+            *zero = 1;
+        }
+        Ok(match self.trees.q.range(from..end).next() {
+            Some(item) => u64_at(&item?.1, 0),
+            None => None,
+        })
+    }
+
+    /// Removes history rows of events the queue no longer holds (retention removes log rows
+    /// in seq order, so those are the rows below the oldest stored one).
     fn prune(&self, history: &sled::Tree) -> Result<(), QueueError> {
-        let oldest = match self.tree.scan_prefix([EVENT]).next() {
-            Some(item) => u64_at(&item?.0, 1).unwrap_or(0),
+        let oldest = match self.trees.log.iter().next() {
+            Some(item) => u64_at(&item?.0, 0).unwrap_or(0),
             None => u64::MAX,
         };
         let mut batch = sled::Batch::default();
@@ -130,7 +160,8 @@ impl Queue {
     }
 
     /// Every recorded attempt for the event with sequence number `seq`, oldest first per sink:
-    /// the failures from the history, each delivery from its delivered record.
+    /// the failures (and deliveries from ready rows) from the history, the other deliveries
+    /// from where each sink stands in the log.
     pub fn attempts(&self, seq: u64) -> Result<Vec<Attempt>, QueueError> {
         let tree = self.history()?;
         let mut out = Vec::new();
@@ -138,20 +169,20 @@ impl Queue {
             let (k, v) = item?;
             out.push(decode::<Attempt>(&k, &v)?);
         }
-        let prefix = seq_key(DONE, seq);
-        for item in self.tree.scan_prefix(&prefix) {
-            let (k, v) = item?;
-            let sink = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            // Releases before this one wrote a history row for deliveries too.
+        let routed = match super::log::find(&self.trees.log, seq)? {
+            Some((k, v)) => super::status::routed_sinks(&super::log::LogRow::decode(&k, &v)?, seq),
+            None => Vec::new(),
+        };
+        for d in self.deliveries(seq, &routed, &[], &Default::default())? {
             if out
                 .iter()
-                .any(|a| a.sink == sink && a.outcome == "delivered")
+                .any(|a| a.sink == d.sink && a.outcome == "delivered")
             {
                 continue;
             }
             out.push(Attempt {
-                sink,
-                at: u64_at(&v, 0).unwrap_or(0),
+                sink: d.sink,
+                at: d.at.unwrap_or(0),
                 outcome: "delivered".into(),
                 error: None,
                 next_at: None,
@@ -211,8 +242,7 @@ mod tests {
         assert_eq!(got[2].sink, "s");
         assert!(got[2].at > 0);
 
-        queue.tree.remove(seq_key(EVENT, d.seq)).unwrap();
-        queue.tree.remove(done_key(d.seq, "s")).unwrap();
+        queue.trees.log.remove(log_key(d.seq)).unwrap();
         queue.prune_history();
         assert!(queue.attempts(d.seq).unwrap().is_empty(), "pruned");
         queue.close().unwrap();

@@ -1,34 +1,39 @@
-//! The durable queue (sled): accepted events and their deliveries, written ahead of any sending.
+//! The durable queue (sled): a log of accepted requests, and each sink's progress through it.
 //!
 //! Writes that must be durable before the 2xx (accepts, replays) go through one committer thread
-//! that batches concurrent requests into one sled batch and one fsync (group commit). The
-//! dispatchers read and complete deliveries directly; a completion lost in a crash only means a
-//! delivery is sent again, which at-least-once allows.
+//! that writes concurrent requests as plain inserts and makes them durable with one flush and
+//! fsync (group commit). The dispatchers read the log and record their progress directly; a
+//! completion lost in a crash only means a delivery is sent again, which at-least-once allows.
 //!
 //! Invariants (the row layout is in `keys.rs`):
 //! 1. **Durable before 2xx**: an accept is answered only after its group's fsync (sled's flush,
-//!    then `fsync.rs`: the blob files, `db`, the directories); a refused
-//!    request (any 5xx) leaves none of its rows after a restart (priced before writing, rolled
-//!    back durably when a write fails anyway).
-//! 2. **Whole events**: an event's row, its dedup key and its delivery rows are written in one
-//!    batch (a large group is applied in chunks cut only between events).
-//! 3. **One writer of accepts**: only the committer thread writes accepts and replays; the
-//!    dispatchers move their own sink's delivery rows (ready → waiting → ready, ready → dead,
-//!    ready → delivered) and the change feed parks and releases them, under the `moving` lock
-//!    that retention also takes.
-//! 4. **A delivery row is the unit of work**: one per (event, sink), in exactly one of ready,
-//!    waiting or dead; an event and its body stay while any of its deliveries does.
-//! 5. **Dedup keys outlive their events** for `dedup_window`; retention removes delivered
-//!    events after `keep_delivered` and dead letters after `keep_dead`.
+//!    then `fsync.rs`: the blob files, `db`, the directories); a refused request (any 5xx)
+//!    leaves none of its rows after a restart (priced before writing, rolled back durably when
+//!    a write fails anyway).
+//! 2. **Rows in the order they point**: a request's log row is written before its dedup rows,
+//!    a sink's cursor row before the first log row routed to it, a delivery's new row before
+//!    the cursor passes it or its old row goes. sled recovers a prefix of its writes, so a crash
+//!    never leaves a dedup key without its event or a delivery without a row or cursor to
+//!    find it by.
+//! 3. **One writer of the log**: only the committer thread writes log rows (accepts, replays,
+//!    retention), in seq order; each dispatcher moves only its own sink's cursor and rows, and
+//!    the change feed parks and releases them, under the `moving` lock that retention takes.
+//! 4. **A delivery is in exactly one place**: in the log beyond its sink's cursor (ready, or
+//!    handed out), or in one ready, waiting or dead row, or settled (delivered); a log row stays
+//!    while any delivery in it is still to be sent.
+//! 5. **Dedup keys outlive their events** for `dedup_window`; retention removes log rows every
+//!    sink is done with after `keep_delivered` and dead letters after `keep_dead`.
 //! 6. **No write after a failed write**: sled refuses them in that process, so the queue
 //!    refuses every accept until a restart applies the pending rollback.
 //!
-//! Where each concern lives: `keys.rs` and `rows.rs` (the rows and their stored forms);
-//! `stage.rs`, `commit.rs`, `flusher.rs`, `store.rs` (accept: priced group commit, fsync, and
-//! the replies owed); `space.rs`, `rollback.rs` (disk pricing, undoing a failed write); `take.rs`
-//! (take and complete deliveries); `dead.rs` (dead letters, replay); `enrich.rs` (stored
-//! changes, parked deliveries); `retention.rs`; `stats.rs`, `browse.rs`, `status.rs`,
-//! `history.rs` (what the admin API and status page read); `config.rs` (`[storage]`).
+//! Where each concern lives: `keys.rs`, `log.rs`, `rows.rs`, `trees.rs` (the rows and their
+//! stored forms); `stage.rs`, `commit.rs`, `flusher.rs`, `store.rs` (accept: priced group
+//! commit, fsync, and the replies owed); `space.rs`, `rollback.rs` (disk pricing, undoing a
+//! failed write); `progress.rs`, `take.rs` (each sink's place in the log; take and complete
+//! deliveries); `dead.rs` (dead letters, replay); `enrich.rs` (stored changes, parked
+//! deliveries); `retention.rs`; `migrate.rs` (stores of earlier releases); `stats.rs`,
+//! `browse.rs`, `status.rs`, `history.rs` (what the admin API and status page read);
+//! `config.rs` (`[storage]`).
 
 mod browse;
 mod commit;
@@ -41,6 +46,9 @@ mod flusher;
 mod fsync;
 mod history;
 pub(crate) mod keys;
+mod log;
+mod migrate;
+mod progress;
 mod retention;
 pub(crate) mod rollback;
 mod rows;
@@ -54,6 +62,7 @@ mod store;
 mod take;
 #[cfg(test)]
 pub(crate) mod tests;
+mod trees;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -78,13 +87,14 @@ pub use take::Decision;
 use crate::clock::now_ms;
 use keys::*;
 use rows::{BodyRow, decode, encode};
+use trees::Trees;
 
-/// The queue: one sled tree and the committer thread in front of it.
+/// The queue: its sled trees and the committer thread in front of them.
 pub struct Queue {
     /// Held while the queue is open: one process per data directory.
     _lock: std::fs::File,
     db: sled::Db,
-    tree: sled::Tree,
+    trees: Trees,
     tx: std::sync::Mutex<Option<mpsc::Sender<commit::Command>>>,
     committer: std::sync::Mutex<Option<JoinHandle<()>>>,
     wake: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
@@ -95,8 +105,8 @@ pub struct Queue {
     counted: tokio::sync::watch::Sender<bool>,
     counting: std::sync::Mutex<Option<JoinHandle<()>>>,
     closing: std::sync::atomic::AtomicBool,
-    /// Held while deliveries move between ready and waiting rows, and by retention while it
-    /// decides which events no delivery needs: a row in mid-move would be missed by its scans.
+    /// Held while deliveries move between the log and their rows, and by retention while it
+    /// decides which log rows no delivery needs: a row in mid-move would be missed by its scans.
     moving: std::sync::Mutex<()>,
 }
 
@@ -114,6 +124,17 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, QueueError> {
         Err(rustix::io::Errno::WOULDBLOCK) => Err(QueueError::Locked(dir.to_path_buf())),
         Err(e) => Err(QueueError::Storage(sled::Error::Io(e.into()))),
     }
+}
+
+/// The first seq never handed out: past the floor row, the log's last row, and the ids sled
+/// gave earlier releases (which took their seqs from it).
+fn first_free_seq(db: &sled::Db, trees: &Trees) -> Result<u64, QueueError> {
+    let floor = trees.q.get(FLOOR)?.and_then(|v| u64_at(&v, 0)).unwrap_or(0);
+    let last = match trees.log.iter().next_back().transpose()? {
+        Some((k, v)) => log::LogRow::decode(&k, &v)?.end(),
+        None => 0,
+    };
+    Ok(floor.max(last).max(db.generate_id()?).max(1))
 }
 
 /// Opens sled's store at `path`. Our own lock is held by then, so a sled lock still taken can
@@ -156,32 +177,41 @@ impl Queue {
         space::remove_torn_snapshots(&dir.join("queue")).map_err(io)?;
         let db = open_sled(&dir.join("queue"))?;
         let files = Arc::new(fsync::SledFiles::open(&dir.join("queue")).map_err(io)?);
-        let tree = db.open_tree("q")?;
+        let trees = Trees::open(&db)?;
         let rollbacks = rollback::Rollbacks::new(dir);
         let pending = rollbacks.pending()?;
         if !pending.is_empty() {
             for (path, undo) in &pending {
                 tracing::warn!(file = %path.display(), rows = undo.0.len(), "rolling back a batch whose write failed before the last stop");
-                tree.apply_batch(undo.to_batch())?;
+                undo.apply(&trees)?;
             }
             files.flush(&db)?;
             for (path, _) in &pending {
                 rollbacks.done(path)?;
             }
         }
+        migrate::run(&trees)?;
+        let next_seq = first_free_seq(&db, &trees)?;
+        let floor = next_seq + stage::FLOOR_STEP;
+        trees.q.insert(FLOOR, &floor.to_be_bytes())?;
+        files.flush(&db)?;
+        let sinks = progress::Sinks::load(&trees)?;
         reserve.fill().map_err(io)?;
         let (tx, rx) = mpsc::channel(4096);
         let queue = Arc::new_cyclic(|weak| Queue {
             _lock: lock,
             db: db.clone(),
-            tree: tree.clone(),
+            trees: trees.clone(),
             tx: std::sync::Mutex::new(Some(tx)),
             committer: std::sync::Mutex::new(None),
             wake: std::sync::Mutex::new(HashMap::new()),
             store: Arc::new(store::Store {
                 db: db.clone(),
                 files,
-                tree: tree.clone(),
+                trees: trees.clone(),
+                sinks,
+                next_seq: std::sync::atomic::AtomicU64::new(next_seq),
+                floor: std::sync::atomic::AtomicU64::new(floor),
                 queue: weak.clone(),
                 retention,
                 dir: dir.to_path_buf(),
@@ -201,7 +231,7 @@ impl Queue {
         });
         // Counting a large backlog takes seconds: do it beside the daemon, not before it is ready.
         // Rows older than `snapshot` are counted here; newer ones by the commits that add them.
-        let snapshot = queue.db.generate_id()?;
+        let snapshot = next_seq;
         let counter = Arc::downgrade(&queue);
         let counting = std::thread::Builder::new()
             .name("hookbridge-count".into())
@@ -366,7 +396,7 @@ impl Queue {
         Ok(())
     }
 
-    /// The lock that keeps deliveries from moving between ready and waiting rows.
+    /// The lock that keeps deliveries from moving between the log and their rows.
     pub(super) fn lock_moves(&self) -> std::sync::MutexGuard<'_, ()> {
         self.moving
             .lock()
@@ -384,7 +414,7 @@ impl Queue {
         let Some(key) = crate::event::DedupKey::parse_hex(event_id) else {
             return Ok(false);
         };
-        Ok(self.tree.contains_key(dedup_key(&key.0))?)
+        Ok(self.trees.dedup.contains_key(key.0)?)
     }
 
     /// Waits up to `timeout` for a condition on the queue; used by tests and shutdown.

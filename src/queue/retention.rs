@@ -1,12 +1,16 @@
-//! Retention: forget delivered events, old dead letters and expired dedup keys.
+//! Retention: forget log rows every sink is done with, old dead letters, marks of rows gone,
+//! and expired dedup keys.
 //!
-//! Runs on the committer thread, the only writer of event and body rows, so it never races an
-//! accept or a replay. Each pass does a bounded amount of work to keep accept latency flat.
+//! Runs on the committer thread, the only writer of log rows, so it never races an accept or a
+//! replay. Each pass does a bounded amount of work to keep accept latency flat.
 
 use std::time::Duration;
 
 use super::keys::*;
-use super::{DeadLetter, EventRow};
+use super::log::LogRow;
+use super::progress::Sinks;
+use super::trees::Trees;
+use super::{DeadLetter, QueueError};
 use crate::clock::now_ms;
 
 /// Most rows one pass looks at per kind: a pass holds up the commits behind it, so passes are
@@ -28,13 +32,13 @@ pub struct Retention {
 
 impl Retention {
     /// One pass; errors are logged and the next pass tries again.
-    pub(super) fn run(&self, tree: &sled::Tree, dedup_cursor: &mut Vec<u8>) {
-        if let Err(e) = self.pass(tree, dedup_cursor) {
+    pub(super) fn run(&self, trees: &Trees, sinks: &Sinks, dedup_cursor: &mut Vec<u8>) {
+        if let Err(e) = self.pass(trees, sinks, dedup_cursor) {
             tracing::warn!(error = %e, "retention pass failed");
         }
     }
 
-    fn pass(&self, tree: &sled::Tree, dedup_cursor: &mut Vec<u8>) -> Result<(), sled::Error> {
+    fn pass(&self, trees: &Trees, sinks: &Sinks, dedup_cursor: &mut Vec<u8>) -> Result<(), QueueError> {
         let now = now_ms();
         let ms = |d: Duration| now.saturating_sub(d.as_millis() as u64);
         let (delivered_before, dead_before, dedup_before) = (
@@ -42,62 +46,52 @@ impl Retention {
             ms(self.keep_dead),
             ms(self.dedup_window),
         );
-        let mut batch = sled::Batch::default();
         let mut removed = 0usize;
+        let q = &trees.q;
 
-        for item in tree.scan_prefix([DEAD]).take(PASS_LIMIT) {
+        for item in q.scan_prefix([DEAD]).take(PASS_LIMIT) {
             let (k, v) = item?;
             if serde_json::from_slice::<DeadLetter>(&v).is_ok_and(|l| l.died_at < dead_before) {
-                batch.remove(k);
-                removed += 1;
-            }
-        }
-        for item in tree.scan_prefix([DONE]).take(PASS_LIMIT) {
-            let (k, v) = item?;
-            if u64_at(&v, 0).is_some_and(|at| at < delivered_before) {
-                batch.remove(k);
+                q.remove(k)?;
                 removed += 1;
             }
         }
 
-        // An event may go once no delivery refers to it and it is older than keep_delivered.
-        let min_pending = min_pending_seq(tree)?;
-        let mut first_kept_body = None;
-        for item in tree.scan_prefix([EVENT]) {
+        // A log row may go once no sink has anything in it left to send and it is older than
+        // keep_delivered: whole rows, from the oldest, up to the first one still needed.
+        let low = sinks.low_water().min(min_row_seq(q)?);
+        for item in trees.log.iter() {
             let (k, v) = item?;
-            let seq = u64_at(&k, 1).unwrap_or(u64::MAX);
-            let row: Option<EventRow> = EventRow::decode(&k, &v).ok().map(|(row, _)| row);
-            let old = row
-                .as_ref()
-                .is_some_and(|r| (r.event.accepted_at as u64) < delivered_before);
-            if seq >= min_pending || !old || removed >= PASS_LIMIT {
-                first_kept_body = row.map(|r| r.body).or(Some(0));
+            let row = LogRow::decode(&k, &v)?;
+            if row.end() > low || row.accepted_at >= delivered_before || removed >= PASS_LIMIT {
                 break;
             }
-            batch.remove(k);
+            trees.log.remove(k)?;
             removed += 1;
         }
-        let body_limit = first_kept_body.unwrap_or(u64::MAX);
-        for item in tree
-            .range(seq_key(BODY, 0)..seq_key(BODY, body_limit))
-            .take(PASS_LIMIT)
-        {
-            let (k, _) = item?;
-            batch.remove(k);
-            removed += 1;
+        let first_kept = match trees.log.iter().next() {
+            Some(item) => u64_at(&item?.0, 0).unwrap_or(u64::MAX),
+            None => u64::MAX,
+        };
+        for (sink, _) in sinks.all() {
+            for item in q.scan_prefix(sink_prefix(MARK, &sink)).take(PASS_LIMIT) {
+                let (k, _) = item?;
+                if row_seq(MARK, &k).is_none_or(|seq| seq >= first_kept) {
+                    break;
+                }
+                q.remove(k)?;
+                removed += 1;
+            }
         }
 
         // Dedup keys are in hash order, not time order: walk them a slice per pass.
         let mut scanned = 0;
         let mut last = None;
-        for item in tree
-            .range(dedup_cursor.clone()..vec![DEDUP + 1])
-            .take(PASS_LIMIT)
-        {
+        for item in trees.dedup.range(dedup_cursor.clone()..).take(PASS_LIMIT) {
             let (k, v) = item?;
             scanned += 1;
             if u64_at(&v, 0).is_some_and(|at| at < dedup_before) {
-                batch.remove(k.clone());
+                trees.dedup.remove(&k)?;
                 removed += 1;
             }
             last = Some(k);
@@ -108,23 +102,21 @@ impl Retention {
                 next.push(0);
                 next
             }
-            _ => vec![DEDUP],
+            _ => Vec::new(),
         };
-
         if removed > 0 {
-            tree.apply_batch(batch)?;
             tracing::debug!(removed, "retention pass");
         }
         Ok(())
     }
 }
 
-/// The lowest event sequence number any sink's pending delivery refers to.
-fn min_pending_seq(tree: &sled::Tree) -> Result<u64, sled::Error> {
+/// The lowest event seq a ready or waiting row refers to: the log rows those need stay.
+fn min_row_seq(q: &sled::Tree) -> Result<u64, QueueError> {
     let mut min = u64::MAX;
     // Ready rows are sorted by seq within a sink: look at each sink's first row only.
     let mut cursor = vec![READY];
-    while let Some(item) = tree.range(cursor.clone()..vec![READY + 1]).next() {
+    while let Some(item) = q.range(cursor.clone()..vec![READY + 1]).next() {
         let (k, _) = item?;
         let Some((sink, rest)) = split_sink(&k) else {
             break;
@@ -137,9 +129,9 @@ fn min_pending_seq(tree: &sled::Tree) -> Result<u64, sled::Error> {
             *last = 1;
         }
     }
-    for item in tree.scan_prefix([WAITING]) {
+    for item in q.scan_prefix([WAITING]) {
         let (k, _) = item?;
-        if let Some(seq) = split_sink(&k).and_then(|(_, rest)| u64_at(rest, 8)) {
+        if let Some(seq) = row_seq(WAITING, &k) {
             min = min.min(seq);
         }
     }

@@ -11,7 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What undoes a batch: for each key it wrote, the value it had before (None: it was absent).
+use super::trees::{Tree, Trees};
+
+/// What undoes a batch: for each key it wrote (tagged with its tree, see [`Tree::tag`]), the
+/// value it had before (None: it was absent).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Undo(pub Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
@@ -37,16 +40,18 @@ impl Undo {
         self.0.extend(other.0);
     }
 
-    /// The sled batch that restores every key, the last written first.
-    pub fn to_batch(&self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (key, old) in self.0.iter().rev() {
-            match old {
-                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
-                None => batch.remove(key.as_slice()),
-            }
+    /// Records that `key` of `tree` held `old` before a write.
+    pub fn push(&mut self, tree: Tree, key: &[u8], old: Option<Vec<u8>>) {
+        self.0.push((tree.tag(key), old));
+    }
+
+    /// Restores every key, the last written first.
+    pub fn apply(&self, trees: &Trees) -> sled::Result<()> {
+        for (tagged, old) in self.0.iter().rev() {
+            let (tree, key) = Tree::untag(tagged);
+            trees.write(tree, key, old.as_deref())?;
         }
-        batch
+        Ok(())
     }
 
     /// The file form: per key, its length, the key, a flag, the old value's length and bytes;

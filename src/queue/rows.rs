@@ -1,4 +1,5 @@
-//! The rows of the queue's tree and their stored forms (JSON, or JSON then an inline payload).
+//! The rows' stored forms: an event's JSON (inside a log row), a delivery's state, and the
+//! event and body rows of earlier releases, which `migrate.rs` reads.
 
 use std::sync::Arc;
 
@@ -33,8 +34,8 @@ const ROW_WITH_PAYLOAD: u8 = 1;
 const ROW_WITH_BODY: u8 = 2;
 
 impl EventRow {
-    /// The row's JSON, without its body seq: what a request's thread encodes before the
-    /// committer assigns seqs (see [`EventRow::assemble`]).
+    /// The row's JSON, as a log row holds it: what a request's thread encodes before the
+    /// committer assigns seqs.
     pub fn encode_json(&self) -> Vec<u8> {
         encode(self)
     }
@@ -115,9 +116,9 @@ pub(super) struct BodyRow {
 }
 
 impl BodyRow {
-    /// Reads body row `seq` (`null` if it is gone).
+    /// Reads an earlier release's body row `seq` (`null` if it is gone).
     pub fn load(tree: &sled::Tree, seq: u64) -> Result<Self, QueueError> {
-        Ok(match tree.get(seq_key(BODY, seq))? {
+        Ok(match tree.get(seq_key(OLD_BODY, seq))? {
             Some(b) => BodyRow::new(&b),
             None => BodyRow::new(b"null"),
         })

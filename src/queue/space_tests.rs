@@ -28,14 +28,15 @@ fn allocated(dir: &Path) -> u64 {
     total
 }
 
-/// Ids of the rows under a prefix.
-fn count(q: &Queue, prefix: u8) -> usize {
-    q.tree.scan_prefix([prefix]).count()
+/// Events stored in the log.
+fn events_in_log(q: &Queue) -> u64 {
+    q.stats([]).unwrap().events
 }
 
 #[tokio::test]
 async fn a_failed_apply_or_fsync_leaves_nothing_and_the_retry_is_accepted_whole() {
-    // 1 500 events to two sinks: 6 000 rows, applied in two chunks, then fsync'd: writes 1-3.
+    // 1 500 events to two sinks: a log row, a cursor row and 1 500 dedup rows, with a point of
+    // failure before the first and the thousandth write, then the fsync: writes 1-3.
     let refused_ids: Vec<u64> = (2..1_502).collect();
     for step in 1..=3u64 {
         let dir = tempfile::tempdir().unwrap();
@@ -46,8 +47,8 @@ async fn a_failed_apply_or_fsync_leaves_nothing_and_the_retry_is_accepted_whole(
             .unwrap();
         assert_eq!(first.accepted.len(), 1);
         // An expired dedup row of event 5 must come back as it was.
-        let expired = keys::dedup_key(&event_key(5));
-        q.tree.insert(&expired, &0u64.to_be_bytes()).unwrap();
+        let expired = event_key(5);
+        q.trees.dedup.insert(expired, &0u64.to_be_bytes()).unwrap();
         q.faults().fail_in(step);
         let refused = q
             .accept(Arc::from("{\"n\":2}"), routed(&refused_ids, &["s", "t"]))
@@ -64,19 +65,20 @@ async fn a_failed_apply_or_fsync_leaves_nothing_and_the_retry_is_accepted_whole(
 
         let q = Queue::open(dir.path(), long()).unwrap();
         assert_eq!(
-            count(&q, keys::EVENT),
+            events_in_log(&q),
             1,
             "step {step}: only the acknowledged event"
         );
-        assert_eq!(count(&q, keys::BODY), 0, "step {step}");
-        assert_eq!(count(&q, keys::READY), 1, "step {step}");
+        let stats = q.stats([&"t".to_string()]).unwrap();
+        assert_eq!(stats.sinks["s"].ready, 1, "step {step}");
+        assert_eq!(stats.sinks["t"].ready, 0, "step {step}");
         assert_eq!(
-            count(&q, keys::DEDUP),
+            q.trees.dedup.len(),
             2,
             "step {step}: event 1's and the expired one"
         );
         assert_eq!(
-            q.tree.get(&expired).unwrap().as_deref(),
+            q.trees.dedup.get(expired).unwrap().as_deref(),
             Some(&0u64.to_be_bytes()[..]),
             "step {step}"
         );
@@ -125,15 +127,17 @@ async fn a_rollback_recorded_before_a_stop_is_applied_at_the_next_open() {
         .unwrap();
     // As if sled had refused the in-place undo: the rows are on disk, the rollback recorded.
     let mut undo = rollback::Undo::default();
-    for item in q.tree.iter() {
-        let (k, _) = item.unwrap();
-        undo.0.push((k.to_vec(), None));
+    for tree in [trees::Tree::Log, trees::Tree::Dedup] {
+        for item in q.trees.get(tree).iter() {
+            let (k, _) = item.unwrap();
+            undo.push(tree, &k, None);
+        }
     }
     rollback::Rollbacks::new(dir.path()).record(&undo).unwrap();
     q.close().unwrap();
     drop(q);
     let q = Queue::open(dir.path(), long()).unwrap();
-    assert_eq!(q.tree.len(), 0);
+    assert_eq!((q.trees.log.len(), q.trees.dedup.len()), (0, 0));
     let again = q
         .accept(Arc::from("{}"), routed(&[1, 2], &["s"]))
         .await
@@ -158,7 +162,7 @@ fn a_snapshot_left_torn_does_not_stop_the_store_from_opening() {
     )
     .unwrap();
     let q = Queue::open(dir.path(), long()).unwrap();
-    assert_eq!(count(&q, keys::EVENT), 1);
+    assert_eq!(events_in_log(&q), 1);
     q.close().unwrap();
 }
 
@@ -166,14 +170,11 @@ fn event_key(n: u64) -> [u8; 16] {
     tests::event(n).dedup_key().unwrap().0
 }
 
-/// Stages `events` on a scratch store to learn the bytes and rows accepting them writes.
-fn staged_size(payload: &str, events: Vec<RoutedEvent>) -> (u64, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let tree = db.open_tree("q").unwrap();
+/// Stages `events` on `q` without writing them, to learn the bytes and rows accepting them
+/// writes.
+fn staged_size(q: &Queue, payload: &str, events: Vec<RoutedEvent>) -> (u64, u64) {
     let prepared = stage::prepare(now_ms(), payload.into(), events).unwrap();
-    let (staged, _) =
-        stage::stage_accept(&db, &tree, &HashSet::new(), now_ms(), &long(), prepared).unwrap();
+    let (staged, _) = stage::stage_accept(&q.store, &HashSet::new(), now_ms(), prepared).unwrap();
     (staged.bytes(), staged.writes.len() as u64)
 }
 
@@ -213,7 +214,7 @@ async fn sled_overhead_stays_under_the_factor() {
         let (mut bytes, mut rows) = (0, 0);
         for r in 0..requests {
             let evs = events(r * per_request, per_request, props);
-            let (b, n) = staged_size(&payload, evs.clone());
+            let (b, n) = staged_size(&q, &payload, evs.clone());
             bytes += b;
             rows += n;
             q.accept(payload.clone(), evs).await.unwrap();

@@ -1,15 +1,19 @@
-//! Staging one request: deciding its duplicates and building its rows, its undo and its cost
-//! on disk, before any of it touches the store.
+//! Staging one request: deciding its duplicates and building its log row, its dedup rows, its
+//! undo and its cost on disk, before any of it touches the store.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use std::sync::atomic::Ordering;
+
 use super::keys::*;
-use super::retention::Retention;
+use super::log;
 use super::rollback::Undo;
-use super::{DeliveryRow, EventRow, QueueError, encode, space};
+use super::store::Store;
+use super::trees::Tree;
+use super::{EventRow, QueueError, space};
 use crate::event::Event;
 
 /// An event and the sinks the routing table sent it to.
@@ -33,47 +37,40 @@ pub struct AcceptOutcome {
     pub duplicates: Vec<String>,
 }
 
-/// One request's writes, ready to join its group's batch once the disk has room for them.
+/// One request's writes, ready to join its group once the disk has room for them.
 #[derive(Debug, Default)]
 pub(super) struct Staged {
-    /// Rows to write (None: remove), in order.
-    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Rows to write (None: remove), in order: a row that others point at comes first, so
+    /// that whatever prefix of them a crash leaves is consistent.
+    pub writes: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>,
     /// What restores the store should the write fail.
     pub undo: Undo,
     /// Dedup keys this request claims (so that a later request of the group sees them).
     pub claimed: Vec<[u8; 16]>,
     /// Deliveries added per sink.
     pub added: BTreeMap<String, i64>,
-    /// Where each unit (an event's rows, a dead letter's) ends in `writes`: a group is applied
-    /// in chunks cut only there, so that a crash between chunks leaves whole events.
-    pub ends: Vec<usize>,
     /// Bytes of keys and values written.
     bytes: u64,
 }
 
 impl Staged {
-    /// Stages writing `value` at `key`, which held `old` before.
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, old: Option<Vec<u8>>) {
+    /// Stages writing `value` at `key` of `tree`, which held `old` before.
+    pub fn put(&mut self, tree: Tree, key: Vec<u8>, value: Vec<u8>, old: Option<Vec<u8>>) {
         self.bytes += (key.len() + value.len()) as u64;
-        self.undo.0.push((key.clone(), old));
-        self.writes.push((key, Some(value)));
+        self.undo.push(tree, &key, old);
+        self.writes.push((tree, key, Some(value)));
     }
 
-    /// Stages removing `key`, which held `old`.
-    pub fn remove(&mut self, key: Vec<u8>, old: Vec<u8>) {
+    /// Stages removing `key` of `tree`, which held `old`.
+    pub fn remove(&mut self, tree: Tree, key: Vec<u8>, old: Vec<u8>) {
         self.bytes += key.len() as u64;
-        self.undo.0.push((key.clone(), Some(old)));
-        self.writes.push((key, None));
+        self.undo.push(tree, &key, Some(old));
+        self.writes.push((tree, key, None));
     }
 
     /// Bytes of keys and values written.
     pub fn bytes(&self) -> u64 {
         self.bytes
-    }
-
-    /// Marks the end of a unit of rows that must reach the store together.
-    pub fn end_unit(&mut self) {
-        self.ends.push(self.writes.len());
     }
 
     /// What these writes cost on disk, sled's overhead included.
@@ -86,8 +83,7 @@ impl Staged {
 /// decides duplicates, assigns seqs and writes what is fresh.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    /// The payload, stored once in a body row the events share when more than one fresh one is
-    /// routed, else inside the routed event's row.
+    /// The payload, stored once in the request's log row.
     payload: Arc<str>,
     events: Vec<PreparedEvent>,
 }
@@ -151,25 +147,44 @@ pub(super) fn prepare(
     })
 }
 
+/// How many seqs the floor row reserves at a time: the floor is written once per this many.
+pub(super) const FLOOR_STEP: u64 = 1 << 24;
+
+/// Takes `n` seqs for a request's events, staging a higher seq floor first when they reach it.
+fn take_seqs(store: &Store, staged: &mut Staged, n: u64) -> u64 {
+    let first = store.next_seq.load(Ordering::SeqCst);
+    let end = first + n;
+    let floor = store.floor.load(Ordering::SeqCst);
+    if end > floor {
+        let next = end + FLOOR_STEP;
+        staged.put(
+            Tree::Q,
+            FLOOR.to_vec(),
+            next.to_be_bytes().to_vec(),
+            Some(floor.to_be_bytes().to_vec()),
+        );
+        store.floor.store(next, Ordering::SeqCst);
+    }
+    store.next_seq.store(end, Ordering::SeqCst);
+    first
+}
+
 /// Stages one prepared request's new events and decides which are duplicates; `seen` holds
 /// the dedup keys claimed by earlier requests of the same group.
 ///
-/// Seqs are taken here, on the one committer thread, so that a request's are one contiguous
-/// run, its body's first: retention frees body rows in seq order and relies on it.
+/// The fresh routed events become one log row under seqs taken here, on the one committer
+/// thread, so that rows go into the log in seq order. A sink routed to for the first time
+/// gets its cursor row first, just before the row, so it never reads what came before.
 pub(super) fn stage_accept(
-    db: &sled::Db,
-    tree: &sled::Tree,
+    store: &Store,
     seen: &HashSet<[u8; 16]>,
     now: u64,
-    retention: &Retention,
     prepared: Prepared,
 ) -> Result<(Staged, AcceptOutcome), QueueError> {
     let mut outcome = AcceptOutcome::default();
     let mut staged = Staged::default();
-    let window_start = now.saturating_sub(retention.dedup_window.as_millis() as u64);
+    let window_start = now.saturating_sub(store.retention.dedup_window.as_millis() as u64);
     let mut mine: HashSet<[u8; 16]> = HashSet::with_capacity(prepared.events.len());
-    // Decide the duplicates first: a request whose only fresh event is routed keeps its
-    // payload inside that event's row (one row fewer), else once in a body row.
     let mut fresh = Vec::with_capacity(prepared.events.len());
     for ev in prepared.events {
         if seen.contains(&ev.key) || mine.contains(&ev.key) {
@@ -177,7 +192,7 @@ pub(super) fn stage_accept(
             continue;
         }
         // An expired row is overwritten: the undo puts it back.
-        let old = tree.get(dedup_key(&ev.key))?;
+        let old = store.trees.dedup.get(ev.key)?;
         if old
             .as_ref()
             .is_some_and(|v| u64_at(v, 0).is_some_and(|at| at >= window_start))
@@ -188,44 +203,45 @@ pub(super) fn stage_accept(
         mine.insert(ev.key);
         fresh.push((ev, old));
     }
-    let shared = fresh.iter().filter(|(ev, _)| ev.json.is_some()).count() > 1;
-    let payload = prepared.payload.as_bytes();
-    let mut body = None;
-    staged.writes.reserve(fresh.len() * 3 + 1);
-    staged.undo.0.reserve(fresh.len() * 3 + 1);
-    for (ev, old) in fresh {
-        if shared && ev.json.is_some() && body.is_none() {
-            let b = db.generate_id()?;
-            staged.put(seq_key(BODY, b), payload.to_vec(), None);
-            body = Some(b);
+    let routed = fresh.iter().filter(|(ev, _)| ev.json.is_some()).count() as u64;
+    let mut first = 0;
+    if routed > 0 {
+        for (ev, _) in &fresh {
+            for sink in &ev.sinks {
+                let state = store.sinks.get(sink, store.next_seq.load(Ordering::SeqCst));
+                if !state.on_disk.swap(true, Ordering::SeqCst) {
+                    let cursor = state.lock().cursor.to_be_bytes().to_vec();
+                    staged.put(Tree::Q, cursor_key(sink), cursor, None);
+                }
+            }
         }
-        let seq = db.generate_id()?;
-        if let Some(json) = ev.json {
+        first = take_seqs(store, &mut staged, routed);
+        let events: Vec<(&[u8], &[String])> = fresh
+            .iter()
+            .filter_map(|(ev, _)| ev.json.as_deref().map(|j| (j, ev.sinks.as_slice())))
+            .collect();
+        let row = log::encode(now, &events, prepared.payload.as_bytes());
+        staged.put(Tree::Log, log_key(first).to_vec(), row, None);
+    }
+    let mut seq = first;
+    for (ev, old) in fresh {
+        let stored = if ev.json.is_some() {
             for sink in ev.sinks {
-                staged.put(sink_seq_key(READY, &sink, seq), fresh_delivery(), None);
+                let state = store.sinks.get(&sink, seq);
+                state.routed.fetch_max(seq, Ordering::SeqCst);
                 *staged.added.entry(sink).or_default() += 1;
             }
-            let row = match body {
-                Some(b) => EventRow::assemble(&json, b, None),
-                None => EventRow::assemble(&json, seq, Some(payload)),
-            };
-            staged.put(seq_key(EVENT, seq), row, None);
-        }
+            seq += 1;
+            seq - 1
+        } else {
+            0
+        };
         outcome.accepted.push(ev.event_id);
         let mut value = Vec::with_capacity(16);
         value.extend_from_slice(&now.to_be_bytes());
-        value.extend_from_slice(&seq.to_be_bytes());
-        staged.put(dedup_key(&ev.key), value, old.map(|v| v.to_vec()));
+        value.extend_from_slice(&stored.to_be_bytes());
+        staged.put(Tree::Dedup, ev.key.to_vec(), value, old.map(|v| v.to_vec()));
         staged.claimed.push(ev.key);
-        staged.end_unit();
     }
     Ok((staged, outcome))
-}
-
-/// The stored form of a delivery not yet tried.
-fn fresh_delivery() -> Vec<u8> {
-    static FRESH: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    FRESH
-        .get_or_init(|| encode(&DeliveryRow::default()))
-        .clone()
 }

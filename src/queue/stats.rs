@@ -1,11 +1,12 @@
 //! Counts of what the queue holds: per sink and as a whole, for `queue stats`, the admin API
 //! and the gauges.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
 use super::keys::*;
+use super::log::{self, LogRow};
 use super::{Queue, QueueError};
 use crate::metrics::METRICS;
 
@@ -25,7 +26,7 @@ pub struct SinkStats {
 pub struct Stats {
     /// Stored events (pending or kept for status).
     pub events: u64,
-    /// Stored payload bodies.
+    /// Stored payloads (one per log row: a request's events share it).
     pub bodies: u64,
     /// Remembered dedup keys.
     pub dedup_keys: u64,
@@ -36,20 +37,21 @@ pub struct Stats {
 }
 
 impl Queue {
-    /// Counts pending deliveries and dead letters per sink into the gauges.
+    /// Counts pending deliveries and dead letters per sink into the gauges, and learns the
+    /// last seq routed to each sink before open (what lets retention pass an idle sink).
+    /// Rows and log events from `snapshot` on are counted by the commits that add them.
     pub(super) fn count_into_metrics(&self, snapshot: u64) {
         let started = std::time::Instant::now();
         let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         for prefix in [READY, WAITING, DEAD] {
-            for (i, item) in self.tree.scan_prefix([prefix]).enumerate() {
+            for (i, item) in self.trees.q.scan_prefix([prefix]).enumerate() {
                 if i % 10_000 == 0 && self.closing.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
                 let Ok((key, _)) = item else { continue };
-                let Some((sink, rest)) = split_sink(&key) else {
+                let (Some((sink, _)), Some(seq)) = (split_sink(&key), row_seq(prefix, &key)) else {
                     continue;
                 };
-                let seq = u64_at(rest, if prefix == WAITING { 8 } else { 0 }).unwrap_or(u64::MAX);
                 if seq >= snapshot {
                     continue;
                 }
@@ -60,6 +62,47 @@ impl Queue {
                     c.0 += 1;
                 }
             }
+        }
+        let sinks = self.store.sinks.all();
+        let cursors: HashMap<String, (u64, BTreeSet<u64>)> = sinks
+            .iter()
+            .map(|(name, s)| {
+                let p = s.lock();
+                (name.clone(), (p.cursor, p.skip.clone()))
+            })
+            .collect();
+        let from = cursors.values().map(|(c, _)| c + 1).min().unwrap_or(u64::MAX);
+        let mut last: HashMap<&str, u64> = HashMap::new();
+        let start = match log::find(&self.trees.log, from) {
+            Ok(Some((k, _))) => k.to_vec(),
+            _ => log_key(from).to_vec(),
+        };
+        for (i, item) in self.trees.log.range(start..).enumerate() {
+            if i % 10_000 == 0 && self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let Ok((k, v)) = item else { continue };
+            let Ok(row) = LogRow::decode(&k, &v) else {
+                continue;
+            };
+            if row.first >= snapshot {
+                break;
+            }
+            for (seq, e) in (row.first..snapshot).zip(&row.events) {
+                for sink in &e.sinks {
+                    let Some((name, (cursor, skip))) = cursors.get_key_value(*sink) else {
+                        continue;
+                    };
+                    last.insert(name.as_str(), seq);
+                    if seq > *cursor && !skip.contains(&seq) {
+                        counts.entry(name.clone()).or_default().0 += 1;
+                    }
+                }
+            }
+        }
+        for (name, state) in &sinks {
+            let seq = last.get(name.as_str()).copied().unwrap_or(0);
+            state.counted.store(seq, std::sync::atomic::Ordering::SeqCst);
         }
         for (sink, (pending, dead)) in &counts {
             METRICS
@@ -82,7 +125,7 @@ impl Queue {
     fn sink_stats(&self) -> Result<BTreeMap<String, SinkStats>, QueueError> {
         let mut sinks: BTreeMap<String, SinkStats> = BTreeMap::new();
         for prefix in [READY, WAITING, DEAD] {
-            for item in self.tree.scan_prefix([prefix]) {
+            for item in self.trees.q.scan_prefix([prefix]) {
                 let (key, _) = item?;
                 let Some((sink, _)) = split_sink(&key) else {
                     continue;
@@ -95,6 +138,28 @@ impl Queue {
                 }
             }
         }
+        for (name, state) in self.store.sinks.all() {
+            let p = state.lock();
+            let mut ready = 0;
+            let start = match log::find(&self.trees.log, p.cursor + 1)? {
+                Some((k, _)) => k.to_vec(),
+                None => log_key(p.cursor + 1).to_vec(),
+            };
+            for item in self.trees.log.range(start..) {
+                let (k, v) = item?;
+                let row = LogRow::decode(&k, &v)?;
+                for (seq, e) in (row.first..).zip(&row.events) {
+                    let unsettled = p.handed.contains(&seq)
+                        || (seq >= p.read_from && !p.skip.contains(&seq));
+                    if seq > p.cursor && e.routed_to(&name) && unsettled {
+                        ready += 1;
+                    }
+                }
+            }
+            if ready > 0 {
+                sinks.entry(name).or_default().ready += ready;
+            }
+        }
         Ok(sinks)
     }
 
@@ -104,15 +169,20 @@ impl Queue {
         &self,
         configured: impl IntoIterator<Item = &'a String>,
     ) -> Result<Stats, QueueError> {
-        let count = |p: u8| self.tree.scan_prefix([p]).count() as u64;
         let mut sinks = self.sink_stats()?;
         for name in configured {
             sinks.entry(name.clone()).or_default();
         }
+        let (mut events, mut bodies) = (0, 0);
+        for item in self.trees.log.iter() {
+            let (k, v) = item?;
+            events += LogRow::decode(&k, &v)?.events.len() as u64;
+            bodies += 1;
+        }
         Ok(Stats {
-            events: count(EVENT),
-            bodies: count(BODY),
-            dedup_keys: count(DEDUP),
+            events,
+            bodies,
+            dedup_keys: self.trees.dedup.len() as u64,
             sinks,
             disk_bytes: self.db.size_on_disk()?,
         })

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::keys::*;
-use super::{BodyRow, DeadLetter, DeliveryRow, EventRow, Queue, QueueError, decode};
+use super::log::{self, LogRow};
+use super::{BodyRow, DeadLetter, DeliveryRow, Queue, QueueError, decode};
 use crate::event::{DedupKey, Event};
 
 /// Where one event stands at each sink it was routed to.
@@ -53,36 +54,28 @@ impl Queue {
         let Some(key) = DedupKey::parse_hex(event_id) else {
             return Ok(None);
         };
-        let Some(d) = self.tree.get(dedup_key(&key.0))? else {
+        let Some(d) = self.trees.dedup.get(key.0)? else {
             return Ok(None);
         };
         let (Some(accepted_at), Some(seq)) = (u64_at(&d, 0), u64_at(&d, 8)) else {
             return Ok(None);
         };
         let waiting = self.waiting_index(sinks, |s| s == seq)?;
+        let (event, routed) = match log::find(&self.trees.log, seq)? {
+            Some((k, v)) => {
+                let row = LogRow::decode(&k, &v)?;
+                let body = BodyRow::new(row.payload);
+                let routed = routed_sinks(&row, seq);
+                (row.event(seq, &body)?, routed)
+            }
+            None => (None, Vec::new()),
+        };
         Ok(Some(EventStatus {
             seq,
-            event: self.stored_event(seq)?,
+            event,
             accepted_at,
-            deliveries: self.deliveries(seq, sinks, &waiting)?,
+            deliveries: self.deliveries(seq, &routed, sinks, &waiting)?,
         }))
-    }
-
-    /// The event stored under `seq`, its properties restored, while it is still stored.
-    pub(super) fn stored_event(&self, seq: u64) -> Result<Option<Event>, QueueError> {
-        let ekey = seq_key(EVENT, seq);
-        Ok(match self.tree.get(&ekey)? {
-            Some(v) => {
-                let (row, inline) = EventRow::decode(&ekey, &v)?;
-                let body = match (inline, &row.properties_at) {
-                    (_, None) => None,
-                    (Some(payload), Some(_)) => Some(BodyRow::new(payload)),
-                    (None, Some(_)) => Some(BodyRow::load(&self.tree, row.body)?),
-                };
-                Some(row.restore(&ekey, body.as_ref().and_then(BodyRow::json)))
-            }
-            None => None,
-        })
     }
 
     /// The waiting deliveries of the `sinks` for the events `wanted` picks.
@@ -93,7 +86,7 @@ impl Queue {
     ) -> Result<WaitingIndex, QueueError> {
         let mut index = WaitingIndex::new();
         for sink in sinks {
-            for item in self.tree.scan_prefix(sink_prefix(WAITING, sink)) {
+            for item in self.trees.q.scan_prefix(sink_prefix(WAITING, sink)) {
                 let (k, v) = item?;
                 let Some((_, rest)) = split_sink(&k) else {
                     continue;
@@ -120,28 +113,26 @@ impl Queue {
         Ok(index)
     }
 
-    /// Every sink's record of the event `seq`: delivered, ready, waiting (from `waiting`), dead.
+    /// Every sink's record of the event `seq`, which the log routed to `routed`: ready,
+    /// waiting (from `waiting`) or dead from its row, else delivered or ready from where the
+    /// sink stands in the log. Only the configured `sinks` are looked at, bar deliveries made.
     pub(super) fn deliveries(
         &self,
         seq: u64,
+        routed: &[String],
         sinks: &[String],
         waiting: &WaitingIndex,
     ) -> Result<Vec<DeliveryStatus>, QueueError> {
         let mut deliveries = Vec::new();
-        for item in self.tree.scan_prefix(seq_key(DONE, seq)) {
-            let (k, v) = item?;
-            let sink = String::from_utf8_lossy(&k[9..]).into_owned();
-            deliveries.push(DeliveryStatus {
-                sink,
-                state: "delivered",
-                attempts: 0,
-                error: None,
-                at: u64_at(&v, 0),
-            });
+        for sink in routed.iter().filter(|s| !sinks.contains(s)) {
+            if self.delivered_by_log(sink, seq) {
+                deliveries.push(self.delivered(sink, seq)?);
+            }
         }
         for sink in sinks {
+            let before = deliveries.len();
             let rkey = sink_seq_key(READY, sink, seq);
-            if let Some(v) = self.tree.get(&rkey)? {
+            if let Some(v) = self.trees.q.get(&rkey)? {
                 let row: DeliveryRow = decode(&rkey, &v)?;
                 deliveries.push(DeliveryStatus {
                     sink: sink.clone(),
@@ -154,7 +145,7 @@ impl Queue {
             let rows = waiting.get(&seq).into_iter().flatten();
             deliveries.extend(rows.filter(|d| &d.sink == sink).cloned());
             let xkey = sink_seq_key(DEAD, sink, seq);
-            if let Some(v) = self.tree.get(&xkey)? {
+            if let Some(v) = self.trees.q.get(&xkey)? {
                 let letter: DeadLetter = decode(&xkey, &v)?;
                 deliveries.push(DeliveryStatus {
                     sink: sink.clone(),
@@ -164,7 +155,49 @@ impl Queue {
                     at: Some(letter.died_at),
                 });
             }
+            if deliveries.len() > before || !routed.contains(sink) {
+                continue;
+            }
+            deliveries.push(if self.delivered_by_log(sink, seq) {
+                self.delivered(sink, seq)?
+            } else {
+                DeliveryStatus {
+                    sink: sink.clone(),
+                    state: "ready",
+                    attempts: 0,
+                    error: None,
+                    at: None,
+                }
+            });
         }
         Ok(deliveries)
     }
+
+    /// Whether `sink` has settled `seq` without a row of its own: its cursor is past it, or it
+    /// read and sent it and nothing has come of it since.
+    fn delivered_by_log(&self, sink: &str, seq: u64) -> bool {
+        let Some(state) = self.store.sinks.find(sink) else {
+            return false;
+        };
+        let p = state.lock();
+        seq <= p.cursor || (seq < p.read_from && !p.handed.contains(&seq))
+    }
+
+    /// The delivered record of `seq` at `sink`, with when it was delivered.
+    fn delivered(&self, sink: &str, seq: u64) -> Result<DeliveryStatus, QueueError> {
+        Ok(DeliveryStatus {
+            sink: sink.to_string(),
+            state: "delivered",
+            attempts: 0,
+            error: None,
+            at: self.delivered_at(sink, seq)?,
+        })
+    }
+}
+
+/// The sinks a log row routed event `seq` to.
+pub(super) fn routed_sinks(row: &LogRow<'_>, seq: u64) -> Vec<String> {
+    row.get(seq)
+        .map(|e| e.sinks.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default()
 }

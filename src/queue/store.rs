@@ -9,9 +9,11 @@ use tokio::sync::oneshot;
 
 use super::fault::Faults;
 use super::fsync::SledFiles;
+use super::progress::Sinks;
 use super::retention::Retention;
 use super::rollback::{Rollbacks, Undo};
 use super::space::Reserve;
+use super::trees::Trees;
 use super::{AcceptOutcome, Queue, QueueError};
 
 /// A request applied to the tree, answered once its group is durable.
@@ -43,7 +45,13 @@ pub(super) struct Store {
     pub db: sled::Db,
     /// sled's files, synced after each of its flushes.
     pub files: Arc<SledFiles>,
-    pub tree: sled::Tree,
+    pub trees: Trees,
+    /// Each sink's place in the log.
+    pub sinks: Sinks,
+    /// The next seq to hand out (only the committer takes seqs; readers see how far it got).
+    pub next_seq: std::sync::atomic::AtomicU64,
+    /// The seq floor on disk: seqs below it may have been handed out before a restart.
+    pub floor: std::sync::atomic::AtomicU64,
     pub queue: Weak<Queue>,
     pub retention: Retention,
     pub dir: PathBuf,
@@ -98,13 +106,13 @@ impl Store {
             return;
         }
         // sled may block for good on a store that met an I/O error: undo on a thread of its own.
-        let (db, tree, rollbacks_dir) = (self.db.clone(), self.tree.clone(), self.dir.clone());
+        let (db, trees, rollbacks_dir) = (self.db.clone(), self.trees.clone(), self.dir.clone());
         let files = self.files.clone();
         let undone = std::thread::Builder::new()
             .name("hookbridge-undo".into())
             .spawn(move || {
-                let result = tree
-                    .apply_batch(undo.to_batch())
+                let result = undo
+                    .apply(&trees)
                     .map_err(QueueError::from)
                     .and_then(|()| files.flush(&db).map(|_| ()));
                 match (result, recorded) {

@@ -106,10 +106,7 @@ async fn accept_dedups_within_and_across_requests_and_survives_reopen() {
     assert!(taken[0].event.accepted_at > 0);
     let stats = q.stats([&"s".to_string()]).unwrap();
     assert_eq!(stats.events, 3);
-    assert_eq!(
-        stats.bodies, 1,
-        "a body row for the request with two new events; the other's payload is in its event row"
-    );
+    assert_eq!(stats.bodies, 2, "one log row per request, its payload once");
     assert_eq!(
         stats.sinks["s"],
         SinkStats {
@@ -139,9 +136,11 @@ async fn properties_found_in_the_body_are_stored_once_and_read_back() {
     let expected: Vec<Event> = evs.iter().map(|r| r.event.clone()).collect();
     q.accept(Arc::from(payload), evs).await.unwrap();
 
-    let (k, v) = q.tree.scan_prefix([keys::EVENT]).next().unwrap().unwrap();
-    let (row, inline) = EventRow::decode(&k, &v).unwrap();
-    assert!(inline.is_none(), "three events share one body row");
+    assert_eq!(q.trees.log.len(), 1, "three events share one log row");
+    let (k, v) = q.trees.log.iter().next().unwrap().unwrap();
+    let logged = log::LogRow::decode(&k, &v).unwrap();
+    assert_eq!(logged.payload, payload.as_bytes(), "the payload once");
+    let row: EventRow = rows::decode(&k, logged.events[0].json).unwrap();
     assert!(row.event.properties.is_empty(), "left out of the row");
     assert_eq!(row.properties_at.as_deref(), Some("/events/0/properties"));
 
@@ -156,7 +155,7 @@ async fn properties_found_in_the_body_are_stored_once_and_read_back() {
 }
 
 #[tokio::test]
-async fn a_requests_only_event_carries_its_payload_and_dead_letters_replay_without_a_body_row() {
+async fn a_dead_letter_replays_after_its_log_row_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path(), long()).unwrap();
     let payload = r#"{"events":[{"properties":{"p":1}}]}"#;
@@ -165,24 +164,22 @@ async fn a_requests_only_event_carries_its_payload_and_dead_letters_replay_witho
     evs[0].event.properties = serde_json::from_str(r#"{"p":1}"#).unwrap();
     q.accept(Arc::from(payload), evs).await.unwrap();
     let stats = q.stats([&"s".to_string()]).unwrap();
-    assert_eq!((stats.events, stats.bodies), (1, 0));
-    let (k, v) = q.tree.scan_prefix([keys::EVENT]).next().unwrap().unwrap();
-    let (row, inline) = EventRow::decode(&k, &v).unwrap();
-    assert_eq!(inline, Some(payload.as_bytes()));
-    assert!(row.event.properties.is_empty());
+    assert_eq!((stats.events, stats.bodies), (1, 1));
 
     let batch = q.take("s", 10, &HashSet::new()).unwrap();
     assert_eq!(&*batch[0].payload, payload);
     assert_eq!(batch[0].event.properties["p"], 1);
     let dead = Decision::Dead { error: "no".into() };
     q.complete("s", &[(&batch[0], dead)]).unwrap();
-    // The event row is gone (as retention would remove it); replay writes it back whole.
-    q.tree.remove(&k).unwrap();
+    // The log row is gone (as retention would remove it); replay writes it back whole.
+    let (k, _) = q.trees.log.iter().next().unwrap().unwrap();
+    q.trees.log.remove(&k).unwrap();
     assert_eq!(q.replay(Some("s".into()), None).await.unwrap(), 1);
     let again = q.take("s", 10, &HashSet::new()).unwrap();
     assert_eq!(&*again[0].payload, payload);
     assert_eq!(again[0].event.event_id, batch[0].event.event_id);
-    assert_eq!(q.stats([&"s".to_string()]).unwrap().bodies, 0);
+    assert_eq!(again[0].event.properties["p"], 1);
+    assert_eq!(q.stats([&"s".to_string()]).unwrap().bodies, 1);
     q.close().unwrap();
 }
 
@@ -227,8 +224,8 @@ async fn take_skips_deliveries_in_flight() {
     assert_eq!(ids, ["item-3", "item-4"]);
     assert_eq!(q.take("s", 10, &HashSet::new()).unwrap().len(), 4);
 
-    // A row inside the span in flight that is not itself in flight (here item-2, whose first
-    // send came back) waits until the span has moved past it, then goes out.
+    // A delivery handed out that is no longer in flight (here item-2, whose first send came
+    // back) goes out again at once, beside the ones never sent.
     let all = q.take("s", 10, &HashSet::new()).unwrap();
     let seq = |i: usize| all[i].seq;
     let span: HashSet<u64> = [seq(0), seq(2)].into();
@@ -238,7 +235,7 @@ async fn take_skips_deliveries_in_flight() {
         .iter()
         .map(|d| d.event.id.clone())
         .collect();
-    assert_eq!(ids, ["item-4"]);
+    assert_eq!(ids, ["item-2", "item-4"]);
     let moved: HashSet<u64> = [seq(2)].into();
     let ids: Vec<_> = q
         .take("s", 10, &moved)
@@ -287,10 +284,9 @@ async fn concurrent_requests_share_commits_and_each_event_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_requests_take_contiguous_seqs_with_their_body_first() {
-    // Retention frees body rows below the first event it keeps: that is only safe while a
-    // request's seqs are one run, its body's first, whatever the requests beside it do (the
-    // committer takes them; rows built on the requests' own threads carry none).
+async fn concurrent_requests_each_become_one_log_row_of_contiguous_seqs() {
+    // A log row holds the seqs from its key on: rows must not overlap, whatever the requests
+    // beside it do (the committer takes the seqs; rows built on the requests' threads carry none).
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path(), long()).unwrap();
     let mut tasks = Vec::new();
@@ -305,20 +301,16 @@ async fn concurrent_requests_take_contiguous_seqs_with_their_body_first() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap().accepted.len(), 3);
     }
-    let mut by_body: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
-    for item in q.tree.scan_prefix([EVENT]) {
+    let mut end = 0;
+    for item in q.trees.log.iter() {
         let (k, v) = item.unwrap();
-        let (row, _) = EventRow::decode(&k, &v).unwrap();
-        by_body
-            .entry(row.body)
-            .or_default()
-            .push(u64_at(&k, 1).unwrap());
+        let row = log::LogRow::decode(&k, &v).unwrap();
+        assert_eq!(row.events.len(), 3);
+        assert!(row.first >= end, "rows overlap at {}", row.first);
+        end = row.end();
     }
-    assert_eq!(by_body.len(), 48);
-    for (body, seqs) in by_body {
-        assert!(q.tree.contains_key(seq_key(BODY, body)).unwrap());
-        assert_eq!(seqs, vec![body + 1, body + 2, body + 3], "body {body}");
-    }
+    assert_eq!(q.trees.log.len(), 48);
+    assert_eq!(q.take("a", 1_000, &HashSet::new()).unwrap().len(), 144);
     q.close().unwrap();
 }
 
@@ -415,17 +407,17 @@ async fn replaying_one_event_of_a_request_keeps_the_body_its_pending_siblings_ne
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    r.run(&q.tree, &mut vec![keys::DEDUP]);
+    r.run(&q.trees, &q.store.sinks, &mut Vec::new());
     let stats = q.stats([]).unwrap();
     assert_eq!(
         (stats.events, stats.bodies),
-        (1, 1),
-        "event 3 and the body stay"
+        (3, 1),
+        "the row stays while event 3 waits"
     );
 
     assert_eq!(q.replay(Some("s".into()), None).await.unwrap(), 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    r.run(&q.tree, &mut vec![keys::DEDUP]);
+    r.run(&q.trees, &q.store.sinks, &mut Vec::new());
     let again = q.take("s", 10, &HashSet::new()).unwrap();
     let ids: Vec<_> = again.iter().map(|d| d.event.id.as_str()).collect();
     assert_eq!(ids, ["item-2", "item-3"]);
@@ -458,10 +450,10 @@ async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_k
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
-    r.run(&q.tree, &mut vec![keys::DEDUP]);
+    r.run(&q.trees, &q.store.sinks, &mut Vec::new());
     let stats = q.stats([]).unwrap();
-    // Event 3 is still pending, so it and its body stay; 1 and 2 go (2's dead letter kept a copy).
-    assert_eq!(stats.events, 1, "{stats:?}");
+    // Event 3 is still pending, so its request's row stays whole.
+    assert_eq!(stats.events, 3, "{stats:?}");
     assert_eq!(stats.bodies, 1, "{stats:?}");
     assert_eq!(
         stats.sinks["s"].dead, 0,
@@ -481,6 +473,12 @@ async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_k
         .map(|d| d.event.id)
         .collect();
     assert_eq!(pending, vec!["item-3", "item-1"]);
+    let batch = q.take("s", 10, &HashSet::new()).unwrap();
+    let delivered: Vec<_> = batch.iter().map(|d| (d, Decision::Delivered)).collect();
+    q.complete("s", &delivered).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.run(&q.trees, &q.store.sinks, &mut Vec::new());
+    assert_eq!(q.stats([]).unwrap().bodies, 0, "every row is delivered and old");
     q.close().unwrap();
 }
 

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Writes tests/upgrade/queue.tar.gz and tests/upgrade/expected.json: a queue written by an
-# earlier release of hookbridge (its binary is the first argument), holding undelivered events
-# of every shape the samples have, for tests/upgrade.rs to open and deliver with this build.
+# Writes tests/upgrade/<name>/queue.tar.gz and expected.json: a queue written by an earlier
+# release of hookbridge (its binary is the first argument), holding undelivered events of every
+# shape the samples have, for tests/upgrade.rs to open and deliver with this build.
 #
 #   git worktree add --detach /tmp/prev <earlier commit>
 #   (cd /tmp/prev && cargo build --release --bin hookbridge)
-#   tests/upgrade/make-fixture.sh /tmp/prev/target/release/hookbridge <earlier commit>
+#   tests/upgrade/make-fixture.sh /tmp/prev/target/release/hookbridge <earlier commit> <name>
 set -euo pipefail
 bin=$1
 rev=${2:-unknown}
-here=$(cd "$(dirname "$0")" && pwd)
-samples=$here/../samples
+here=$(cd "$(dirname "$0")" && pwd)/${3:?name the fixture directory}
+mkdir -p "$here"
+samples=$here/../../samples
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
