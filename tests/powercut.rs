@@ -91,6 +91,9 @@ struct Case {
     /// comes; `held` goes to a sink that cannot write until the restart, so every event
     /// acknowledged there has to come out of the queue.
     to: &'static [&'static str],
+    /// The release whose queue (`tests/upgrade/<release>`) the store starts from: this build
+    /// converts it at its first start, and every event it held must come out after the cut.
+    from: Option<&'static str>,
 }
 
 /// Where the sink `held` writes until the restart: nowhere, `routes.toml` is a file.
@@ -112,6 +115,7 @@ const CASES: &[Case] = &[
         storage: "",
         to: &["held"],
         sink: "events.jsonl",
+        from: None,
     },
     Case {
         name: "used store, 200 small deliveries one after another",
@@ -121,6 +125,7 @@ const CASES: &[Case] = &[
         storage: "",
         to: &["held"],
         sink: "events.jsonl",
+        from: None,
     },
     Case {
         name: "fresh store, 20 deliveries of 300 KiB",
@@ -130,6 +135,7 @@ const CASES: &[Case] = &[
         storage: "",
         to: &["held"],
         sink: "events.jsonl",
+        from: None,
     },
     Case {
         name: "used store, 20 deliveries of 300 KiB",
@@ -139,6 +145,7 @@ const CASES: &[Case] = &[
         storage: "",
         to: &["held"],
         sink: "events.jsonl",
+        from: None,
     },
     Case {
         name: "group commit, 16 concurrent clients",
@@ -151,6 +158,7 @@ const CASES: &[Case] = &[
         storage: "",
         to: &["held"],
         sink: "events.jsonl",
+        from: None,
     },
     Case {
         name: "during retention, 30 KiB deliveries",
@@ -160,6 +168,7 @@ const CASES: &[Case] = &[
         storage: r#"keep_delivered = "1s""#,
         to: &["portal", "held"],
         sink: "events.jsonl",
+        from: None,
     },
     Case {
         name: "during a SIGHUP",
@@ -169,6 +178,7 @@ const CASES: &[Case] = &[
         storage: "",
         to: &["held"],
         sink: "events.jsonl",
+        from: None,
     },
     Case {
         name: "file sink on the same disk",
@@ -178,8 +188,55 @@ const CASES: &[Case] = &[
         storage: "",
         to: &["portal"],
         sink: "mnt/events.jsonl",
+        from: None,
+    },
+    Case {
+        name: "upgrade from release ea44360, then 100 deliveries one after another",
+        used: false,
+        pad: SMALL,
+        cut: Cut::AfterSequential(100),
+        storage: "",
+        to: &["held"],
+        sink: "routes.toml/events.jsonl",
+        from: Some("ea44360"),
     },
 ];
+
+/// Unpacks the queue an earlier release wrote into `mnt/`, synced (as if it had been there
+/// for long), and returns the ids of the events it holds.
+fn unpack_release(dir: &Path, release: &str) -> HashSet<String> {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/upgrade")
+        .join(release);
+    let mnt = dir.join("mnt");
+    let untar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(fixture.join("queue.tar.gz"))
+        .arg("-C")
+        .arg(&mnt)
+        .status()
+        .expect("tar is installed");
+    assert!(untar.success(), "tar -xzf {}", fixture.display());
+    for sub in ["data/queue/blobs", "data/queue", "data"] {
+        let d = mnt.join(sub);
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::File::open(&path).unwrap().sync_all().unwrap();
+            }
+        }
+        sync_dir(&d);
+    }
+    sync_dir(&mnt);
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("expected.json")).unwrap()).unwrap();
+    expected["accepted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
 
 /// Event ids the two file sinks hold.
 fn delivered(d: &Daemon, sink: &str) -> HashSet<String> {
@@ -337,8 +394,12 @@ async fn run(case: &Case) -> Option<Found> {
         .replace("{storage}", case.storage)
         .replace("{sink}", case.sink)
         .replace("{held}", HELD);
-    let mut d = Daemon::start_in(&config, dir, &[]);
     let acked = Arc::new(Mutex::new(Acked::default()));
+    if let Some(release) = case.from {
+        let held = unpack_release(dir.path(), release);
+        acked.lock().unwrap().ids.extend(held);
+    }
+    let mut d = Daemon::start_in(&config, dir, &[]);
     if case.used {
         use_store(&mut d, case, &acked).await;
     }
@@ -351,9 +412,12 @@ async fn run(case: &Case) -> Option<Found> {
     };
     fs.remount();
     sink_to(&d, HELD, HELD_AFTER);
+    // A sink that could not write before the cut (under `routes.toml/`) writes after it.
+    let sink = case.sink.strip_prefix("routes.toml/").unwrap_or(case.sink);
+    sink_to(&d, case.sink, sink);
     let mut log = Tail::new(&d.path("daemon.log"));
     d.spawn();
-    let lost = missing_after(&d, case.sink, &ids).await;
+    let lost = missing_after(&d, sink, &ids).await;
     let corrupt = log
         .read()
         .lines()

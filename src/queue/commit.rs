@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::QueueError;
 use super::flusher::{Flusher, Pending};
 use super::space;
-use super::trees::Tree;
 use super::stage::{AcceptOutcome, Prepared, Staged, stage_accept};
 use super::store::{Reply, Store};
+use super::trees::Tree;
 use crate::clock::now_ms;
 use crate::metrics::METRICS;
 
@@ -74,7 +74,9 @@ pub(super) fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>) {
             last_retention = Instant::now();
             if let Some(queue) = store.queue.upgrade() {
                 let _moving = queue.lock_moves();
-                store.retention.run(&store.trees, &store.sinks, &mut dedup_cursor);
+                store
+                    .retention
+                    .run(&store.trees, &store.sinks, &mut dedup_cursor);
                 queue.prune_history();
             }
         }
@@ -162,8 +164,7 @@ impl Group {
                 event_id,
                 reply,
             } => {
-                let staged =
-                    super::dead::stage_replay(store, sink.as_deref(), event_id.as_deref());
+                let staged = super::dead::stage_replay(store, sink.as_deref(), event_id.as_deref());
                 match self.admit_staged(staged, min_free) {
                     Ok((revived, n)) => {
                         add_counts(&mut self.pending.revived, revived);
@@ -263,12 +264,16 @@ fn add_counts(into: &mut BTreeMap<String, i64>, counts: BTreeMap<String, i64>) {
 /// its requests; a group whose write fails is refused and rolled back.
 fn apply(store: &Store, g: Group, flusher: &Flusher) {
     let started = Instant::now();
-    let result = g.writes.iter().enumerate().try_for_each(|(i, (tree, k, v))| {
-        if i % FAULT_EVERY == 0 {
-            store.faults.check("apply")?;
-        }
-        store.trees.write(*tree, k, v.as_deref())
-    });
+    let result = g
+        .writes
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, (tree, k, v))| {
+            if i % FAULT_EVERY == 0 {
+                store.faults.check("apply")?;
+            }
+            store.trees.write(*tree, k, v.as_deref())
+        });
     match result {
         Ok(()) => {
             METRICS

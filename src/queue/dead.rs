@@ -37,7 +37,13 @@ pub struct DeadLetter {
 
 impl Queue {
     /// The dead letter of delivery `d` to `sink`, which failed for good at `now`.
-    pub(super) fn dead_letter(&self, sink: &str, d: &Delivery, error: &str, now: u64) -> DeadLetter {
+    pub(super) fn dead_letter(
+        &self,
+        sink: &str,
+        d: &Delivery,
+        error: &str,
+        now: u64,
+    ) -> DeadLetter {
         DeadLetter {
             sink: sink.to_string(),
             seq: d.seq,

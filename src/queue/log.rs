@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use super::QueueError;
 use super::keys::*;
 use super::rows::{BodyRow, EventRow, corrupt, decode};
-use super::QueueError;
 use crate::event::Event;
 
 /// The first byte of a log row (the layout's version of it).

@@ -10,11 +10,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::QueueError;
 use super::keys::*;
 use super::log;
 use super::rows::{BodyRow, EventRow};
 use super::trees::Trees;
-use super::QueueError;
 
 /// Whether the store holds rows of an earlier layout.
 fn has_old_rows(q: &sled::Tree) -> Result<bool, QueueError> {

@@ -11,9 +11,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::QueueError;
 use super::keys::*;
 use super::trees::Trees;
-use super::QueueError;
 
 /// One sink's place in the log.
 #[derive(Debug, Default)]
@@ -74,7 +74,10 @@ impl Progress {
     /// before the next unread seq.
     pub fn settled_to(&self) -> u64 {
         let first_out = self.handed.first().copied().unwrap_or(self.read_from);
-        first_out.min(self.read_from).saturating_sub(1).max(self.cursor)
+        first_out
+            .min(self.read_from)
+            .saturating_sub(1)
+            .max(self.cursor)
     }
 
     /// Moves the cursor to [`Progress::settled_to`]; returns its new value if it moved.

@@ -38,7 +38,12 @@ impl Retention {
         }
     }
 
-    fn pass(&self, trees: &Trees, sinks: &Sinks, dedup_cursor: &mut Vec<u8>) -> Result<(), QueueError> {
+    fn pass(
+        &self,
+        trees: &Trees,
+        sinks: &Sinks,
+        dedup_cursor: &mut Vec<u8>,
+    ) -> Result<(), QueueError> {
         let now = now_ms();
         let ms = |d: Duration| now.saturating_sub(d.as_millis() as u64);
         let (delivered_before, dead_before, dedup_before) = (

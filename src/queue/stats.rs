@@ -71,7 +71,11 @@ impl Queue {
                 (name.clone(), (p.cursor, p.skip.clone()))
             })
             .collect();
-        let from = cursors.values().map(|(c, _)| c + 1).min().unwrap_or(u64::MAX);
+        let from = cursors
+            .values()
+            .map(|(c, _)| c + 1)
+            .min()
+            .unwrap_or(u64::MAX);
         let mut last: HashMap<&str, u64> = HashMap::new();
         let start = match log::find(&self.trees.log, from) {
             Ok(Some((k, _))) => k.to_vec(),
@@ -102,7 +106,9 @@ impl Queue {
         }
         for (name, state) in &sinks {
             let seq = last.get(name.as_str()).copied().unwrap_or(0);
-            state.counted.store(seq, std::sync::atomic::Ordering::SeqCst);
+            state
+                .counted
+                .store(seq, std::sync::atomic::Ordering::SeqCst);
         }
         for (sink, (pending, dead)) in &counts {
             METRICS
@@ -149,8 +155,8 @@ impl Queue {
                 let (k, v) = item?;
                 let row = LogRow::decode(&k, &v)?;
                 for (seq, e) in (row.first..).zip(&row.events) {
-                    let unsettled = p.handed.contains(&seq)
-                        || (seq >= p.read_from && !p.skip.contains(&seq));
+                    let unsettled =
+                        p.handed.contains(&seq) || (seq >= p.read_from && !p.skip.contains(&seq));
                     if seq > p.cursor && e.routed_to(&name) && unsettled {
                         ready += 1;
                     }

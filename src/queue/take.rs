@@ -120,7 +120,10 @@ impl Queue {
             }
         }
         if orphans > 0 {
-            METRICS.queue_pending.with_label_values(&[sink]).sub(orphans);
+            METRICS
+                .queue_pending
+                .with_label_values(&[sink])
+                .sub(orphans);
         }
         Ok(())
     }
@@ -171,7 +174,13 @@ impl Queue {
         let prefix = sink_prefix(WAITING, sink);
         let mut end = prefix.clone();
         end.extend_from_slice(&(now + 1).to_be_bytes());
-        if self.trees.q.range(prefix.clone()..end.clone()).next().is_none() {
+        if self
+            .trees
+            .q
+            .range(prefix.clone()..end.clone())
+            .next()
+            .is_none()
+        {
             return Ok(());
         }
         let _moving = self.lock_moves();

@@ -478,7 +478,11 @@ async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_k
     q.complete("s", &delivered).unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     r.run(&q.trees, &q.store.sinks, &mut Vec::new());
-    assert_eq!(q.stats([]).unwrap().bodies, 0, "every row is delivered and old");
+    assert_eq!(
+        q.stats([]).unwrap().bodies,
+        0,
+        "every row is delivered and old"
+    );
     q.close().unwrap();
 }
 
