@@ -361,8 +361,9 @@ async fn post_and_cut(d: &mut Daemon, fs: &mut LazyFs, case: &Case, acked: &Arc<
             while !log.read().contains("retention pass") {
                 assert!(
                     Instant::now() < deadline,
-                    "{}: no retention pass",
-                    case.name
+                    "{}: no retention pass\n{}",
+                    case.name,
+                    d.log_text()
                 );
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }

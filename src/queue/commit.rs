@@ -60,7 +60,7 @@ pub(super) fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>) {
         }
     };
     let mut last_retention = Instant::now();
-    let mut dedup_cursor: Vec<u8> = Vec::new();
+    let mut cursors = super::retention::Cursors::default();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -76,7 +76,7 @@ pub(super) fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>) {
                 let _moving = queue.lock_moves();
                 store
                     .retention
-                    .run(&store.trees, &store.sinks, &mut dedup_cursor);
+                    .run(&store.trees, &store.sinks, &mut cursors);
                 queue.prune_history();
             }
         }

@@ -21,7 +21,6 @@ use crate::sinks::Delivery;
 
 /// The tree: `c` + seq → the changes (JSON); `a` + seq → [`FetchState`]; `f` + seq → why the
 /// fetch was given up (for sinks that deliver without changes).
-const TREE: &str = "enrich";
 const CHANGES: u8 = b'c';
 const STATE: u8 = b'a';
 const FAILED: u8 = b'f';
@@ -38,7 +37,7 @@ pub struct FetchState {
 
 impl Queue {
     fn enrich_tree(&self) -> Result<sled::Tree, QueueError> {
-        Ok(self.db.open_tree(TREE)?)
+        Ok(self.trees.enrich.clone())
     }
 
     /// The stored changes of event `seq`, if they were fetched.

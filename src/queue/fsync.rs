@@ -158,8 +158,17 @@ impl SledFiles {
             };
             // A blob another thread is still writing is synced now and again next time, until
             // it is seen whole: sled writes a blob once, front to back, then never again.
-            let whole = blob_is_whole(&mut file)?;
-            file.sync_data()?;
+            // A file system that syncs by path (FUSE) reports a blob sled removed after the
+            // open as gone, which needs nothing either.
+            let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+            let whole = match blob_is_whole(&mut file) {
+                Err(e) if gone(&e) => continue,
+                other => other?,
+            };
+            match file.sync_data() {
+                Err(e) if gone(&e) => continue,
+                other => other?,
+            }
             gained = true;
             if whole {
                 st.settled.insert(name.clone());

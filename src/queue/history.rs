@@ -15,7 +15,6 @@ use super::{Decision, Queue, QueueError, decode, encode};
 use crate::sinks::Delivery;
 
 /// The tree that holds attempt rows: key = event seq, sink, 0, attempt time (ms).
-const TREE: &str = "history";
 /// Most rows one prune removes, so a prune never holds a dispatcher up for long.
 const PRUNE_LIMIT: usize = 1_000;
 
@@ -46,7 +45,7 @@ fn row_key(seq: u64, sink: &str, at: u64) -> Vec<u8> {
 
 impl Queue {
     fn history(&self) -> Result<sled::Tree, QueueError> {
-        Ok(self.db.open_tree(TREE)?)
+        Ok(self.trees.history.clone())
     }
 
     /// Records the failed attempts of a batch `sink` sent at `now` (the delivered ones are in

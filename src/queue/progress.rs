@@ -8,7 +8,7 @@
 //! its cursor: what it had sent beyond it is sent again, which at-least-once allows.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::QueueError;
@@ -40,12 +40,6 @@ pub struct Progress {
 pub struct SinkState {
     /// The progress, locked by the sink's reads and completions.
     pub progress: Mutex<Progress>,
-    /// The highest seq routed to the sink since open (the committer's): with `counted`, a sink
-    /// with nothing beyond its cursor does not hold retention back.
-    pub routed: AtomicU64,
-    /// The highest seq routed to the sink before open, once the log has been read
-    /// (`u64::MAX` until then).
-    pub counted: AtomicU64,
     /// Whether the cursor row exists (a sink known only in memory gets it before its first
     /// event is written).
     pub on_disk: AtomicBool,
@@ -57,15 +51,6 @@ impl SinkState {
         self.progress
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Whether the sink still has a routed event beyond its cursor.
-    pub fn holds(&self) -> bool {
-        let last = self
-            .routed
-            .load(Ordering::SeqCst)
-            .max(self.counted.load(Ordering::SeqCst));
-        last > self.lock().cursor
     }
 }
 
@@ -118,7 +103,7 @@ impl Sinks {
                 read_from: cursor + 1,
                 ..Progress::default()
             };
-            map.insert(sink, (progress, u64::MAX));
+            map.insert(sink, progress);
         }
         for prefix in [READY, WAITING, DEAD] {
             for item in trees.q.scan_prefix([prefix]) {
@@ -126,7 +111,7 @@ impl Sinks {
                 let (Some((sink, _)), Some(seq)) = (split_sink(&k), row_seq(prefix, &k)) else {
                     continue;
                 };
-                if let Some((p, _)) = map.get_mut(sink) {
+                if let Some(p) = map.get_mut(sink) {
                     if seq > p.cursor {
                         p.skip.insert(seq);
                     }
@@ -135,11 +120,9 @@ impl Sinks {
         }
         let map = map
             .into_iter()
-            .map(|(k, (progress, last))| {
+            .map(|(k, progress)| {
                 let state = SinkState {
                     progress: Mutex::new(progress),
-                    routed: AtomicU64::new(0),
-                    counted: AtomicU64::new(last),
                     on_disk: AtomicBool::new(true),
                 };
                 (k, Arc::new(state))
@@ -184,20 +167,15 @@ impl Sinks {
             .collect()
     }
 
-    /// The lowest seq some sink still has to settle (`u64::MAX`: none): log rows below it are
-    /// no delivery's business, bar the ones with rows of their own.
-    pub fn low_water(&self) -> u64 {
+    /// Every known sink's cursor.
+    pub fn cursors(&self) -> HashMap<String, u64> {
         self.all()
-            .iter()
-            .map(|(_, s)| {
-                if s.holds() {
-                    s.lock().cursor + 1
-                } else {
-                    u64::MAX
-                }
+            .into_iter()
+            .map(|(name, s)| {
+                let cursor = s.lock().cursor;
+                (name, cursor)
             })
-            .min()
-            .unwrap_or(u64::MAX)
+            .collect()
     }
 }
 

@@ -4,6 +4,7 @@
 //! Runs on the committer thread, the only writer of log rows, so it never races an accept or a
 //! replay. Each pass does a bounded amount of work to keep accept latency flat.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::keys::*;
@@ -32,18 +33,13 @@ pub struct Retention {
 
 impl Retention {
     /// One pass; errors are logged and the next pass tries again.
-    pub(super) fn run(&self, trees: &Trees, sinks: &Sinks, dedup_cursor: &mut Vec<u8>) {
-        if let Err(e) = self.pass(trees, sinks, dedup_cursor) {
+    pub(super) fn run(&self, trees: &Trees, sinks: &Sinks, cursors: &mut Cursors) {
+        if let Err(e) = self.pass(trees, sinks, cursors) {
             tracing::warn!(error = %e, "retention pass failed");
         }
     }
 
-    fn pass(
-        &self,
-        trees: &Trees,
-        sinks: &Sinks,
-        dedup_cursor: &mut Vec<u8>,
-    ) -> Result<(), QueueError> {
+    fn pass(&self, trees: &Trees, sinks: &Sinks, cursors: &mut Cursors) -> Result<(), QueueError> {
         let now = now_ms();
         let ms = |d: Duration| now.saturating_sub(d.as_millis() as u64);
         let (delivered_before, dead_before, dedup_before) = (
@@ -62,18 +58,36 @@ impl Retention {
             }
         }
 
-        // A log row may go once no sink has anything in it left to send and it is older than
-        // keep_delivered: whole rows, from the oldest, up to the first one still needed.
-        let low = sinks.low_water().min(min_row_seq(q)?);
-        for item in trees.log.iter() {
+        // A log row may go once each sink it routes to is past it, no ready or waiting row
+        // refers to it, and it is older than keep_delivered: whole rows, a slice of the log per
+        // pass, from where the last pass stopped (rows still needed are passed over).
+        let cursors_now = sinks.cursors();
+        let pinned = pinned_seqs(q)?;
+        let mut scanned = 0;
+        let mut stopped = None;
+        for item in trees.log.range(log_key(cursors.log)..) {
             let (k, v) = item?;
             let row = LogRow::decode(&k, &v)?;
-            if row.end() > low || row.accepted_at >= delivered_before || removed >= PASS_LIMIT {
+            if row.accepted_at >= delivered_before {
                 break;
+            }
+            if scanned >= PASS_LIMIT || removed >= PASS_LIMIT {
+                stopped = Some(row.first);
+                break;
+            }
+            scanned += 1;
+            let settled = (row.first..).zip(&row.events).all(|(seq, e)| {
+                e.sinks
+                    .iter()
+                    .all(|sink| cursors_now.get(*sink).is_some_and(|c| seq <= *c))
+            });
+            if !settled || pinned.is_pinned(row.first, row.end()) {
+                continue;
             }
             trees.log.remove(k)?;
             removed += 1;
         }
+        cursors.log = stopped.unwrap_or(0);
         let first_kept = match trees.log.iter().next() {
             Some(item) => u64_at(&item?.0, 0).unwrap_or(u64::MAX),
             None => u64::MAX,
@@ -92,7 +106,7 @@ impl Retention {
         // Dedup keys are in hash order, not time order: walk them a slice per pass.
         let mut scanned = 0;
         let mut last = None;
-        for item in trees.dedup.range(dedup_cursor.clone()..).take(PASS_LIMIT) {
+        for item in trees.dedup.range(cursors.dedup.clone()..).take(PASS_LIMIT) {
             let (k, v) = item?;
             scanned += 1;
             if u64_at(&v, 0).is_some_and(|at| at < dedup_before) {
@@ -101,7 +115,7 @@ impl Retention {
             }
             last = Some(k);
         }
-        *dedup_cursor = match last {
+        cursors.dedup = match last {
             Some(k) if scanned == PASS_LIMIT => {
                 let mut next = k.to_vec();
                 next.push(0);
@@ -116,29 +130,54 @@ impl Retention {
     }
 }
 
-/// The lowest event seq a ready or waiting row refers to: the log rows those need stay.
-fn min_row_seq(q: &sled::Tree) -> Result<u64, QueueError> {
+/// Where retention passes stopped, so the next goes on from there.
+#[derive(Debug, Default)]
+pub(super) struct Cursors {
+    /// The next log row to look at (0: from the oldest).
+    pub log: u64,
+    /// The next dedup key to look at (empty: from the first).
+    pub dedup: Vec<u8>,
+}
+
+/// Most ready and waiting rows whose seqs retention keeps in memory; beyond that it keeps every
+/// log row from the lowest of them on.
+const PINNED_LIMIT: usize = 200_000;
+
+/// The seqs ready and waiting rows refer to: the log rows holding them stay.
+enum Pinned {
+    /// Each of them.
+    Each(BTreeSet<u64>),
+    /// Too many to hold: everything from the lowest on.
+    From(u64),
+}
+
+impl Pinned {
+    /// Whether a row holding the seqs `first .. end` must stay.
+    fn is_pinned(&self, first: u64, end: u64) -> bool {
+        match self {
+            Pinned::Each(seqs) => seqs.range(first..end).next().is_some(),
+            Pinned::From(min) => end > *min,
+        }
+    }
+}
+
+fn pinned_seqs(q: &sled::Tree) -> Result<Pinned, QueueError> {
+    let mut seqs = BTreeSet::new();
     let mut min = u64::MAX;
-    // Ready rows are sorted by seq within a sink: look at each sink's first row only.
-    let mut cursor = vec![READY];
-    while let Some(item) = q.range(cursor.clone()..vec![READY + 1]).next() {
-        let (k, _) = item?;
-        let Some((sink, rest)) = split_sink(&k) else {
-            break;
-        };
-        if let Some(seq) = u64_at(rest, 0) {
-            min = min.min(seq);
-        }
-        cursor = sink_prefix(READY, sink);
-        if let Some(last) = cursor.last_mut() {
-            *last = 1;
+    for prefix in [READY, WAITING] {
+        for item in q.scan_prefix([prefix]) {
+            let (k, _) = item?;
+            if let Some(seq) = row_seq(prefix, &k) {
+                min = min.min(seq);
+                if seqs.len() < PINNED_LIMIT {
+                    seqs.insert(seq);
+                }
+            }
         }
     }
-    for item in q.scan_prefix([WAITING]) {
-        let (k, _) = item?;
-        if let Some(seq) = row_seq(WAITING, &k) {
-            min = min.min(seq);
-        }
-    }
-    Ok(min)
+    Ok(if seqs.len() >= PINNED_LIMIT {
+        Pinned::From(min)
+    } else {
+        Pinned::Each(seqs)
+    })
 }

@@ -227,8 +227,6 @@ pub(super) fn stage_accept(
     for (ev, old) in fresh {
         let stored = if ev.json.is_some() {
             for sink in ev.sinks {
-                let state = store.sinks.get(&sink, seq);
-                state.routed.fetch_max(seq, Ordering::SeqCst);
                 *staged.added.entry(sink).or_default() += 1;
             }
             seq += 1;

@@ -37,9 +37,8 @@ pub struct Stats {
 }
 
 impl Queue {
-    /// Counts pending deliveries and dead letters per sink into the gauges, and learns the
-    /// last seq routed to each sink before open (what lets retention pass an idle sink).
-    /// Rows and log events from `snapshot` on are counted by the commits that add them.
+    /// Counts pending deliveries and dead letters per sink into the gauges. Rows and log events
+    /// from `snapshot` on are counted by the commits that add them.
     pub(super) fn count_into_metrics(&self, snapshot: u64) {
         let started = std::time::Instant::now();
         let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
@@ -76,7 +75,6 @@ impl Queue {
             .map(|(c, _)| c + 1)
             .min()
             .unwrap_or(u64::MAX);
-        let mut last: HashMap<&str, u64> = HashMap::new();
         let start = match log::find(&self.trees.log, from) {
             Ok(Some((k, _))) => k.to_vec(),
             _ => log_key(from).to_vec(),
@@ -97,18 +95,11 @@ impl Queue {
                     let Some((name, (cursor, skip))) = cursors.get_key_value(*sink) else {
                         continue;
                     };
-                    last.insert(name.as_str(), seq);
                     if seq > *cursor && !skip.contains(&seq) {
                         counts.entry(name.clone()).or_default().0 += 1;
                     }
                 }
             }
-        }
-        for (name, state) in &sinks {
-            let seq = last.get(name.as_str()).copied().unwrap_or(0);
-            state
-                .counted
-                .store(seq, std::sync::atomic::Ordering::SeqCst);
         }
         for (sink, (pending, dead)) in &counts {
             METRICS

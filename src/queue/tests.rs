@@ -407,7 +407,7 @@ async fn replaying_one_event_of_a_request_keeps_the_body_its_pending_siblings_ne
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    r.run(&q.trees, &q.store.sinks, &mut Vec::new());
+    r.run(&q.trees, &q.store.sinks, &mut Default::default());
     let stats = q.stats([]).unwrap();
     assert_eq!(
         (stats.events, stats.bodies),
@@ -417,7 +417,7 @@ async fn replaying_one_event_of_a_request_keeps_the_body_its_pending_siblings_ne
 
     assert_eq!(q.replay(Some("s".into()), None).await.unwrap(), 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    r.run(&q.trees, &q.store.sinks, &mut Vec::new());
+    r.run(&q.trees, &q.store.sinks, &mut Default::default());
     let again = q.take("s", 10, &HashSet::new()).unwrap();
     let ids: Vec<_> = again.iter().map(|d| d.event.id.as_str()).collect();
     assert_eq!(ids, ["item-2", "item-3"]);
@@ -450,7 +450,7 @@ async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_k
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
-    r.run(&q.trees, &q.store.sinks, &mut Vec::new());
+    r.run(&q.trees, &q.store.sinks, &mut Default::default());
     let stats = q.stats([]).unwrap();
     // Event 3 is still pending, so its request's row stays whole.
     assert_eq!(stats.events, 3, "{stats:?}");
@@ -477,7 +477,7 @@ async fn retention_forgets_delivered_events_old_dead_letters_and_expired_dedup_k
     let delivered: Vec<_> = batch.iter().map(|d| (d, Decision::Delivered)).collect();
     q.complete("s", &delivered).unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    r.run(&q.trees, &q.store.sinks, &mut Vec::new());
+    r.run(&q.trees, &q.store.sinks, &mut Default::default());
     assert_eq!(
         q.stats([]).unwrap().bodies,
         0,
@@ -500,4 +500,35 @@ async fn a_second_opener_is_told_the_directory_is_in_use() {
     // after the queue is dropped: the next opener waits for that moment, and only for it.
     let again = Queue::open(dir.path(), long()).unwrap();
     again.close().unwrap();
+}
+
+#[tokio::test]
+async fn retention_takes_the_rows_of_a_sink_that_is_done_while_another_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = retention(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    );
+    let q = Queue::open(dir.path(), r).unwrap();
+    for n in 0..6u64 {
+        let sink = if n % 2 == 0 { "log" } else { "held" };
+        q.accept(Arc::from("{}"), routed(&[n], &[sink]))
+            .await
+            .unwrap();
+    }
+    let batch = q.take("log", 10, &HashSet::new()).unwrap();
+    let delivered: Vec<_> = batch.iter().map(|d| (d, Decision::Delivered)).collect();
+    q.complete("log", &delivered).unwrap();
+    let held = q.take("held", 10, &HashSet::new()).unwrap();
+    assert_eq!(held.len(), 3);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.run(&q.trees, &q.store.sinks, &mut Default::default());
+    let stats = q.stats([]).unwrap();
+    assert_eq!(
+        stats.bodies, 3,
+        "the rows for the sink that is down stay: {stats:?}"
+    );
+    assert_eq!(q.take("held", 10, &HashSet::new()).unwrap().len(), 3);
+    q.close().unwrap();
 }

@@ -40,7 +40,7 @@ impl Tree {
     }
 }
 
-/// The three trees of the queue.
+/// The trees of the queue.
 #[derive(Debug, Clone)]
 pub struct Trees {
     /// Cursors, exceptions, marks, meta rows.
@@ -49,15 +49,23 @@ pub struct Trees {
     pub log: sled::Tree,
     /// The dedup keys.
     pub dedup: sled::Tree,
+    /// The attempt history (`history.rs`).
+    pub history: sled::Tree,
+    /// Fetched feature changes (`enrich.rs`).
+    pub enrich: sled::Tree,
 }
 
 impl Trees {
-    /// Opens (or creates) the trees in `db`.
+    /// Opens (or creates) every tree in `db`, all at open: a tree sled creates later is only
+    /// as durable as the next flush, and a power cut in between has left sled unable to open
+    /// the store ("cannot find pid in view_for_key").
     pub fn open(db: &sled::Db) -> sled::Result<Trees> {
         Ok(Trees {
             q: db.open_tree("q")?,
             log: db.open_tree("log")?,
             dedup: db.open_tree("dedup")?,
+            history: db.open_tree("history")?,
+            enrich: db.open_tree("enrich")?,
         })
     }
 
