@@ -63,9 +63,8 @@ impl Retention {
         // pass, from where the last pass stopped (rows still needed are passed over).
         let cursors_now = sinks.cursors();
         let pinned = pinned_seqs(q)?;
-        let mut scanned = 0;
         let mut stopped = None;
-        for item in trees.log.range(log_key(cursors.log)..) {
+        for (scanned, item) in trees.log.range(log_key(cursors.log)..).enumerate() {
             let (k, v) = item?;
             let row = LogRow::decode(&k, &v)?;
             if row.accepted_at >= delivered_before {
@@ -75,7 +74,6 @@ impl Retention {
                 stopped = Some(row.first);
                 break;
             }
-            scanned += 1;
             let settled = (row.first..).zip(&row.events).all(|(seq, e)| {
                 e.sinks
                     .iter()
