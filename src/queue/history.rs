@@ -172,10 +172,12 @@ impl Queue {
             Some((k, v)) => super::status::routed_sinks(&super::log::LogRow::decode(&k, &v)?, seq),
             None => Vec::new(),
         };
-        for d in self.deliveries(seq, &routed, &[], &Default::default())? {
-            if out
-                .iter()
-                .any(|a| a.sink == d.sink && a.outcome == "delivered")
+        let waiting = self.waiting_index(&routed, |s| s == seq)?;
+        for d in self.deliveries(seq, &routed, &routed, &waiting)? {
+            if d.state != "delivered"
+                || out
+                    .iter()
+                    .any(|a| a.sink == d.sink && a.outcome == "delivered")
             {
                 continue;
             }

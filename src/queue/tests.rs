@@ -532,3 +532,38 @@ async fn retention_takes_the_rows_of_a_sink_that_is_done_while_another_is_down()
     assert_eq!(q.take("held", 10, &HashSet::new()).unwrap().len(), 3);
     q.close().unwrap();
 }
+
+#[tokio::test]
+async fn a_delivery_waiting_for_a_retry_is_not_reported_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let ok = q
+        .accept(Arc::from("{}"), routed(&[1, 2], &["s"]))
+        .await
+        .unwrap();
+    let batch = q.take("s", 10, &HashSet::new()).unwrap();
+    let retry = Decision::Retry {
+        due_ms: crate::clock::now_ms() + 60_000,
+        error: "503".into(),
+    };
+    q.complete("s", &[(&batch[0], retry), (&batch[1], Decision::Delivered)])
+        .unwrap();
+    let states: Vec<_> = ok
+        .accepted
+        .iter()
+        .map(|id| {
+            let s = q.status(id, &["s".to_string()]).unwrap().unwrap();
+            s.deliveries[0].state
+        })
+        .collect();
+    assert_eq!(states, ["waiting", "delivered"]);
+    let delivered = |seq| {
+        q.attempts(seq)
+            .unwrap()
+            .iter()
+            .filter(|a| a.outcome == "delivered")
+            .count()
+    };
+    assert_eq!((delivered(batch[0].seq), delivered(batch[1].seq)), (0, 1));
+    q.close().unwrap();
+}
