@@ -2,6 +2,15 @@
 
 use std::path::PathBuf;
 
+/// Durable accept over the no-op's rate with 1-event requests: the least the targets allow.
+pub const ONE_EVENT_TO_NOOP: f64 = 0.35;
+/// The same with 3-event and form bodies: cost follows events, so the bar is lower.
+pub const SEVERAL_EVENTS_TO_NOOP: f64 = 0.25;
+/// Durable accept over the sled floor's rate, every request shape: the least allowed.
+pub const TO_FLOOR: f64 = 0.9;
+/// RSS under full load, in MiB: the most allowed.
+pub const RSS_LOADED_MIB: u64 = 80;
+
 /// Prints each line as it comes and rewrites the report file after every line, so a phase that
 /// fails later leaves the figures measured so far.
 pub struct Report {
