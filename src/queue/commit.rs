@@ -260,20 +260,36 @@ fn add_counts(into: &mut BTreeMap<String, i64>, counts: BTreeMap<String, i64>) {
     }
 }
 
+/// Writes a higher seq floor before rows whose seqs reach the one on disk, so that no seq is
+/// handed out twice across a restart (a floor too high is harmless: it is never undone).
+fn raise_floor(store: &Store) -> sled::Result<()> {
+    let next = store.next_seq.load(std::sync::atomic::Ordering::SeqCst);
+    if next <= store.floor.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    let floor = next + super::stage::FLOOR_STEP;
+    store.trees.q.insert(super::keys::FLOOR, &floor.to_be_bytes())?;
+    store
+        .floor
+        .store(floor, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
 /// Writes an admitted group's rows in order and hands it to the flusher, whose fsync answers
 /// its requests; a group whose write fails is refused and rolled back.
 fn apply(store: &Store, g: Group, flusher: &Flusher) {
     let started = Instant::now();
-    let result = g
-        .writes
-        .iter()
-        .enumerate()
-        .try_for_each(|(i, (tree, k, v))| {
-            if i % FAULT_EVERY == 0 {
-                store.faults.check("apply")?;
-            }
-            store.trees.write(*tree, k, v.as_deref())
-        });
+    let result = raise_floor(store).and_then(|()| {
+        g.writes
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, (tree, k, v))| {
+                if i % FAULT_EVERY == 0 {
+                    store.faults.check("apply")?;
+                }
+                store.trees.write(*tree, k, v.as_deref())
+            })
+    });
     match result {
         Ok(()) => {
             METRICS

@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde::Serialize;
-
-use std::sync::atomic::Ordering;
 
 use super::keys::*;
 use super::log;
@@ -150,23 +149,10 @@ pub(super) fn prepare(
 /// How many seqs the floor row reserves at a time: the floor is written once per this many.
 pub(super) const FLOOR_STEP: u64 = 1 << 24;
 
-/// Takes `n` seqs for a request's events, staging a higher seq floor first when they reach it.
-fn take_seqs(store: &Store, staged: &mut Staged, n: u64) -> u64 {
-    let first = store.next_seq.load(Ordering::SeqCst);
-    let end = first + n;
-    let floor = store.floor.load(Ordering::SeqCst);
-    if end > floor {
-        let next = end + FLOOR_STEP;
-        staged.put(
-            Tree::Q,
-            FLOOR.to_vec(),
-            next.to_be_bytes().to_vec(),
-            Some(floor.to_be_bytes().to_vec()),
-        );
-        store.floor.store(next, Ordering::SeqCst);
-    }
-    store.next_seq.store(end, Ordering::SeqCst);
-    first
+/// Takes `n` seqs for a request's events (the committer raises the floor on disk before it
+/// writes rows that reach it).
+fn take_seqs(store: &Store, n: u64) -> u64 {
+    store.next_seq.fetch_add(n, Ordering::SeqCst)
 }
 
 /// Stages one prepared request's new events and decides which are duplicates; `seen` holds
@@ -215,7 +201,7 @@ pub(super) fn stage_accept(
                 }
             }
         }
-        first = take_seqs(store, &mut staged, routed);
+        first = take_seqs(store, routed);
         let events: Vec<(&[u8], &[String])> = fresh
             .iter()
             .filter_map(|(ev, _)| ev.json.as_deref().map(|j| (j, ev.sinks.as_slice())))
