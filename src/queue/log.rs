@@ -137,6 +137,14 @@ impl<'a> LogRow<'a> {
     }
 }
 
+/// How many events a stored log row holds, read from its header alone.
+pub fn event_count(value: &[u8]) -> u64 {
+    match (value.first(), value.get(9..13)) {
+        (Some(&LOG_ROW), Some(n)) => be_u32(n) as u64,
+        _ => 0,
+    }
+}
+
 /// The row holding `seq`, if it is still stored: its key and bytes.
 pub fn find(log: &sled::Tree, seq: u64) -> Result<Option<(sled::IVec, sled::IVec)>, QueueError> {
     let Some((k, v)) = log.range(..=log_key(seq)).next_back().transpose()? else {
@@ -179,6 +187,7 @@ mod tests {
         assert!(!row.get(8).unwrap().routed_to("a"));
         assert!(row.get(9).is_none() && row.get(6).is_none());
         assert_eq!(row.payload, b"{\"payload\":true}");
+        assert_eq!(event_count(&bytes), 2);
         for cut in 1..bytes.len() - row.payload.len() {
             assert!(LogRow::decode(&key, &bytes[..cut]).is_err(), "cut at {cut}");
         }
