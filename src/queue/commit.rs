@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::QueueError;
 use super::flusher::{Flusher, Pending};
 use super::space;
-use super::stage::{AcceptOutcome, Prepared, Staged, stage_accept};
+use super::stage::{AcceptOutcome, Claimed, Prepared, Staged, stage_accept};
 use super::store::{Reply, Store};
 use super::trees::Tree;
 use crate::clock::now_ms;
@@ -61,6 +61,7 @@ pub(super) fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>) {
     };
     let mut last_retention = Instant::now();
     let mut cursors = super::retention::Cursors::default();
+    let mut claimed = Claimed::default();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -69,7 +70,7 @@ pub(super) fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        commit_group(&store, group, &flusher);
+        commit_group(&store, group, &flusher, &mut claimed);
         if last_retention.elapsed() >= RETENTION_EVERY && !store.has_failed() {
             last_retention = Instant::now();
             if let Some(queue) = store.queue.upgrade() {
@@ -137,7 +138,7 @@ impl Group {
 
     /// Stages one command and admits it, or answers it at once with why it was refused (the
     /// store failed earlier, a staging error, or no room on the disk).
-    fn take(&mut self, store: &Store, cmd: Command, now: u64, failed: bool) {
+    fn take(&mut self, store: &Store, cmd: Command, now: u64, failed: bool, claimed: &Claimed) {
         let min_free = store.retention.min_free;
         match cmd {
             Command::Tick => {}
@@ -148,7 +149,7 @@ impl Group {
                 let _ = reply.send(Err(store.earlier_failure()));
             }
             Command::Accept { prepared, reply } => {
-                let staged = stage_accept(store, &self.seen, now, prepared);
+                let staged = stage_accept(store, &self.seen, claimed, now, prepared);
                 match self.admit_staged(staged, min_free) {
                     Ok((added, outcome)) => {
                         add_counts(&mut self.pending.added, added);
@@ -239,18 +240,18 @@ impl Group {
 }
 
 /// Stages every command of a group, answers those refused, and applies the rest as one write.
-fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher) {
+fn commit_group(store: &Store, group: Vec<Command>, flusher: &Flusher, claimed: &mut Claimed) {
     let mut g = Group::new(store);
     let now = now_ms();
     let failed = store.has_failed();
     for cmd in group {
-        g.take(store, cmd, now, failed);
+        g.take(store, cmd, now, failed, claimed);
     }
     g.report_pressure(store);
     if g.pending.replies.is_empty() {
         return;
     }
-    apply(store, g, flusher);
+    apply(store, g, flusher, claimed);
 }
 
 /// Adds per-sink delivery counts into `into`.
@@ -268,7 +269,10 @@ fn raise_floor(store: &Store) -> sled::Result<()> {
         return Ok(());
     }
     let floor = next + super::stage::FLOOR_STEP;
-    store.trees.q.insert(super::keys::FLOOR, &floor.to_be_bytes())?;
+    store
+        .trees
+        .q
+        .insert(super::keys::FLOOR, &floor.to_be_bytes())?;
     store
         .floor
         .store(floor, std::sync::atomic::Ordering::SeqCst);
@@ -277,7 +281,7 @@ fn raise_floor(store: &Store) -> sled::Result<()> {
 
 /// Writes an admitted group's rows in order and hands it to the flusher, whose fsync answers
 /// its requests; a group whose write fails is refused and rolled back.
-fn apply(store: &Store, g: Group, flusher: &Flusher) {
+fn apply(store: &Store, mut g: Group, flusher: &Flusher, claimed: &mut Claimed) {
     let started = Instant::now();
     let result = raise_floor(store).and_then(|()| {
         g.writes
@@ -292,6 +296,12 @@ fn apply(store: &Store, g: Group, flusher: &Flusher) {
     });
     match result {
         Ok(()) => {
+            // Readers that note the next generation see this group's rows.
+            let generation = store.generation.load(std::sync::atomic::Ordering::SeqCst);
+            claimed.push(generation, std::mem::take(&mut g.seen));
+            store
+                .generation
+                .store(generation + 1, std::sync::atomic::Ordering::SeqCst);
             METRICS
                 .commit_apply_seconds
                 .observe(started.elapsed().as_secs_f64());

@@ -211,6 +211,7 @@ impl Queue {
                 trees: trees.clone(),
                 sinks,
                 next_seq: std::sync::atomic::AtomicU64::new(next_seq),
+                generation: std::sync::atomic::AtomicU64::new(0),
                 floor: std::sync::atomic::AtomicU64::new(floor),
                 queue: weak.clone(),
                 retention,
@@ -297,7 +298,7 @@ impl Queue {
         events: Vec<RoutedEvent>,
     ) -> Result<AcceptOutcome, QueueError> {
         self.check_writable()?;
-        let prepared = stage::prepare(now_ms(), payload, events)?;
+        let prepared = stage::prepare(&self.store, now_ms(), payload, events)?;
         let (reply, rx) = oneshot::channel();
         self.sender()?
             .send(commit::Command::Accept { prepared, reply })

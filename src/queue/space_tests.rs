@@ -173,8 +173,10 @@ fn event_key(n: u64) -> [u8; 16] {
 /// Stages `events` on `q` without writing them, to learn the bytes and rows accepting them
 /// writes.
 fn staged_size(q: &Queue, payload: &str, events: Vec<RoutedEvent>) -> (u64, u64) {
-    let prepared = stage::prepare(now_ms(), payload.into(), events).unwrap();
-    let (staged, _) = stage::stage_accept(&q.store, &HashSet::new(), now_ms(), prepared).unwrap();
+    let prepared = stage::prepare(&q.store, now_ms(), payload.into(), events).unwrap();
+    let claimed = stage::Claimed::default();
+    let (staged, _) =
+        stage::stage_accept(&q.store, &HashSet::new(), &claimed, now_ms(), prepared).unwrap();
     (staged.bytes(), staged.writes.len() as u64)
 }
 

@@ -50,6 +50,8 @@ pub(super) struct Store {
     pub sinks: Sinks,
     /// The next seq to hand out (only the committer takes seqs; readers see how far it got).
     pub next_seq: std::sync::atomic::AtomicU64,
+    /// Groups applied so far: a request notes it before reading its dedup rows (`stage.rs`).
+    pub generation: std::sync::atomic::AtomicU64,
     /// The seq floor on disk: seqs below it may have been handed out before a restart.
     pub floor: std::sync::atomic::AtomicU64,
     pub queue: Weak<Queue>,

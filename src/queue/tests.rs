@@ -567,3 +567,27 @@ async fn a_delivery_waiting_for_a_retry_is_not_reported_delivered() {
     assert_eq!((delivered(batch[0].seq), delivered(batch[1].seq)), (0, 1));
     q.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_posted_by_racing_requests_is_stored_once_whatever_group_each_joins() {
+    // Each request reads its dedup rows on its own thread, before the committer applies the
+    // groups in front of it: a key claimed meanwhile must still make it a duplicate.
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), long()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..600u64 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(i % 7 * 300)).await;
+            q.accept(Arc::from("{}"), routed(&[i % 150, 1_000 + i % 50], &["a"]))
+                .await
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap().unwrap().accepted.len();
+    }
+    assert_eq!(accepted, 200);
+    assert_eq!(q.take("a", 1_000, &HashSet::new()).unwrap().len(), 200);
+    q.close().unwrap();
+}
