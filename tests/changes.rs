@@ -134,6 +134,96 @@ split = "feature"
     assert_no_secret_on_disk(&d, &a);
 }
 
+/// ArcGIS Online names several change types over one changesUrl; every event shares one fetch,
+/// and a split sink gets each feature change once, with its own operation, under an id that a
+/// later window bringing the same change repeats (so it is not sent again).
+#[tokio::test]
+async fn one_fetch_per_change_window_and_each_change_once() {
+    let a = Arcgis::start(server::real_change_file());
+    let sinks = file_sink("features", "enrich = \"changes\"\nsplit = \"feature\"")
+        + &file_sink("whole", "enrich = \"changes\"");
+    let d = start(&config(
+        &app_connection(&a, ""),
+        &sinks,
+        "\"features\", \"whole\"",
+    ));
+    let delivered = async |sink: &str| {
+        metric(
+            &d,
+            &format!("hookbridge_deliveries_total{{outcome=\"delivered\",sink=\"{sink}\"}}"),
+        )
+        .await
+    };
+    let mut body: Value = serde_json::from_slice(&online_event(
+        &a.window_url("Pest_Inspections", 1404636, 1404640, true),
+        8,
+    ))
+    .unwrap();
+    body[0]["events"] = json!(["FeaturesCreated", "FeaturesUpdated"]);
+    let ids = post(&d, &serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(ids.len(), 2, "one event per change type");
+    until(&d, 20, "both events delivered to both sinks", async || {
+        delivered("features").await == 2 && delivered("whole").await == 2
+    })
+    .await;
+    assert_eq!(
+        (a.calls("extract"), a.calls("file")),
+        (1, 1),
+        "one fetch for the window"
+    );
+    let lines = d.jsonl("out/features.jsonl");
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["operation"].as_str().unwrap_or_default(),
+                l["properties"]["change"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("add", "FeaturesCreated"),
+            ("add", "FeaturesCreated"),
+            ("update", "FeaturesUpdated"),
+        ],
+        "each feature once, with its own change type: {lines:#?}"
+    );
+    let mut feature_ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap_or_default())
+        .collect();
+    feature_ids.sort_unstable();
+    feature_ids.dedup();
+    assert_eq!(feature_ids.len(), 3);
+    assert!(feature_ids.iter().all(|id| !ids.contains(&id.to_string())));
+    let whole = d.jsonl("out/whole.jsonl");
+    assert_eq!(whole.len(), 2, "the unsplit sink gets each event");
+    assert!(whole.iter().all(|l| {
+        l["properties"]["changes"][0]["adds"]
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
+    }));
+
+    // A later delivery over a window that overlaps (ArcGIS serves the same edits again):
+    // fetched, and nothing the split sink already has is sent again.
+    post(
+        &d,
+        &online_event(&a.window_url("Pest_Inspections", 1404630, 1404640, true), 9),
+    )
+    .await;
+    until(&d, 20, "the second delivery", async || {
+        delivered("features").await == 3 && delivered("whole").await == 3
+    })
+    .await;
+    assert_eq!(a.calls("file"), 2, "another window, another fetch");
+    assert_eq!(d.jsonl("out/features.jsonl").len(), 3, "no change twice");
+    assert_eq!(d.jsonl("out/whole.jsonl").len(), 3);
+    assert_no_secret_on_disk(&d, &a);
+}
+
 #[tokio::test]
 async fn enterprise_user_token_is_renewed_after_a_498_and_direct_answers_are_read() {
     let a = Arcgis::start(server::real_change_file());

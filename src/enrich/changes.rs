@@ -74,9 +74,36 @@ fn id_text(v: &Value) -> String {
     }
 }
 
+/// The change type ArcGIS names an operation of a change file with.
+fn change_type(op: &str) -> &'static str {
+    match op {
+        "add" => "FeaturesCreated",
+        "update" => "FeaturesUpdated",
+        _ => "FeaturesDeleted",
+    }
+}
+
+/// The service a change window belongs to: its `changesUrl` without the query and without the
+/// final `extractChanges` (so every window of one service names it the same way).
+fn service_url(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let path = path.trim_end_matches('/');
+    path.strip_suffix("/extractChanges").unwrap_or(path)
+}
+
+/// The id of one feature change, from what identifies the change and nothing else: the layer
+/// (service URL and layer id), the operation, the feature's id and the edit itself (the
+/// feature as the change file gives it; for ids-only files the layer's serverGen stands in; a
+/// delete needs none, a feature is deleted once). The same change met twice, in two windows
+/// that overlap or through a delivery and a poll, gets the same id.
+pub fn feature_event_id(layer: &str, op: &str, id: &str, edit: &str) -> String {
+    DedupKey::from_parts(&["feature-change", layer, op, id, edit]).to_string()
+}
+
 /// One event per added, updated, deleted feature, in change-file order within each layer:
 /// `operation` add/update/delete, `id` the feature's id, `properties.layer`
-/// (`serviceName/layerId`), `properties.feature`, `properties.serverGen`.
+/// (`serviceName/layerId`), `properties.feature`, `properties.serverGen`, `properties.change`
+/// the change type of the operation; `event_id` from [`feature_event_id`].
 pub fn split(event: &Event, changes: &Value) -> Vec<Event> {
     let mut out = Vec::new();
     let Some(layers) = changes.as_array() else {
@@ -88,9 +115,17 @@ pub fn split(event: &Event, changes: &Value) -> Vec<Event> {
         .and_then(Value::as_str)
         .unwrap_or(&event.id)
         .to_string();
+    let service_at = event
+        .properties
+        .get("changesUrl")
+        .and_then(Value::as_str)
+        .map_or_else(|| service.clone(), |u| service_url(u).to_string());
     for layer in layers {
         let layer_id = layer.get("layerId").cloned().unwrap_or(Value::Null);
         let layer_name = format!("{service}/{}", id_text(&layer_id));
+        let layer_at = format!("{service_at}/{}", id_text(&layer_id));
+        let server_gen = layer.get("serverGen").cloned().unwrap_or(Value::Null);
+        let by_gen = format!("serverGen {server_gen}");
         let list = |k: &str| {
             layer
                 .get(k)
@@ -98,37 +133,34 @@ pub fn split(event: &Event, changes: &Value) -> Vec<Event> {
                 .cloned()
                 .unwrap_or_default()
         };
-        let mut parts: Vec<(&str, String, Value)> = Vec::new();
+        let mut parts: Vec<(&str, String, Value, String)> = Vec::new();
         for f in list("adds") {
-            parts.push(("add", feature_id(&f), f));
+            parts.push(("add", feature_id(&f), f.clone(), f.to_string()));
         }
         for id in list("addIds") {
-            parts.push(("add", id_text(&id), Value::Null));
+            parts.push(("add", id_text(&id), Value::Null, by_gen.clone()));
         }
         for f in list("updates") {
-            parts.push(("update", feature_id(&f), f));
+            parts.push(("update", feature_id(&f), f.clone(), f.to_string()));
         }
         for id in list("updateIds") {
-            parts.push(("update", id_text(&id), Value::Null));
+            parts.push(("update", id_text(&id), Value::Null, by_gen.clone()));
         }
         for id in list("deleteIds") {
-            parts.push(("delete", id_text(&id), Value::Null));
+            parts.push(("delete", id_text(&id), Value::Null, String::new()));
         }
-        for (op, id, feature) in parts {
+        for (op, id, feature, edit) in parts {
             let mut e = event.clone();
-            e.event_id = DedupKey::from_parts(&[&event.event_id, &layer_name, op, &id]).to_string();
+            e.event_id = feature_event_id(&layer_at, op, &id, &edit);
             e.properties.remove("changes");
             e.properties
-                .insert("change".into(), Value::from(event.operation.clone()));
+                .insert("change".into(), Value::from(change_type(op)));
             e.properties
                 .insert("parentEventId".into(), Value::from(event.event_id.clone()));
             e.properties
                 .insert("layer".into(), Value::from(layer_name.clone()));
             e.properties.insert("layerId".into(), layer_id.clone());
-            e.properties.insert(
-                "serverGen".into(),
-                layer.get("serverGen").cloned().unwrap_or(Value::Null),
-            );
+            e.properties.insert("serverGen".into(), server_gen.clone());
             e.properties.insert("feature".into(), feature);
             e.operation = op.to_string();
             e.id = id;
@@ -175,6 +207,50 @@ mod tests {
         assert_eq!(parts[0].properties["layer"], "Webhook_Demo/0");
         assert_eq!(parts[2].properties["feature"]["attributes"]["OBJECTID"], 62);
         assert_ne!(parts[0].event_id, parts[1].event_id);
+        let changes: Vec<&Value> = parts.iter().map(|e| &e.properties["change"]).collect();
+        assert_eq!(
+            changes,
+            ["FeaturesCreated", "FeaturesCreated", "FeaturesUpdated"],
+            "each feature's own change type, not the webhook's"
+        );
+    }
+
+    #[test]
+    fn a_change_has_the_same_id_whichever_event_or_window_brings_it() {
+        let c = normalize(&real()).unwrap();
+        let url = |gens: &str| {
+            format!(
+                "https://services.example/ORG/arcgis/rest/services/Demo/FeatureServer/extractChanges?serverGens={gens}&async=true"
+            )
+        };
+        let mut created = crate::queue::tests::event(1);
+        created.operation = "FeaturesCreated".into();
+        created
+            .properties
+            .insert("changesUrl".into(), url("[1,2]").into());
+        let mut updated = crate::queue::tests::event(2);
+        updated.operation = "FeaturesUpdated".into();
+        updated
+            .properties
+            .insert("changesUrl".into(), url("[0,2]").into());
+        let ids =
+            |e: &Event| -> Vec<String> { split(e, &c).into_iter().map(|f| f.event_id).collect() };
+        assert_eq!(ids(&created), ids(&updated));
+        let mut elsewhere = created.clone();
+        elsewhere.properties.insert(
+            "changesUrl".into(),
+            "https://services.example/ORG/arcgis/rest/services/Other/FeatureServer/extractChanges"
+                .into(),
+        );
+        assert_ne!(ids(&created), ids(&elsewhere), "another service's change");
+        let mut edited = c.clone();
+        edited[0]["updates"][0]["attributes"]["Notes"] = "edited again".into();
+        let again: Vec<String> = split(&created, &edited)
+            .into_iter()
+            .map(|f| f.event_id)
+            .collect();
+        assert_eq!(ids(&created)[..2], again[..2]);
+        assert_ne!(ids(&created)[2], again[2], "a later edit is another change");
     }
 
     #[test]

@@ -92,11 +92,11 @@ impl Feed {
         let mut out = Vec::with_capacity(batch.len());
         let mut parked = false;
         for mut d in batch {
-            if changes_url(&d.event).is_none() {
+            let Some(url) = changes_url(&d.event).map(str::to_string) else {
                 out.push(d);
                 continue;
-            }
-            match self.queue.changes(d.seq) {
+            };
+            match self.queue.changes(d.seq, &url) {
                 Ok(Some(changes)) => {
                     d.event.properties.insert("changes".into(), changes);
                     out.push(d);
@@ -109,7 +109,7 @@ impl Feed {
                 }
             }
             if settings.on_failure == OnFailure::DeliverUnenriched {
-                if let Ok(Some(reason)) = self.queue.changes_failure(d.seq) {
+                if let Ok(Some(reason)) = self.queue.changes_failure(d.seq, &url) {
                     d.event
                         .properties
                         .insert("changesError".into(), Value::from(reason));
@@ -129,6 +129,10 @@ impl Feed {
     }
 
     /// Sends a prepared batch: split per feature when the sink asks, one outcome per delivery.
+    ///
+    /// Split, each feature change goes to the sink once: a change that several events of the
+    /// batch share (one per change type over one change file) is sent once, and a change the
+    /// sink delivered before (another delivery or a poll over the same edits) is not sent again.
     pub async fn send(
         &self,
         name: &str,
@@ -143,10 +147,14 @@ impl Feed {
         }
         let mut parts = Vec::new();
         let mut owner = Vec::new();
+        let mut features: HashSet<String> = HashSet::new();
         for (i, d) in batch.iter().enumerate() {
             match d.event.properties.get("changes") {
                 Some(c) => {
                     for e in changes::split(&d.event, c) {
+                        if !features.insert(e.event_id.clone()) {
+                            continue;
+                        }
                         parts.push(Delivery {
                             event: e,
                             ..d.clone()
@@ -160,11 +168,30 @@ impl Feed {
                 }
             }
         }
+        let ids: Vec<&str> = features.iter().map(String::as_str).collect();
+        let sent = self.queue.features_sent(name, &ids).unwrap_or_else(|e| {
+            tracing::warn!(sink = name, error = %e, "cannot read the feature changes sent; sending them all");
+            HashSet::new()
+        });
+        if !sent.is_empty() {
+            let mut keep = parts.iter().map(|p| !sent.contains(&p.event.event_id));
+            owner.retain(|_| keep.next().unwrap_or(true));
+            parts.retain(|p| !sent.contains(&p.event.event_id));
+        }
         let mut outcomes = vec![Outcome::Delivered; batch.len()];
         if parts.is_empty() {
             return Ok(outcomes);
         }
         let got = sink.send(&parts).await?;
+        let delivered: Vec<&str> = parts
+            .iter()
+            .zip(&got)
+            .filter(|(p, o)| **o == Outcome::Delivered && features.contains(&p.event.event_id))
+            .map(|(p, _)| p.event.event_id.as_str())
+            .collect();
+        if let Err(e) = self.queue.record_features_sent(name, &delivered) {
+            tracing::warn!(sink = name, error = %e, "cannot record the feature changes sent; they may be sent again");
+        }
         for (i, o) in owner.into_iter().zip(got) {
             let worse = match (&outcomes[i], &o) {
                 (Outcome::Reject(_), _) => false,
@@ -203,7 +230,8 @@ pub struct Enricher {
     pub shutdown: CancellationToken,
 }
 
-type Done = (u64, String, Result<Value, FetchError>);
+/// A finished fetch: the event it was for, the window's URL, the connection, what came back.
+type Done = (u64, String, String, Result<Value, FetchError>);
 
 impl Enricher {
     /// Runs until shutdown: checks every connection's token, then fetches as deliveries park.
@@ -235,8 +263,8 @@ impl Enricher {
                 .min(SWEEP_EVERY);
             tokio::select! {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
-                    let Ok((seq, conn, result)) = done else { continue };
-                    self.finish(seq, &conn, result, &mut schedule).await;
+                    let Ok((seq, url, conn, result)) = done else { continue };
+                    self.finish(seq, &url, &conn, result, &mut schedule).await;
                 }
                 _ = self.feed.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -246,28 +274,36 @@ impl Enricher {
         jobs.abort_all();
     }
 
-    /// Starts a fetch for each parked event the schedule lets through, oldest first.
+    /// Starts a fetch for each change window of parked events the schedule lets through,
+    /// oldest first: the oldest parked event naming a window fetches it for all of them, and
+    /// the others are released once its changes are stored.
     fn start_fetches(&self, schedule: &mut Schedule, jobs: &mut JoinSet<Done>) {
+        let mut windows = HashSet::new();
         for seq in self.parked() {
             if !schedule.has_room() {
                 break;
-            }
-            if let Ok(Some(_)) = self.feed.queue.changes(seq) {
-                schedule.forget(seq);
-                self.release(seq);
-                continue;
             }
             let Some(url) = self.url_of(seq) else {
                 self.release(seq);
                 continue;
             };
+            let window = schedule::window(&url);
+            if let Ok(Some(_)) = self.feed.queue.changes(seq, &url) {
+                schedule.forget(window);
+                self.release(seq);
+                continue;
+            }
+            if !windows.insert(window) {
+                continue;
+            }
             let origin = schedule::origin(&url);
-            if !schedule.may_start(seq, &origin, Instant::now()) {
+            if !schedule.may_start(window, &origin, Instant::now()) {
                 continue;
             }
             let Some(conn) = self.feed.connection_for(&url) else {
                 self.give_up(
                     seq,
+                    &url,
                     &format!(
                         "no [arcgis.*] connection lists a services prefix for {}",
                         fetch::without_query(&url)
@@ -275,21 +311,22 @@ impl Enricher {
                 );
                 continue;
             };
-            schedule.started(seq, origin);
+            schedule.started(window, origin);
             jobs.spawn(async move {
                 let r = conn
                     .fetch(&url)
                     .await
                     .and_then(|f| changes::normalize(&f.json).map_err(FetchError::Failed));
-                (seq, conn.name.clone(), r)
+                (seq, url, conn.name.clone(), r)
             });
         }
     }
 
-    /// Records a fetch's result, and when the event is to be tried again.
+    /// Records a fetch's result, and when the window is to be fetched again.
     async fn finish(
         &self,
         seq: u64,
+        url: &str,
         conn: &str,
         result: Result<Value, FetchError>,
         schedule: &mut Schedule,
@@ -301,19 +338,20 @@ impl Enricher {
             .find(|c| c.name == conn)
             .map(|c| &c.config);
         let first = settings.map_or(Duration::from_secs(1), |c| c.poll_interval);
+        let window = schedule::window(url);
         match result {
             Ok(changes) => {
-                schedule.answered(seq);
-                if let Err(e) = self.feed.queue.store_changes(seq, &changes).await {
+                schedule.answered(window);
+                if let Err(e) = self.feed.queue.store_changes(seq, url, &changes).await {
                     tracing::error!(connection = conn, error = %e, "cannot store the changes; fetching again later");
-                    schedule.wait_until(seq, Instant::now() + Duration::from_secs(1));
+                    schedule.wait_until(window, Instant::now() + Duration::from_secs(1));
                     return;
                 }
-                schedule.forget(seq);
+                schedule.forget(window);
                 METRICS.enrich_fetches.with_label_values(&[conn]).inc();
                 tracing::info!(connection = conn, seq, "changes fetched and stored");
                 self.health.clear_problem(&format!("arcgis.{conn}"));
-                self.release(seq);
+                self.release_window(url);
             }
             Err(e @ (FetchError::Unavailable(_) | FetchError::Token(_))) => {
                 let token = matches!(e, FetchError::Token(_));
@@ -325,12 +363,13 @@ impl Enricher {
                 if let Some(c) = self.feed.connections.iter().find(|c| c.name == conn) {
                     self.note_token(c, token.then_some(&e));
                 }
-                let (down_for, outages) = schedule.outage(seq, Instant::now());
+                let (down_for, outages) = schedule.outage(window, Instant::now());
                 let bound = settings.map_or(Duration::MAX, |c| c.give_up_after);
                 if !token && down_for >= bound {
-                    schedule.forget(seq);
+                    schedule.forget(window);
                     self.give_up(
                         seq,
+                        url,
                         &format!(
                             "changes could not be fetched: unavailable for {} (give_up_after): {e}",
                             humantime::format_duration(Duration::from_secs(down_for.as_secs()))
@@ -340,35 +379,40 @@ impl Enricher {
                 }
                 let delay = fetch::backoff(first, outages);
                 tracing::warn!(connection = conn, seq, error = %e, retry_in = ?delay, "cannot fetch changes now; nothing is lost, no attempt spent");
-                schedule.wait_until(seq, Instant::now() + delay);
+                schedule.wait_until(window, Instant::now() + delay);
             }
             Err(FetchError::Failed(e)) => {
-                schedule.answered(seq);
+                schedule.answered(window);
                 METRICS
                     .enrich_failures
                     .with_label_values(&[conn, "error"])
                     .inc();
-                let attempts = self.feed.queue.count_failed_fetch(seq).unwrap_or(u32::MAX);
+                let attempts = self
+                    .feed
+                    .queue
+                    .count_failed_fetch(seq, url)
+                    .unwrap_or(u32::MAX);
                 let limit = settings.map_or(1, |c| c.attempts);
                 if attempts >= limit {
-                    schedule.forget(seq);
+                    schedule.forget(window);
                     self.give_up(
                         seq,
+                        url,
                         &format!("changes could not be fetched after {attempts} attempts: {e}"),
                     );
                     return;
                 }
                 let delay = fetch::backoff(first, attempts);
                 tracing::warn!(connection = conn, seq, attempt = attempts, error = %e, retry_in = ?delay, "fetching changes failed; will retry");
-                schedule.wait_until(seq, Instant::now() + delay);
+                schedule.wait_until(window, Instant::now() + delay);
             }
             Err(FetchError::Fatal(e)) => {
-                schedule.forget(seq);
+                schedule.forget(window);
                 METRICS
                     .enrich_failures
                     .with_label_values(&[conn, "fatal"])
                     .inc();
-                self.give_up(seq, &format!("changes could not be fetched: {e}"));
+                self.give_up(seq, url, &format!("changes could not be fetched: {e}"));
             }
         }
     }
@@ -411,11 +455,12 @@ impl Enricher {
                 continue;
             };
             for seq in seqs {
+                let Some(url) = self.url_of(seq) else {
+                    continue;
+                };
                 let settled = s.on_failure == OnFailure::DeliverUnenriched
-                    && matches!(self.feed.queue.changes_failure(seq), Ok(Some(_)));
-                let needs = !settled
-                    && matches!(self.feed.queue.changes(seq), Ok(None))
-                    && self.url_of(seq).is_some();
+                    && matches!(self.feed.queue.changes_failure(seq, &url), Ok(Some(_)));
+                let needs = !settled && matches!(self.feed.queue.changes(seq, &url), Ok(None));
                 if needs {
                     let _ = self.feed.queue.park(sink, seq);
                 }
@@ -453,19 +498,37 @@ impl Enricher {
         }
     }
 
-    /// Gives the fetch up: each sink dead-letters, or delivers without changes, as it chose.
-    fn give_up(&self, seq: u64, reason: &str) {
-        tracing::error!(seq, %reason, "giving up on an event's changes");
-        if let Err(e) = self.feed.queue.give_up_changes(seq, reason) {
+    /// Every parked event naming the change window `url`, oldest first.
+    fn parked_in(&self, url: &str) -> Vec<u64> {
+        self.parked()
+            .into_iter()
+            .filter(|seq| self.url_of(*seq).as_deref() == Some(url))
+            .collect()
+    }
+
+    /// Releases every parked event naming the window `url`: its changes are stored.
+    fn release_window(&self, url: &str) {
+        for seq in self.parked_in(url) {
+            self.release(seq);
+        }
+    }
+
+    /// Gives the window's fetch up: each sink dead-letters every parked delivery naming it, or
+    /// delivers it without changes, as it chose.
+    fn give_up(&self, seq: u64, url: &str, reason: &str) {
+        tracing::error!(seq, %reason, "giving up on a change window");
+        if let Err(e) = self.feed.queue.give_up_changes(seq, url, reason) {
             tracing::error!(error = %e, "cannot record the failed fetch");
         }
-        for (sink, s) in &self.feed.sinks {
-            let r = match s.on_failure {
-                OnFailure::DeadLetter => self.feed.queue.bury_parked(sink, seq, reason),
-                OnFailure::DeliverUnenriched => self.feed.queue.unpark(sink, seq),
-            };
-            if let Err(e) = r {
-                tracing::error!(sink, error = %e, "cannot settle a parked delivery");
+        for seq in self.parked_in(url) {
+            for (sink, s) in &self.feed.sinks {
+                let r = match s.on_failure {
+                    OnFailure::DeadLetter => self.feed.queue.bury_parked(sink, seq, reason),
+                    OnFailure::DeliverUnenriched => self.feed.queue.unpark(sink, seq),
+                };
+                if let Err(e) = r {
+                    tracing::error!(sink, error = %e, "cannot settle a parked delivery");
+                }
             }
         }
     }

@@ -1,15 +1,18 @@
-//! Which parked events the change feed fetches next, so that one URL or host that keeps failing
+//! Which change windows the change feed fetches next, so that one URL or host that keeps failing
 //! never holds up the others.
 //!
-//! Each event waits out its own backoff after a failure. A host whose last answer was an outage
+//! Each window (the change file one `changesUrl` names, fetched once for every event naming
+//! it) waits out its own backoff after a failure. A host whose last answer was an outage
 //! gets one fetch at a time (a probe) until it answers again, and no host takes more than
-//! [`PER_ORIGIN`] of the [`CONCURRENCY`] fetches, so a slot stays free for other hosts. An
-//! event is given up once its fetches have been failing as outages for longer than the
+//! [`PER_ORIGIN`] of the [`CONCURRENCY`] fetches, so a slot stays free for other hosts. A
+//! window is given up once its fetches have been failing as outages for longer than the
 //! connection's `give_up_after`, measured since the daemon started (nothing about an outage is
 //! stored: it spends no attempt).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+
+use crate::event::DedupKey;
 
 /// How many change files are fetched at once.
 pub const CONCURRENCY: usize = 4;
@@ -19,12 +22,21 @@ pub const PER_ORIGIN: usize = CONCURRENCY - 1;
 /// The fetches running and the waits owed, in memory.
 #[derive(Debug, Default)]
 pub struct Schedule {
+    /// The windows being fetched, and from which host.
     running: HashMap<u64, String>,
     not_before: HashMap<u64, Instant>,
-    /// Outages in a row per event, and when the first of them was.
+    /// Outages in a row per window, and when the first of them was.
     outages: HashMap<u64, (u32, Instant)>,
     /// Hosts whose last answer was an outage.
     suspect: HashSet<String>,
+}
+
+/// The id of the change window `url` names, that the schedule keys its entries by.
+pub fn window(url: &str) -> u64 {
+    let k = DedupKey::from_parts(&["changes", url]).0;
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&k[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// The host part of a URL that outages are counted by: scheme, host and port.
@@ -40,9 +52,11 @@ impl Schedule {
         self.running.len() < CONCURRENCY
     }
 
-    /// Whether event `seq`, whose changes are at `origin`, may be fetched now.
-    pub fn may_start(&self, seq: u64, origin: &str, now: Instant) -> bool {
-        if self.running.contains_key(&seq) || self.not_before.get(&seq).is_some_and(|t| *t > now) {
+    /// Whether window `window`, whose changes are at `origin`, may be fetched now.
+    pub fn may_start(&self, window: u64, origin: &str, now: Instant) -> bool {
+        if self.running.contains_key(&window)
+            || self.not_before.get(&window).is_some_and(|t| *t > now)
+        {
             return false;
         }
         let at_origin = self.running.values().filter(|o| *o == origin).count();
@@ -54,45 +68,45 @@ impl Schedule {
         self.has_room() && at_origin < cap
     }
 
-    /// A fetch of `seq` from `origin` started.
-    pub fn started(&mut self, seq: u64, origin: String) {
-        self.not_before.remove(&seq);
-        self.running.insert(seq, origin);
+    /// A fetch of `window` from `origin` started.
+    pub fn started(&mut self, window: u64, origin: String) {
+        self.not_before.remove(&window);
+        self.running.insert(window, origin);
     }
 
-    /// The fetch of `seq` brought its changes (or an answer that is not an outage).
-    pub fn answered(&mut self, seq: u64) {
-        if let Some(origin) = self.running.remove(&seq) {
+    /// The fetch of `window` brought its changes (or an answer that is not an outage).
+    pub fn answered(&mut self, window: u64) {
+        if let Some(origin) = self.running.remove(&window) {
             self.suspect.remove(&origin);
         }
-        self.outages.remove(&seq);
+        self.outages.remove(&window);
     }
 
-    /// The fetch of `seq` met an outage; returns how long the event has been unavailable and
+    /// The fetch of `window` met an outage; returns how long the window has been unavailable and
     /// the number of outages in a row.
-    pub fn outage(&mut self, seq: u64, now: Instant) -> (Duration, u32) {
-        if let Some(origin) = self.running.remove(&seq) {
+    pub fn outage(&mut self, window: u64, now: Instant) -> (Duration, u32) {
+        if let Some(origin) = self.running.remove(&window) {
             self.suspect.insert(origin);
         }
-        let entry = self.outages.entry(seq).or_insert((0, now));
+        let entry = self.outages.entry(window).or_insert((0, now));
         entry.0 = entry.0.saturating_add(1);
         (now.saturating_duration_since(entry.1), entry.0)
     }
 
-    /// Event `seq` waits until `at` before its next fetch.
-    pub fn wait_until(&mut self, seq: u64, at: Instant) {
-        self.running.remove(&seq);
-        self.not_before.insert(seq, at);
+    /// Window `window` waits until `at` before its next fetch.
+    pub fn wait_until(&mut self, window: u64, at: Instant) {
+        self.running.remove(&window);
+        self.not_before.insert(window, at);
     }
 
-    /// Event `seq` is settled (its changes stored, or given up): nothing is owed.
-    pub fn forget(&mut self, seq: u64) {
-        self.running.remove(&seq);
-        self.not_before.remove(&seq);
-        self.outages.remove(&seq);
+    /// Window `window` is settled (its changes stored, or given up): nothing is owed.
+    pub fn forget(&mut self, window: u64) {
+        self.running.remove(&window);
+        self.not_before.remove(&window);
+        self.outages.remove(&window);
     }
 
-    /// When the next waiting event is due.
+    /// When the next waiting window is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.not_before.values().min().copied()
     }

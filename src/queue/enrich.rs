@@ -1,11 +1,16 @@
-//! Changes fetched for events, stored once per event beside the queue, and the deliveries
-//! parked while they are fetched.
+//! Changes fetched for events, stored once per change window beside the queue, and the
+//! deliveries parked while they are fetched.
+//!
+//! A change window is what one `changesUrl` names (a service, its layers, a `serverGens`
+//! range): every event that carries the same URL shares one stored change file, however many
+//! events of one delivery (one per change type) or of several deliveries name it.
 //!
 //! A delivery that needs changes it does not have yet is parked: moved to the waiting rows at
 //! a due time that never comes ([`PARKED`]), so retention keeps its event and no dispatcher takes
 //! it. The change file, once fetched, is written here and flushed before the parked rows go
 //! back to ready: a restart after that never fetches it again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -15,24 +20,57 @@ use super::keys::*;
 use super::log::{self, LogRow};
 use super::progress::Progress;
 use super::{DeliveryRow, Queue, QueueError, decode, encode, now_ms};
-use crate::event::Event;
+use crate::event::{DedupKey, Event};
 use crate::metrics::METRICS;
 use crate::sinks::Delivery;
 
-/// The tree: `c` + seq → the changes (JSON); `a` + seq → [`FetchState`]; `f` + seq → why the
-/// fetch was given up (for sinks that deliver without changes).
-const CHANGES: u8 = b'c';
-const STATE: u8 = b'a';
-const FAILED: u8 = b'f';
+/// The tree, per change window (`window_key`): `C` + window → the newest event seq that named
+/// it, then the changes (JSON); `A` + window → seq, then [`FetchState`]; `F` + window → seq,
+/// then why the fetch was given up (for sinks that deliver without changes). The seq lets
+/// pruning drop a window once the log no longer holds the event.
+const CHANGES: u8 = b'C';
+const STATE: u8 = b'A';
+const FAILED: u8 = b'F';
+/// Rows of stores of earlier releases, keyed by event seq: `c` + seq → changes, `a` + seq →
+/// [`FetchState`], `f` + seq → the reason. Read as a fallback, pruned as before.
+const OLD_CHANGES: u8 = b'c';
+const OLD_STATE: u8 = b'a';
+const OLD_FAILED: u8 = b'f';
 
 /// The due time of a parked delivery: never.
 pub const PARKED: u64 = u64::MAX;
 
-/// Failed fetches of one event so far.
+/// Failed fetches of one change window so far.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FetchState {
     /// Fetches that failed (outages excluded).
     pub attempts: u32,
+}
+
+/// The key of the change window `url` names, under `prefix`.
+fn window_key(prefix: u8, url: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(prefix);
+    k.extend_from_slice(&DedupKey::from_parts(&["changes", url]).0);
+    k
+}
+
+/// `seq` then `rest`: the value of a window row.
+fn with_seq(seq: u64, rest: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + rest.len());
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(rest);
+    v
+}
+
+/// The part of a window row's value after its seq.
+fn after_seq(v: &[u8]) -> &[u8] {
+    v.get(8..).unwrap_or_default()
+}
+
+/// The dedup row recording that `sink` delivered the feature change `feature_id`.
+fn sent_key(sink: &str, feature_id: &str) -> [u8; 16] {
+    DedupKey::from_parts(&["sent", sink, feature_id]).0
 }
 
 impl Queue {
@@ -40,31 +78,45 @@ impl Queue {
         Ok(self.trees.enrich.clone())
     }
 
-    /// The stored changes of event `seq`, if they were fetched.
-    pub fn changes(&self, seq: u64) -> Result<Option<Value>, QueueError> {
-        let key = seq_key(CHANGES, seq);
-        match self.enrich_tree()?.get(&key)? {
-            Some(v) => Ok(Some(decode(&key, &v)?)),
+    /// The stored changes of the window `url` (event `seq` names it), if they were fetched.
+    pub fn changes(&self, seq: u64, url: &str) -> Result<Option<Value>, QueueError> {
+        let tree = self.enrich_tree()?;
+        let key = window_key(CHANGES, url);
+        if let Some(v) = tree.get(&key)? {
+            return Ok(Some(decode(&key, after_seq(&v))?));
+        }
+        let old = seq_key(OLD_CHANGES, seq);
+        match tree.get(&old)? {
+            Some(v) => Ok(Some(decode(&old, &v)?)),
             None => Ok(None),
         }
     }
 
-    /// Why fetching event `seq`'s changes was given up, if it was.
-    pub fn changes_failure(&self, seq: u64) -> Result<Option<String>, QueueError> {
-        let key = seq_key(FAILED, seq);
-        Ok(self
-            .enrich_tree()?
-            .get(&key)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    /// Why fetching the window `url` (event `seq` names it) was given up, if it was.
+    pub fn changes_failure(&self, seq: u64, url: &str) -> Result<Option<String>, QueueError> {
+        let tree = self.enrich_tree()?;
+        let reason = match tree.get(window_key(FAILED, url))? {
+            Some(v) => Some(String::from_utf8_lossy(after_seq(&v)).into_owned()),
+            None => tree
+                .get(seq_key(OLD_FAILED, seq))?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        };
+        Ok(reason)
     }
 
-    /// Stores event `seq`'s changes and flushes them to disk before returning.
-    pub async fn store_changes(&self, seq: u64, changes: &Value) -> Result<(), QueueError> {
+    /// Stores the changes of the window `url` (named by event `seq`, the newest to name it)
+    /// and flushes them to disk before returning.
+    pub async fn store_changes(
+        &self,
+        seq: u64,
+        url: &str,
+        changes: &Value,
+    ) -> Result<(), QueueError> {
         let tree = self.enrich_tree()?;
         let mut batch = sled::Batch::default();
-        batch.insert(seq_key(CHANGES, seq), encode(changes));
-        batch.remove(seq_key(STATE, seq));
-        batch.remove(seq_key(FAILED, seq));
+        batch.insert(window_key(CHANGES, url), with_seq(seq, &encode(changes)));
+        batch.remove(window_key(STATE, url));
+        batch.remove(window_key(FAILED, url));
         tree.apply_batch(batch)?;
         let (files, db) = (self.store.files.clone(), self.db.clone());
         tokio::task::spawn_blocking(move || files.flush(&db))
@@ -73,26 +125,47 @@ impl Queue {
         Ok(())
     }
 
-    /// Counts one failed fetch of event `seq`; returns the count.
-    pub fn count_failed_fetch(&self, seq: u64) -> Result<u32, QueueError> {
+    /// Counts one failed fetch of the window `url` (named by event `seq`); returns the count.
+    pub fn count_failed_fetch(&self, seq: u64, url: &str) -> Result<u32, QueueError> {
         let tree = self.enrich_tree()?;
-        let key = seq_key(STATE, seq);
+        let key = window_key(STATE, url);
         let mut state: FetchState = match tree.get(&key)? {
-            Some(v) => decode(&key, &v)?,
+            Some(v) => decode(&key, after_seq(&v))?,
             None => FetchState::default(),
         };
         state.attempts += 1;
-        tree.insert(key, encode(&state))?;
+        tree.insert(key, with_seq(seq, &encode(&state)))?;
         Ok(state.attempts)
     }
 
-    /// Records that the fetch for `seq` was given up (a replay starts counting again).
-    pub fn give_up_changes(&self, seq: u64, reason: &str) -> Result<(), QueueError> {
+    /// Records that the fetch of the window `url` was given up (a replay starts counting again).
+    pub fn give_up_changes(&self, seq: u64, url: &str, reason: &str) -> Result<(), QueueError> {
         let tree = self.enrich_tree()?;
         let mut batch = sled::Batch::default();
-        batch.remove(seq_key(STATE, seq));
-        batch.insert(seq_key(FAILED, seq), reason.as_bytes());
+        batch.remove(window_key(STATE, url));
+        batch.insert(window_key(FAILED, url), with_seq(seq, reason.as_bytes()));
         tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Of the feature changes `ids`, those `sink` has delivered within the dedup window.
+    pub fn features_sent(&self, sink: &str, ids: &[&str]) -> Result<HashSet<String>, QueueError> {
+        let mut out = HashSet::new();
+        for id in ids {
+            if self.trees.dedup.get(sent_key(sink, id))?.is_some() {
+                out.insert((*id).to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `sink` delivered the feature changes `ids` (they expire with the dedup keys).
+    pub fn record_features_sent(&self, sink: &str, ids: &[&str]) -> Result<(), QueueError> {
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&now_ms().to_be_bytes());
+        for id in ids {
+            self.trees.dedup.insert(sent_key(sink, id), &value)?;
+        }
         Ok(())
     }
 
@@ -225,12 +298,18 @@ impl Queue {
         Ok(log::event_and_payload(&self.trees.log, seq)?.map(|(e, p, _)| (e, p)))
     }
 
-    /// Removes stored changes of events the queue no longer holds.
+    /// Removes stored changes, fetch states and failures of windows whose newest event the
+    /// log no longer holds (and the per-event rows of earlier releases likewise).
     pub fn prune_changes(&self) -> Result<(), QueueError> {
         let tree = self.enrich_tree()?;
         for item in tree.iter().take(1_000) {
-            let (k, _) = item?;
-            if let Some(seq) = u64_at(&k, 1) {
+            let (k, v) = item?;
+            let seq = match k.first() {
+                Some(&(CHANGES | STATE | FAILED)) => u64_at(&v, 0),
+                Some(&(OLD_CHANGES | OLD_STATE | OLD_FAILED)) => u64_at(&k, 1),
+                _ => None,
+            };
+            if let Some(seq) = seq {
                 if log::find(&self.trees.log, seq)?.is_none() {
                     tree.remove(k)?;
                 }
@@ -274,24 +353,84 @@ mod tests {
         assert!(!queue.park("a", seq).unwrap(), "already parked");
         assert!(queue.take("a", 10, &Default::default()).unwrap().is_empty());
         assert_eq!(queue.parked_seqs("a").unwrap(), [seq]);
-        assert_eq!(queue.count_failed_fetch(seq).unwrap(), 1);
-        assert_eq!(queue.count_failed_fetch(seq).unwrap(), 2);
+        let url = "https://services.example/FeatureServer/extractChanges?serverGens=[1,2]";
+        let other = "https://services.example/FeatureServer/extractChanges?serverGens=[2,3]";
+        assert_eq!(queue.count_failed_fetch(seq, url).unwrap(), 1);
+        assert_eq!(queue.count_failed_fetch(seq, url).unwrap(), 2);
+        assert_eq!(queue.count_failed_fetch(seq, other).unwrap(), 1);
         queue
-            .store_changes(seq, &serde_json::json!([{"layerId": 0}]))
+            .store_changes(seq, url, &serde_json::json!([{"layerId": 0}]))
             .await
             .unwrap();
         assert_eq!(
-            queue.count_failed_fetch(seq).unwrap(),
+            queue.count_failed_fetch(seq, url).unwrap(),
             1,
             "a stored result resets the count"
         );
+        assert_eq!(
+            queue.changes(seq + 7, url).unwrap().unwrap()[0]["layerId"],
+            0,
+            "every event naming the window shares its changes"
+        );
+        assert!(queue.changes(seq, other).unwrap().is_none());
         queue.unpark("a", seq).unwrap();
         assert_eq!(queue.take("a", 10, &Default::default()).unwrap().len(), 1);
-        assert_eq!(queue.changes(seq).unwrap().unwrap()[0]["layerId"], 0);
+        assert_eq!(queue.changes(seq, url).unwrap().unwrap()[0]["layerId"], 0);
         assert!(queue.park("b", seq).unwrap());
         queue.bury_parked("b", seq, "the job failed").unwrap();
         let dead = queue.dead_letters(Some("b"), None).unwrap();
         assert_eq!(dead[0].error, "the job failed");
+        queue.close().unwrap();
+    }
+
+    #[test]
+    fn feature_changes_sent_are_remembered_per_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let retention = Retention {
+            dedup_window: day,
+            keep_delivered: day,
+            keep_dead: day,
+            min_free: 0,
+        };
+        let queue = Queue::open(dir.path(), retention).unwrap();
+        assert!(queue.features_sent("a", &["f1", "f2"]).unwrap().is_empty());
+        queue.record_features_sent("a", &["f1"]).unwrap();
+        let sent = queue.features_sent("a", &["f1", "f2"]).unwrap();
+        assert_eq!(sent.into_iter().collect::<Vec<_>>(), ["f1"]);
+        assert!(queue.features_sent("b", &["f1"]).unwrap().is_empty());
+        queue.close().unwrap();
+    }
+
+    #[test]
+    fn changes_stored_by_an_earlier_release_per_event_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let retention = Retention {
+            dedup_window: day,
+            keep_delivered: day,
+            keep_dead: day,
+            min_free: 0,
+        };
+        let queue = Queue::open(dir.path(), retention).unwrap();
+        let tree = queue.trees.enrich.clone();
+        tree.insert(
+            seq_key(OLD_CHANGES, 5),
+            encode(&serde_json::json!([{"layerId": 3}])),
+        )
+        .unwrap();
+        tree.insert(seq_key(OLD_FAILED, 6), "the job failed".as_bytes())
+            .unwrap();
+        assert_eq!(queue.changes(5, "u").unwrap().unwrap()[0]["layerId"], 3);
+        assert_eq!(
+            queue.changes_failure(6, "u").unwrap().unwrap(),
+            "the job failed"
+        );
+        queue.prune_changes().unwrap();
+        assert!(
+            queue.changes(5, "u").unwrap().is_none(),
+            "no log row holds seq 5"
+        );
         queue.close().unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! `changefiles/<id>.json`. It checks the token on every call and can be told to misbehave.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct Arcgis {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     state: Arc<Mutex<State>>,
+    /// The serverGen the next window handed out starts at.
+    next_gen: AtomicU64,
 }
 
 impl Arcgis {
@@ -113,7 +116,11 @@ impl Arcgis {
             });
         });
         rx.recv().expect("local ArcGIS started");
-        Arcgis { base, state }
+        Arcgis {
+            base,
+            state,
+            next_gen: AtomicU64::new(1_404_636),
+        }
     }
 
     /// Sets what the server does next.
@@ -131,10 +138,17 @@ impl Arcgis {
         self.seen().calls.get(what).copied().unwrap_or(0)
     }
 
-    /// A changesUrl of service `svc` on this server.
+    /// A changesUrl of service `svc` on this server over a window of its own, as each ArcGIS
+    /// delivery names the serverGens since the one before.
     pub fn changes_url(&self, svc: &str, asynchronous: bool) -> String {
+        let from = self.next_gen.fetch_add(4, Ordering::Relaxed);
+        self.window_url(svc, from, from + 4, asynchronous)
+    }
+
+    /// The changesUrl of service `svc` over the serverGens `from` to `to`.
+    pub fn window_url(&self, svc: &str, from: u64, to: u64, asynchronous: bool) -> String {
         format!(
-            "{}/rest/services/{svc}/FeatureServer/extractChanges?serverGens=[1404636,1404640]{}&returnUpdates=true",
+            "{}/rest/services/{svc}/FeatureServer/extractChanges?serverGens=[{from},{to}]{}&returnUpdates=true",
             self.base,
             if asynchronous { "&async=true" } else { "" }
         )
