@@ -31,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/sinks/{name}/resume", web::post().to(resume))
             .route("/sinks/{name}/retry", web::post().to(retry_sink))
             .route("/events/{id}/retry", web::post().to(retry_event))
+            .route("/hooks/{name}/reconcile", web::post().to(reconcile_now))
             .default_service(web::to(not_found)),
     );
 }
@@ -316,6 +317,22 @@ async fn retry_sink(state: web::Data<AppState>, name: web::Path<String>) -> Http
     }
     let state = state.into_inner();
     blocking(move || retry_now(&state, &[name], None).map(|n| json!({ "retried": n }))).await
+}
+
+/// `POST /admin/hooks/{name}/reconcile`: the hook's layers are polled now, the tail included.
+async fn reconcile_now(state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
+    let name = name.into_inner();
+    match state.watch() {
+        Some(w) if w.poll_now(&name) => {
+            tracing::info!(hook = %name, "reconciliation asked for by an operator");
+            HttpResponse::Accepted().json(json!({ "hook": name, "reconcile": "started" }))
+        }
+        _ => error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not_reconciled",
+            format!("no hook named {name:?} has reconcile set"),
+        ),
+    }
 }
 
 /// `POST /admin/events/{id}/retry`: the event's waiting deliveries, at every sink, are tried now.

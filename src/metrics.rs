@@ -59,6 +59,10 @@ pub struct Metrics {
     pub enrich_failures: IntCounterVec,
     /// Bytes of change files read, by connection.
     pub enrich_bytes: IntCounterVec,
+    /// Change windows reconciliation found that no webhook delivered, by hook.
+    pub reconciled_windows: IntCounterVec,
+    /// Reconciliation polls by hook and result (ok, failed).
+    pub reconcile_polls: IntCounterVec,
     /// Answers from HTTP receivers, by sink and status code.
     pub http_responses: IntCounterVec,
     /// Time of one HTTP sink request, from sending to the end of the answer, by sink.
@@ -228,6 +232,16 @@ impl Metrics {
                 "Bytes of change files read, by ArcGIS connection",
                 &["connection"],
             ),
+            reconciled_windows: counter(
+                "hookbridge_reconciled_windows_total",
+                "Layer change windows delivered by reconciliation (no webhook delivered them), by hook",
+                &["hook"],
+            ),
+            reconcile_polls: counter(
+                "hookbridge_reconcile_polls_total",
+                "Reconciliation polls of extractChanges, by hook and result",
+                &["hook", "result"],
+            ),
             http_responses: counter(
                 "hookbridge_http_responses_total",
                 "Answers from HTTP receivers, by sink and status code",
@@ -276,6 +290,8 @@ impl Metrics {
             Box::new(m.enrich_job_polls.clone()),
             Box::new(m.enrich_failures.clone()),
             Box::new(m.enrich_bytes.clone()),
+            Box::new(m.reconciled_windows.clone()),
+            Box::new(m.reconcile_polls.clone()),
             Box::new(m.http_responses.clone()),
             Box::new(m.http_request_seconds.clone()),
             Box::new(m.http_rate_limit_wait.clone()),

@@ -4,6 +4,8 @@
 mod common;
 #[path = "changes/isolation.rs"]
 mod isolation;
+// Shared with tests/reconcile.rs, which uses the parts this file does not.
+#[allow(dead_code)]
 #[path = "changes/server.rs"]
 mod server;
 #[path = "changes/support.rs"]

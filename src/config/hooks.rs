@@ -2,11 +2,13 @@
 //! from them before they are stored.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::arcgis::HookKind;
 use crate::arcgis::json::RedactPath;
+use crate::enrich::reconcile::MIN_EVERY;
 use crate::problem::Problem;
 use crate::secret::Secret;
 use crate::verify::AuthWay;
@@ -30,6 +32,30 @@ pub struct HookConfig {
     /// JSON paths removed from the payload before it is stored or sent (personal data).
     #[serde(default, deserialize_with = "redact_paths")]
     pub redact: Vec<RedactPath>,
+    /// The feature service the hook's webhook watches (`…/FeatureServer`), for reconciliation.
+    pub service: Option<String>,
+    /// The layer ids of `service` the hook covers.
+    #[serde(default)]
+    pub layers: Vec<u32>,
+    /// Calls extractChanges from each layer's last serverGen, so no edit goes missing.
+    pub reconcile: Option<ReconcileConfig>,
+    /// false: ArcGIS sends this hook no webhook; its events come from reconciliation only and
+    /// deliveries to its URL are refused.
+    #[serde(default = "yes")]
+    pub webhook: bool,
+}
+
+/// `reconcile = { every = "5m" }`: how often the layers are polled when no webhook delivers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// The interval between polls (at least 30 s, ArcGIS's own shortest webhook schedule).
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl HookConfig {
@@ -89,12 +115,81 @@ pub(super) fn check(hooks: &BTreeMap<String, HookConfig>, problems: &mut Vec<Pro
                 }
             }
         }
+        check_reconcile(name, hook, problems);
         if hook.auth.as_ref().is_some_and(Vec::is_empty) {
             problems.push(Problem::new(
                 format!("hooks.{name}.auth"),
                 "lists no way; expected any of \"signature\", \"secret-header\", \"url-secret\"",
             ));
         }
+    }
+}
+
+/// Checks `service`, `layers`, `reconcile` and `webhook` together: each needs the others.
+fn check_reconcile(name: &str, hook: &HookConfig, problems: &mut Vec<Problem>) {
+    let key = |field: &str| format!("hooks.{name}.{field}");
+    if let Some(r) = &hook.reconcile {
+        if hook.kind != HookKind::FeatureService {
+            problems.push(Problem::new(
+                key("reconcile"),
+                "reconciliation reads a feature service's changes: it needs kind = \"feature-service\"",
+            ));
+        }
+        if r.every < MIN_EVERY {
+            problems.push(Problem::new(
+                key("reconcile.every"),
+                format!(
+                    "{} is shorter than 30s, ArcGIS's own shortest webhook schedule",
+                    humantime::format_duration(r.every)
+                ),
+            ));
+        }
+        if hook.service.is_none() {
+            problems.push(Problem::new(
+                key("service"),
+                "missing; reconcile needs the feature service (https://…/FeatureServer)",
+            ));
+        }
+        if hook.layers.is_empty() {
+            problems.push(Problem::new(
+                key("layers"),
+                "missing; reconcile needs the layer ids it covers, e.g. layers = [0]",
+            ));
+        }
+    }
+    if let Some(service) = &hook.service {
+        let path_ok = url::Url::parse(service).is_ok_and(|u| {
+            matches!(u.scheme(), "https" | "http")
+                && u.query().is_none()
+                && u.path()
+                    .trim_end_matches('/')
+                    .to_ascii_lowercase()
+                    .ends_with("/featureserver")
+        });
+        if !path_ok {
+            problems.push(Problem::new(
+                key("service"),
+                "expected a feature service URL ending in /FeatureServer, without a query",
+            ));
+        }
+        if hook.reconcile.is_none() {
+            problems.push(Problem::new(
+                key("service"),
+                "is read only for reconciliation; add reconcile = { every = \"5m\" }",
+            ));
+        }
+    }
+    if !hook.layers.is_empty() && hook.reconcile.is_none() {
+        problems.push(Problem::new(
+            key("layers"),
+            "is read only for reconciliation; add reconcile = { every = \"5m\" }",
+        ));
+    }
+    if !hook.webhook && hook.reconcile.is_none() {
+        problems.push(Problem::new(
+            key("webhook"),
+            "false leaves the hook nothing to deliver: add reconcile = { every = \"5m\" }",
+        ));
     }
 }
 

@@ -151,6 +151,22 @@ impl Config {
         crate::arcgis::prepare(hook.kind, name, json, limits, admit)
     }
 
+    /// The hooks that are reconciled, with their service, layers and schedule.
+    pub fn reconciled(&self) -> Vec<crate::enrich::reconcile::Reconciled> {
+        self.hooks
+            .iter()
+            .filter_map(|(name, h)| {
+                Some(crate::enrich::reconcile::Reconciled {
+                    hook: name.clone(),
+                    service: h.service.clone()?,
+                    layers: h.layers.clone(),
+                    every: h.reconcile.as_ref()?.every,
+                    webhook: h.webhook,
+                })
+            })
+            .collect()
+    }
+
     /// What is allowed but unwise (plain-http ArcGIS services off loopback): `check` prints
     /// these, and `serve` logs them at start.
     pub fn warnings(&self) -> Vec<Problem> {
@@ -196,6 +212,19 @@ impl Config {
         let mut renderer = Renderer::new(templates_dir);
         let no_connection = raw.arcgis.is_empty();
         let arcgis = connections(raw.arcgis, &mut problems);
+        for (name, hook) in &raw.hooks {
+            let unserved = hook.reconcile.is_some()
+                && hook
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| !arcgis.values().any(|c| c.serves(s)));
+            if unserved {
+                problems.push(Problem::new(
+                    format!("hooks.{name}.service"),
+                    "no [arcgis.*] connection lists a services prefix for it; reconciliation reads it with that connection's token",
+                ));
+            }
+        }
         let raw_sinks_empty = raw.sinks.is_empty();
         let declared_sinks: Vec<String> = raw.sinks.keys().cloned().collect();
         let (sinks, enrich) = sinks::load(

@@ -147,3 +147,39 @@ fn every_wrong_value_is_found_and_lines_stay_true() {
     assert!(p[2].starts_with("hooks.g.require_auth (line 8)"), "{p:?}");
     assert!(p[2].contains("true or false"), "{p:?}");
 }
+
+#[test]
+fn reconciliation_settings_are_checked_together() {
+    let conn = "[arcgis.online]\nportal = \"https://www.arcgis.com\"\nservices = [\"https://services.arcgis.com/ORG/\"]\ntoken = \"literal-api-key\"\n";
+    let service = "https://services.arcgis.com/ORG/arcgis/rest/services/Parcels/FeatureServer";
+    let good = format!(
+        "{conn}[hooks.p]\nkind = \"feature-service\"\nservice = \"{service}\"\nlayers = [0, 1]\nreconcile = {{ every = \"5m\" }}\nwebhook = false\n{SINK_AND_ROUTE}"
+    );
+    let cfg = Config::parse(Path::new("routes.toml"), &good).unwrap();
+    let r = cfg.reconciled();
+    assert_eq!(
+        (r[0].hook.as_str(), r[0].layers.as_slice()),
+        ("p", &[0, 1][..])
+    );
+    assert!(!r[0].webhook);
+
+    let all = problems(&format!(
+        "{conn}[hooks.p]\nkind = \"portal\"\nreconcile = {{ every = \"10s\" }}\n[hooks.q]\nkind = \"feature-service\"\nservice = \"https://elsewhere.example/arcgis/rest/services/X/FeatureServer\"\nlayers = [0]\nreconcile = {{ every = \"1m\" }}\n[hooks.r]\nwebhook = false\nlayers = [2]\n[hooks.s]\nkind = \"feature-service\"\nservice = \"{service}/0\"\nlayers = [0]\nreconcile = {{ every = \"1m\" }}\n{SINK_AND_ROUTE}"
+    ))
+    .join("\n");
+    for (key, says) in [
+        ("hooks.p.reconcile ", "needs kind = \"feature-service\""),
+        ("hooks.p.reconcile.every ", "10s is shorter than 30s"),
+        ("hooks.p.service ", "missing"),
+        ("hooks.p.layers ", "missing"),
+        ("hooks.q.service ", "no [arcgis.*] connection"),
+        ("hooks.r.webhook ", "false leaves"),
+        ("hooks.r.layers ", "is read only for reconciliation"),
+        ("hooks.s.service ", "expected a feature service URL"),
+    ] {
+        assert!(
+            all.lines().any(|l| l.starts_with(key) && l.contains(says)),
+            "{key}: {says} missing from:\n{all}"
+        );
+    }
+}

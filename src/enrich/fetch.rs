@@ -90,6 +90,11 @@ impl Connection {
         }
     }
 
+    /// Reads one resource of a service (`f=json`, with the token), such as its description.
+    pub async fn read(&self, url: &str) -> Result<Value, FetchError> {
+        self.call(url, false).await.map(|f| f.json)
+    }
+
     /// Polls the job with backoff until `Completed`; returns its `resultUrl`.
     async fn wait_for_job(&self, status_url: &str) -> Result<String, FetchError> {
         let started = Instant::now();

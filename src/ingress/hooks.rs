@@ -55,6 +55,9 @@ pub enum IngressError {
     /// The ingress is taking as many bytes or events as its budget allows (503, `Retry-After`).
     #[error("too much is being accepted at once ({0}); retry later")]
     Busy(&'static str),
+    /// The hook is configured with `webhook = false`: its events come from reconciliation.
+    #[error("this hook takes no webhook deliveries (webhook = false: it is reconciled only)")]
+    NoWebhook,
 }
 
 /// The `Retry-After` of a 503 for a spent budget, in seconds.
@@ -78,6 +81,7 @@ impl IngressError {
                 StatusCode::BAD_REQUEST
             }
             IngressError::Auth(_) => StatusCode::UNAUTHORIZED,
+            IngressError::NoWebhook => StatusCode::FORBIDDEN,
         }
     }
 
@@ -98,6 +102,7 @@ impl IngressError {
             IngressError::Parse(ParseError::Busy { .. }) | IngressError::Busy(_) => "busy",
             IngressError::Form(_) | IngressError::Parse(_) => "bad_payload",
             IngressError::Unavailable(_) => "unavailable",
+            IngressError::NoWebhook => "no_webhook",
         }
     }
 
@@ -231,6 +236,9 @@ async fn accept(
     if !state.is_accepting() {
         return Err(IngressError::Unavailable("shutting down".into()));
     }
+    if !hook.webhook {
+        return Err(IngressError::NoWebhook);
+    }
     // What the request takes of the budget goes back when `held` drops, with the answer.
     let mut held = budget::Held::default();
     let held = &mut held;
@@ -244,6 +252,11 @@ async fn accept(
     if prepared.events.is_empty() {
         return Ok(AcceptOutcome::default());
     }
+    let watch = state.watch().filter(|w| w.covers(name));
+    let delivered = match watch {
+        Some(_) => prepared.events.clone(),
+        None => Vec::new(),
+    };
     let routed = route(prepared.events, config);
     let kinds: Vec<(&'static str, bool, String)> = routed
         .iter()
@@ -261,6 +274,9 @@ async fn accept(
         .await
         .map_err(|e| IngressError::Unavailable(e.to_string()))?;
     count(name, kinds, &outcome);
+    if let Some(w) = watch {
+        w.delivered(&state.queue, name, &delivered);
+    }
     Ok(outcome)
 }
 

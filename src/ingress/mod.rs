@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::dispatch::SinkControl;
+use crate::enrich::reconcile::Watch;
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::queue::Queue;
@@ -31,6 +32,8 @@ pub struct AppState {
     /// The bytes and events being accepted at once.
     pub budget: budget::Budget,
     accepting: AtomicBool,
+    /// Told of each delivery to a reconciled hook (set once, at start).
+    watch: std::sync::OnceLock<Arc<Watch>>,
 }
 
 impl AppState {
@@ -53,7 +56,18 @@ impl AppState {
             health,
             traffic: traffic::Traffic::default(),
             accepting: AtomicBool::new(true),
+            watch: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands the ingress the reconciliation's watch (once; later calls change nothing).
+    pub fn set_watch(&self, watch: Arc<Watch>) {
+        let _ = self.watch.set(watch);
+    }
+
+    /// The reconciliation's watch, when some hook is reconciled.
+    pub fn watch(&self) -> Option<&Arc<Watch>> {
+        self.watch.get()
     }
 
     /// The config in force.

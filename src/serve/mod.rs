@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, SinkControl};
+use crate::enrich::reconcile::{Reconciler, Router, Watch};
 use crate::enrich::{Connection, Enricher, Feed};
 use crate::health::Health;
 use crate::ingress::AppState;
@@ -177,7 +178,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let queue = Queue::open(&config.storage.path, config.storage.retention())?;
     let health = Arc::new(Health::default());
     let stop = CancellationToken::new();
-    let changes = change_feed(&config, &queue)?;
+    let connections = arcgis_connections(&config)?;
+    let changes = change_feed(&config, &queue, &connections);
     let mut sinks = Built::new(&config)?.start(&queue, &health, &stop, &BTreeMap::new(), &changes);
     let controls = sinks.controls.clone();
     // The change feed fetches for every generation of sinks; it stops only with the daemon.
@@ -198,6 +200,24 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         health,
         controls,
     ));
+    let reconciled = config.reconciled();
+    if !reconciled.is_empty() {
+        let watch = Watch::new(&reconciled);
+        state.set_watch(watch.clone());
+        let routes = state.clone();
+        let router: Router = Arc::new(move |e| routes.config().routes.sinks_for(e));
+        background.spawn(
+            Reconciler {
+                queue: queue.clone(),
+                watch,
+                connections,
+                hooks: reconciled,
+                router,
+                shutdown: stop.clone(),
+            }
+            .run(),
+        );
+    }
     let certs = match &config.server.tls {
         Some(tls) => Some(CertStore::new(tls)?),
         None => None,
@@ -284,10 +304,10 @@ async fn shut_down(
     Ok(())
 }
 
-/// The change feed, when a sink asks for feature-service changes.
-fn change_feed(config: &Config, queue: &Arc<Queue>) -> Result<Option<Arc<Feed>>, ServeError> {
-    if config.enrich.is_empty() {
-        return Ok(None);
+/// The `[arcgis.*]` connections, when the change feed or reconciliation reads with them.
+fn arcgis_connections(config: &Config) -> Result<Vec<Arc<Connection>>, ServeError> {
+    if config.enrich.is_empty() && config.reconciled().is_empty() {
+        return Ok(Vec::new());
     }
     let mut connections = Vec::new();
     for (name, c) in &config.arcgis {
@@ -297,11 +317,23 @@ fn change_feed(config: &Config, queue: &Arc<Queue>) -> Result<Option<Arc<Feed>>,
         })?;
         connections.push(Arc::new(conn));
     }
-    Ok(Some(Feed::new(
+    Ok(connections)
+}
+
+/// The change feed, when a sink asks for feature-service changes.
+fn change_feed(
+    config: &Config,
+    queue: &Arc<Queue>,
+    connections: &[Arc<Connection>],
+) -> Option<Arc<Feed>> {
+    if config.enrich.is_empty() {
+        return None;
+    }
+    Some(Feed::new(
         queue.clone(),
-        connections,
+        connections.to_vec(),
         config.enrich.clone(),
-    )))
+    ))
 }
 
 /// Closes the queue on a thread of its own (sled can block on a store that met an I/O error),

@@ -52,7 +52,24 @@ pub struct Seen {
     pub stray: Vec<(String, bool)>,
 }
 
+/// One edit of a live layer: its serverGen, layer, operation and feature.
+#[derive(Debug, Clone)]
+struct Edit {
+    gen_: u64,
+    layer: u32,
+    op: &'static str,
+    oid: u64,
+    feature: Value,
+}
+
 struct State {
+    /// Edits made with [`Arcgis::edit`]; once there is one, extractChanges answers from them
+    /// (by `layerServerGens` or `serverGens`) instead of the fixed change file.
+    edits: Vec<Edit>,
+    /// The service's current serverGen.
+    gen_: u64,
+    /// Change files of jobs answered from edits.
+    job_files: BTreeMap<String, Vec<u8>>,
     mode: Mode,
     seen: Seen,
     valid: Option<String>,
@@ -76,6 +93,9 @@ impl Arcgis {
         let port = super::common::free_port();
         let base = format!("http://127.0.0.1:{port}");
         let state = Arc::new(Mutex::new(State {
+            edits: Vec::new(),
+            gen_: 1_404_636,
+            job_files: BTreeMap::new(),
             mode: Mode::Normal,
             seen: Seen::default(),
             valid: None,
@@ -92,6 +112,10 @@ impl Arcgis {
                         .app_data(shared.clone())
                         .route("/sharing/rest/oauth2/token", web::post().to(oauth))
                         .route("/sharing/rest/generateToken", web::post().to(generate))
+                        .route(
+                            "/rest/services/{svc}/FeatureServer",
+                            web::get().to(service_info),
+                        )
                         .route(
                             "/rest/services/{svc}/FeatureServer/extractChanges",
                             web::get().to(extract),
@@ -136,6 +160,37 @@ impl Arcgis {
     /// Calls to one endpoint so far.
     pub fn calls(&self, what: &str) -> u32 {
         self.seen().calls.get(what).copied().unwrap_or(0)
+    }
+
+    /// The URL of feature service `svc` on this server.
+    pub fn service_url(&self, svc: &str) -> String {
+        format!("{}/rest/services/{svc}/FeatureServer", self.base)
+    }
+
+    /// Edits a live layer as an editor would, with no webhook delivery: `op` is add, update
+    /// or delete of feature `oid`. Returns the service's new serverGen.
+    pub fn edit(&self, layer: u32, op: &'static str, oid: u64, notes: &str) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        st.gen_ += 1;
+        let gen_ = st.gen_;
+        let feature = json!({
+            "geometry": {"x": -117.19 + oid as f64 / 1000.0, "y": 34.05},
+            "attributes": {"OBJECTID": oid, "GlobalID": format!("{{0000{oid:04}-0000-0000-0000-000000000000}}"),
+                "Notes": notes}
+        });
+        st.edits.push(Edit {
+            gen_,
+            layer,
+            op,
+            oid,
+            feature,
+        });
+        gen_
+    }
+
+    /// The service's current serverGen.
+    pub fn server_gen(&self) -> u64 {
+        self.state.lock().unwrap().gen_
     }
 
     /// A changesUrl of service `svc` on this server over a window of its own, as each ArcGIS
@@ -308,7 +363,26 @@ async fn extract(
         actix_web::rt::time::sleep(Duration::from_secs(30)).await;
         return HttpResponse::Ok().json(json!({"error": {"code": 500, "message": "too late"}}));
     }
-    let st = st.lock().unwrap();
+    let mut st = st.lock().unwrap();
+    let q = query(&req);
+    let live = q.contains_key("layers") || q.contains_key("layerServerGens");
+    if live || !st.edits.is_empty() {
+        let file = match from_edits(&st, &q) {
+            Ok(f) => f,
+            Err(e) => {
+                return HttpResponse::Ok().json(json!({"error": {"code": 400, "message": e}}));
+            }
+        };
+        if q.get("async").map(String::as_str) == Some("true") {
+            let id = format!("job{}", st.seen.calls["extract"]);
+            st.job_files.insert(format!("{id}.json"), file);
+            let url = format!("{}/rest/services/{svc}/FeatureServer/jobs/{id}", st.base);
+            return HttpResponse::Ok().json(json!({"statusUrl": url}));
+        }
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .body(file);
+    }
     if st.mode == Mode::ErrorInOk {
         return HttpResponse::Ok().json(json!({"error": {"code": 400,
             "message": "Unable to extract changes: serverGens out of range", "details": []}}));
@@ -352,15 +426,101 @@ async fn job(
     )
 }
 
-async fn change_file(st: web::Data<Mutex<State>>, req: HttpRequest) -> HttpResponse {
+async fn change_file(
+    st: web::Data<Mutex<State>>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (_, id) = p.into_inner();
     let mut st = st.lock().unwrap();
     count(&mut st, "file");
     if let Err(answer) = check(&mut st, &req) {
         return *answer;
     }
+    let file = st
+        .job_files
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| st.file.clone());
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(st.file.clone())
+        .body(file)
+}
+
+/// The service resource: its layers' current serverGens in `changeTrackingInfo`.
+async fn service_info(st: web::Data<Mutex<State>>, req: HttpRequest) -> HttpResponse {
+    let mut st = st.lock().unwrap();
+    count(&mut st, "service");
+    if let Err(answer) = check(&mut st, &req) {
+        return *answer;
+    }
+    let gens: Vec<Value> = [0, 1]
+        .iter()
+        .map(|id| json!({"id": id, "minServerGen": 1_404_000, "serverGen": st.gen_}))
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "currentVersion": 11.3,
+        "capabilities": "Query,Editing,Create,Update,Delete,ChangeTracking",
+        "changeTrackingInfo": {"lastSyncDate": 1_700_000_000_000u64, "layerServerGens": gens},
+        "layers": [{"id": 0, "name": "Parcels"}, {"id": 1, "name": "Inspections"}]
+    }))
+}
+
+/// The change file of the edits a query asks for: per layer of `layers`, the edits after
+/// `layerServerGens[layer]` (or `serverGens[0]`) up to `serverGens[1]` (or now), netted per
+/// feature as ArcGIS does (an add then an update is one add; an add then a delete, nothing).
+fn from_edits(st: &State, q: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    let parse = |k: &str| -> Result<Option<Value>, String> {
+        q.get(k)
+            .map(|v| serde_json::from_str(v).map_err(|e| format!("{k}: {e}")))
+            .transpose()
+    };
+    let window = parse("serverGens")?;
+    let since = parse("layerServerGens")?;
+    let layers: Vec<u32> = match parse("layers")? {
+        Some(v) => serde_json::from_value(v).map_err(|e| format!("layers: {e}"))?,
+        None => vec![0],
+    };
+    if window.is_none() && since.is_none() {
+        return Err("one of serverGens and layerServerGens is required".into());
+    }
+    let mut gens = Vec::new();
+    let mut edits = Vec::new();
+    for layer in layers {
+        let from = since
+            .as_ref()
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().find(|g| g["id"] == layer))
+            .and_then(|g| g["serverGen"].as_u64())
+            .or_else(|| window.as_ref().and_then(|w| w[0].as_u64()))
+            .ok_or_else(|| format!("no serverGen for layer {layer}"))?;
+        let to = window
+            .as_ref()
+            .and_then(|w| w[1].as_u64())
+            .unwrap_or(st.gen_);
+        let mut net: BTreeMap<u64, (&str, &str, Value)> = BTreeMap::new();
+        for e in st
+            .edits
+            .iter()
+            .filter(|e| e.layer == layer && e.gen_ > from && e.gen_ <= to)
+        {
+            let first = net.get(&e.oid).map(|(f, _, _)| *f).unwrap_or(e.op);
+            net.insert(e.oid, (first, e.op, e.feature.clone()));
+        }
+        let (mut adds, mut updates, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+        for (oid, (first, last, feature)) in net {
+            match (first, last) {
+                ("add", "delete") => {}
+                (_, "delete") => deletes.push(json!(oid)),
+                ("add", _) => adds.push(feature),
+                _ => updates.push(feature),
+            }
+        }
+        gens.push(json!({"id": layer, "serverGen": to}));
+        edits.push(json!({"id": layer,
+            "features": {"adds": adds, "updates": updates, "deleteIds": deletes}}));
+    }
+    Ok(serde_json::to_vec(&json!({"layerServerGens": gens, "edits": edits})).unwrap())
 }
 
 /// The real change file of `tests/real`.
