@@ -23,6 +23,9 @@ pub struct Health {
     sinks: Mutex<BTreeMap<String, Link>>,
     /// Other reasons not to be ready, by what they concern (`arcgis.NAME`).
     problems: Mutex<BTreeMap<String, String>>,
+    /// What an operator should know that does not stop hookbridge (an ArcGIS webhook turned
+    /// off): shown by `/readyz` and the status page, readiness unchanged.
+    notices: Mutex<BTreeMap<String, String>>,
 }
 
 /// A sink that cannot reach its destination now.
@@ -132,6 +135,30 @@ impl Health {
     /// The recorded problems.
     pub fn problems(&self) -> Vec<String> {
         self.problems
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sets the notice `what` (replacing one of the same name); true if it is new.
+    pub fn set_notice(&self, what: &str, text: &str) -> bool {
+        self.notices
+            .lock()
+            .map(|mut m| m.insert(what.to_string(), text.to_string()).is_none())
+            .unwrap_or(false)
+    }
+
+    /// Clears the notice `what`; true if there was one.
+    pub fn clear_notice(&self, what: &str) -> bool {
+        self.notices
+            .lock()
+            .map(|mut m| m.remove(what).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Every notice, by name.
+    pub fn notices(&self) -> Vec<String> {
+        self.notices
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()

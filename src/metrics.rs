@@ -63,6 +63,12 @@ pub struct Metrics {
     pub reconciled_windows: IntCounterVec,
     /// Reconciliation polls by hook and result (ok, failed).
     pub reconcile_polls: IntCounterVec,
+    /// Whether each watched ArcGIS webhook is active (1) or turned off (0), by hook and webhook.
+    pub arcgis_webhook_active: IntGaugeVec,
+    /// Failed notification attempts ArcGIS reports for each watched webhook.
+    pub arcgis_webhook_failures: IntGaugeVec,
+    /// Reads of watched ArcGIS webhook resources that failed, by hook and webhook.
+    pub arcgis_webhook_read_failures: IntCounterVec,
     /// Answers from HTTP receivers, by sink and status code.
     pub http_responses: IntCounterVec,
     /// Time of one HTTP sink request, from sending to the end of the answer, by sink.
@@ -242,6 +248,27 @@ impl Metrics {
                 "Reconciliation polls of extractChanges, by hook and result",
                 &["hook", "result"],
             ),
+            arcgis_webhook_active: IntGaugeVec::new(
+                Opts::new(
+                    "hookbridge_arcgis_webhook_active",
+                    "Whether the ArcGIS webhook is active (1) or turned off (0), as ArcGIS reports it",
+                ),
+                &["hook", "webhook"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            arcgis_webhook_failures: IntGaugeVec::new(
+                Opts::new(
+                    "hookbridge_arcgis_webhook_failed_notifications",
+                    "Failed notification attempts ArcGIS reports for the webhook (curNotificationAttempts)",
+                ),
+                &["hook", "webhook"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
+            arcgis_webhook_read_failures: counter(
+                "hookbridge_arcgis_webhook_read_failures_total",
+                "Reads of a watched ArcGIS webhook resource that failed",
+                &["hook", "webhook"],
+            ),
             http_responses: counter(
                 "hookbridge_http_responses_total",
                 "Answers from HTTP receivers, by sink and status code",
@@ -292,6 +319,9 @@ impl Metrics {
             Box::new(m.enrich_bytes.clone()),
             Box::new(m.reconciled_windows.clone()),
             Box::new(m.reconcile_polls.clone()),
+            Box::new(m.arcgis_webhook_active.clone()),
+            Box::new(m.arcgis_webhook_failures.clone()),
+            Box::new(m.arcgis_webhook_read_failures.clone()),
             Box::new(m.http_responses.clone()),
             Box::new(m.http_request_seconds.clone()),
             Box::new(m.http_rate_limit_wait.clone()),

@@ -1,5 +1,6 @@
-//! Reconciliation end to end: the real binary against the local ArcGIS of tests/changes, whose
-//! layer can be edited with no webhook delivery sent; file sinks see what came, and how often.
+//! No edit goes missing, end to end: reconciliation and the watch on ArcGIS's webhooks, the real
+//! binary against the local ArcGIS of tests/changes, whose layer can be edited with no webhook
+//! delivery sent and whose webhooks can be turned off; file sinks see what came, how often.
 
 mod common;
 // Shared with tests/changes.rs, which uses the parts this file does not.
@@ -265,4 +266,113 @@ async fn a_restart_between_the_fetch_and_the_server_gen_update_loses_and_repeats
         2,
         "one event per window, none twice: {whole:#?}"
     );
+}
+
+/// The overview page's text, signed in with the admin token.
+async fn overview(d: &Daemon) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("{}/ui/signin", d.url))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()[reqwest::header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    client
+        .get(format!("{}/ui", d.url))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// ArcGIS turns the webhook feeding a hook off: within one interval the metric says 0, the
+/// status page shows a banner, and `/readyz` says why while staying ready; on again, all clear.
+#[tokio::test]
+async fn a_webhook_arcgis_turned_off_shows_on_the_metric_the_page_and_readyz() {
+    let a = Arcgis::start(server::real_change_file());
+    let url = a.set_webhook("Parcels", "w1", true, 0);
+    let connection = format!(
+        r#"
+[arcgis.online]
+portal = "{base}"
+services = ["{base}/rest/services/", "{base}/rest/admin/services/"]
+client_id = "{id}"
+client_secret = "env:FEED_CLIENT_SECRET"
+"#,
+        base = a.base,
+        id = server::CLIENT_ID
+    );
+    let hook = format!(
+        "\n[hooks.parcels]\nkind = \"feature-service\"\nsecrets = [\"example-signature-key\"]\nwebhooks = [\"{url}\"]\nwatch_every = \"30s\"\n"
+    );
+    let cfg = config(&connection, &file_sink("f", ""), "\"f\"")
+        .replace("[[routes]]", &format!("{hook}\n[[routes]]"));
+    let d = start(&cfg);
+    let active = async || {
+        metric(
+            &d,
+            "hookbridge_arcgis_webhook_active{hook=\"parcels\",webhook=\"w1\"}",
+        )
+        .await
+    };
+    until(&d, 20, "the first read", async || {
+        d.get("/metrics")
+            .await
+            .text
+            .contains("hookbridge_arcgis_webhook_active{hook=\"parcels\",webhook=\"w1\"} 1")
+    })
+    .await;
+    let ready = d.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert!(!ready.text.contains("notices"), "{}", ready.text);
+
+    a.set_webhook("Parcels", "w1", false, 5);
+    until(&d, 40, "the webhook turned off to show", async || {
+        active().await == 0
+            && d.get("/metrics").await.text.contains(
+                "hookbridge_arcgis_webhook_failed_notifications{hook=\"parcels\",webhook=\"w1\"} 5",
+            )
+    })
+    .await;
+    let ready = d.get("/readyz").await;
+    assert_eq!(ready.status, 200, "readiness is about hookbridge itself");
+    assert!(
+        ready.text.contains("is turned off in ArcGIS") && ready.text.contains("hook parcels"),
+        "{}",
+        ready.text
+    );
+    let page = overview(&d).await;
+    assert!(
+        page.contains("class=\"banner\"") && page.contains("is turned off in ArcGIS"),
+        "{page}"
+    );
+    assert!(
+        d.log_text().contains("ArcGIS turned the webhook off"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        a.seen().unauthorized == 0,
+        "read with the connection's token"
+    );
+
+    a.set_webhook("Parcels", "w1", true, 0);
+    until(&d, 40, "the webhook on again", async || active().await == 1).await;
+    assert!(!d.get("/readyz").await.text.contains("notices"));
+    assert!(!overview(&d).await.contains("class=\"banner\""));
+    assert_no_secret_on_disk(&d, &a);
 }

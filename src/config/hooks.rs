@@ -43,6 +43,13 @@ pub struct HookConfig {
     /// deliveries to its URL are refused.
     #[serde(default = "yes")]
     pub webhook: bool,
+    /// The ArcGIS webhook resources feeding this hook, read on a schedule so that one ArcGIS
+    /// turned off shows on the metrics, the status page and `/readyz`.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// How often `webhooks` are read (default 5 minutes, at least 30 s).
+    #[serde(default, with = "humantime_serde")]
+    pub watch_every: Option<Duration>,
 }
 
 /// `reconcile = { every = "5m" }`: how often the layers are polled when no webhook delivers.
@@ -116,6 +123,7 @@ pub(super) fn check(hooks: &BTreeMap<String, HookConfig>, problems: &mut Vec<Pro
             }
         }
         check_reconcile(name, hook, problems);
+        check_watch(name, hook, problems);
         if hook.auth.as_ref().is_some_and(Vec::is_empty) {
             problems.push(Problem::new(
                 format!("hooks.{name}.auth"),
@@ -190,6 +198,38 @@ fn check_reconcile(name: &str, hook: &HookConfig, problems: &mut Vec<Problem>) {
             key("webhook"),
             "false leaves the hook nothing to deliver: add reconcile = { every = \"5m\" }",
         ));
+    }
+}
+
+/// Checks `webhooks` and `watch_every`.
+fn check_watch(name: &str, hook: &HookConfig, problems: &mut Vec<Problem>) {
+    for (i, url) in hook.webhooks.iter().enumerate() {
+        let ok = url::Url::parse(url).is_ok_and(|u| {
+            matches!(u.scheme(), "https" | "http") && u.query().is_none() && u.username().is_empty()
+        });
+        if !ok {
+            problems.push(Problem::new(
+                format!("hooks.{name}.webhooks[{i}]"),
+                "expected the URL of an ArcGIS webhook resource (…/WebHooks/<id>, …/webhooks/<id>), without a query",
+            ));
+        }
+    }
+    if let Some(every) = hook.watch_every {
+        if every < MIN_EVERY {
+            problems.push(Problem::new(
+                format!("hooks.{name}.watch_every"),
+                format!(
+                    "{} is shorter than 30s; ArcGIS changes a webhook's state no faster",
+                    humantime::format_duration(every)
+                ),
+            ));
+        }
+        if hook.webhooks.is_empty() {
+            problems.push(Problem::new(
+                format!("hooks.{name}.watch_every"),
+                "is read only with webhooks = [\"https://…/WebHooks/<id>\"]",
+            ));
+        }
     }
 }
 

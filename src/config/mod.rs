@@ -167,6 +167,25 @@ impl Config {
             .collect()
     }
 
+    /// Every ArcGIS webhook resource a hook watches: hook, URL, how often.
+    pub fn watched_webhooks(&self) -> Vec<crate::enrich::webhooks::Watched> {
+        self.hooks
+            .iter()
+            .flat_map(|(name, h)| {
+                let every = h
+                    .watch_every
+                    .unwrap_or(crate::enrich::webhooks::DEFAULT_EVERY);
+                h.webhooks
+                    .iter()
+                    .map(move |url| crate::enrich::webhooks::Watched {
+                        hook: name.clone(),
+                        url: url.clone(),
+                        every,
+                    })
+            })
+            .collect()
+    }
+
     /// What is allowed but unwise (plain-http ArcGIS services off loopback): `check` prints
     /// these, and `serve` logs them at start.
     pub fn warnings(&self) -> Vec<Problem> {
@@ -223,6 +242,14 @@ impl Config {
                     format!("hooks.{name}.service"),
                     "no [arcgis.*] connection lists a services prefix for it; reconciliation reads it with that connection's token",
                 ));
+            }
+            for (i, url) in hook.webhooks.iter().enumerate() {
+                if !arcgis.values().any(|c| c.serves(url)) {
+                    problems.push(Problem::new(
+                        format!("hooks.{name}.webhooks[{i}]"),
+                        "no [arcgis.*] connection lists a services prefix for it; add the admin URL's prefix to its services",
+                    ));
+                }
             }
         }
         let raw_sinks_empty = raw.sinks.is_empty();

@@ -183,3 +183,33 @@ fn reconciliation_settings_are_checked_together() {
         );
     }
 }
+
+#[test]
+fn watched_webhooks_need_a_connection_and_a_sane_interval() {
+    let conn = "[arcgis.online]\nportal = \"https://www.arcgis.com\"\nservices = [\"https://services.arcgis.com/ORG/arcgis/rest/admin/services/\"]\ntoken = \"literal-api-key\"\n";
+    let url =
+        "https://services.arcgis.com/ORG/arcgis/rest/admin/services/P/FeatureServer/WebHooks/a1";
+    let good = format!("{conn}[hooks.p]\nwebhooks = [\"{url}\"]\n{SINK_AND_ROUTE}");
+    let cfg = Config::parse(Path::new("routes.toml"), &good).unwrap();
+    let w = cfg.watched_webhooks();
+    assert_eq!((w[0].hook.as_str(), w[0].url.as_str()), ("p", url));
+    assert_eq!(w[0].every, crate::enrich::webhooks::DEFAULT_EVERY);
+    let all = problems(&format!(
+        "{conn}[hooks.p]\nwebhooks = [\"https://elsewhere.example/WebHooks/1\", \"not a url\"]\nwatch_every = \"5s\"\n[hooks.q]\nwatch_every = \"1m\"\n{SINK_AND_ROUTE}"
+    ))
+    .join("\n");
+    for (key, says) in [
+        ("hooks.p.webhooks[0] ", "no [arcgis.*] connection"),
+        (
+            "hooks.p.webhooks[1] ",
+            "expected the URL of an ArcGIS webhook resource",
+        ),
+        ("hooks.p.watch_every ", "5s is shorter than 30s"),
+        ("hooks.q.watch_every ", "is read only with webhooks"),
+    ] {
+        assert!(
+            all.lines().any(|l| l.starts_with(key) && l.contains(says)),
+            "{key}: {says} missing from:\n{all}"
+        );
+    }
+}

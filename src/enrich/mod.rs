@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod reconcile;
 pub mod schedule;
 pub mod token;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

@@ -156,12 +156,17 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if waiting.is_empty() {
         // Readiness is about hookbridge itself (a sink that is down queues its deliveries), but
         // the answer says which sinks cannot reach their destination now.
+        let mut answer = json!({ "ready": true });
         let down = state.health.down_sinks();
-        if down.is_empty() {
-            HttpResponse::Ok().json(json!({ "ready": true }))
-        } else {
-            HttpResponse::Ok().json(json!({ "ready": true, "sinks_down": down }))
+        if !down.is_empty() {
+            answer["sinks_down"] = json!(down);
         }
+        // What an operator should know (an ArcGIS webhook turned off) is said, not failed on.
+        let notices = state.health.notices();
+        if !notices.is_empty() {
+            answer["notices"] = json!(notices);
+        }
+        HttpResponse::Ok().json(answer)
     } else {
         HttpResponse::ServiceUnavailable().json(json!({
             "ready": false,

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, SinkControl};
 use crate::enrich::reconcile::{Reconciler, Router, Watch};
+use crate::enrich::webhooks::WebhookWatcher;
 use crate::enrich::{Connection, Enricher, Feed};
 use crate::health::Health;
 use crate::ingress::AppState;
@@ -200,6 +201,18 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         health,
         controls,
     ));
+    let watched = config.watched_webhooks();
+    if !watched.is_empty() {
+        background.spawn(
+            WebhookWatcher {
+                connections: connections.clone(),
+                watched,
+                health: state.health.clone(),
+                shutdown: stop.clone(),
+            }
+            .run(),
+        );
+    }
     let reconciled = config.reconciled();
     if !reconciled.is_empty() {
         let watch = Watch::new(&reconciled);
@@ -306,7 +319,10 @@ async fn shut_down(
 
 /// The `[arcgis.*]` connections, when the change feed or reconciliation reads with them.
 fn arcgis_connections(config: &Config) -> Result<Vec<Arc<Connection>>, ServeError> {
-    if config.enrich.is_empty() && config.reconciled().is_empty() {
+    if config.enrich.is_empty()
+        && config.reconciled().is_empty()
+        && config.watched_webhooks().is_empty()
+    {
         return Ok(Vec::new());
     }
     let mut connections = Vec::new();

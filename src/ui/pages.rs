@@ -127,6 +127,7 @@ pub async fn overview(
     ctx.insert("refresh".into(), json!(REFRESH_SECS));
     ctx.insert("hooks".into(), json!(hooks));
     ctx.insert("sinks".into(), json!(sinks));
+    ctx.insert("notices".into(), json!(state.health.notices()));
     ctx.insert(
         "queue".into(),
         json!({

@@ -70,6 +70,8 @@ struct State {
     gen_: u64,
     /// Change files of jobs answered from edits.
     job_files: BTreeMap<String, Vec<u8>>,
+    /// Feature-service webhook resources by id (ArcGIS Online's admin shape).
+    webhooks: BTreeMap<String, Value>,
     mode: Mode,
     seen: Seen,
     valid: Option<String>,
@@ -96,6 +98,7 @@ impl Arcgis {
             edits: Vec::new(),
             gen_: 1_404_636,
             job_files: BTreeMap::new(),
+            webhooks: BTreeMap::new(),
             mode: Mode::Normal,
             seen: Seen::default(),
             valid: None,
@@ -115,6 +118,10 @@ impl Arcgis {
                         .route(
                             "/rest/services/{svc}/FeatureServer",
                             web::get().to(service_info),
+                        )
+                        .route(
+                            "/rest/admin/services/{svc}/FeatureServer/WebHooks/{id}",
+                            web::get().to(webhook),
                         )
                         .route(
                             "/rest/services/{svc}/FeatureServer/extractChanges",
@@ -186,6 +193,26 @@ impl Arcgis {
             feature,
         });
         gen_
+    }
+
+    /// Sets webhook `id` of service `svc` as ArcGIS Online would show it: `active`, and the
+    /// failed notification attempts. Returns its resource URL.
+    pub fn set_webhook(&self, svc: &str, id: &str, active: bool, attempts: i64) -> String {
+        let mut st = self.state.lock().unwrap();
+        let resource = json!({
+            "id": id, "name": format!("{svc} to hookbridge"), "active": active,
+            "hookUrl": "https://hooks.example/hooks/parcels", "serviceUrl": format!("{}/rest/services/{svc}/FeatureServer", st.base),
+            "signatureKey": "", "format": "json", "contentType": "application/json",
+            "changeTypes": "*", "serverGen": st.gen_, "curNotificationAttempts": attempts,
+            "scheduleInfo": {"name": "", "startAt": 0, "state": "enabled",
+                "recurrenceInfo": {"frequency": "second", "interval": 30}},
+            "createdTime": 1_700_000_000_000u64, "lastUpdatedTime": 1_700_000_000_000u64
+        });
+        st.webhooks.insert(id.to_string(), resource);
+        format!(
+            "{}/rest/admin/services/{svc}/FeatureServer/WebHooks/{id}",
+            st.base
+        )
     }
 
     /// The service's current serverGen.
@@ -445,6 +472,25 @@ async fn change_file(
     HttpResponse::Ok()
         .content_type("application/json")
         .body(file)
+}
+
+/// A webhook resource of the admin API, as set by [`Arcgis::set_webhook`].
+async fn webhook(
+    st: web::Data<Mutex<State>>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (_, id) = p.into_inner();
+    let mut st = st.lock().unwrap();
+    count(&mut st, "webhook");
+    if let Err(answer) = check(&mut st, &req) {
+        return *answer;
+    }
+    match st.webhooks.get(&id) {
+        Some(w) => HttpResponse::Ok().json(w),
+        None => HttpResponse::Ok().json(json!({"error": {"code": 404,
+            "message": "Webhook does not exist.", "details": []}})),
+    }
 }
 
 /// The service resource: its layers' current serverGens in `changeTrackingInfo`.
