@@ -30,3 +30,4 @@ pub mod sinks;
 pub(crate) mod tls;
 pub(crate) mod ui;
 pub mod verify;
+pub mod webhooks;

@@ -10,6 +10,7 @@ use hookbridge::client::{AdminClient, Method};
 use hookbridge::config::{Config, ConfigError, Secret};
 use hookbridge::queue::{Queue, QueueError};
 use hookbridge::serve::ServeError;
+use hookbridge::webhooks::Op;
 
 /// Exit status when the queue's disk is below `storage.min_free` at start (EX_TEMPFAIL): the
 /// unit's `RestartPreventExitStatus=` keeps systemd from restarting into the same full disk.
@@ -75,6 +76,42 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// ArcGIS's side of a hook.
+    Arcgis {
+        #[command(subcommand)]
+        command: ArcgisCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArcgisCommand {
+    /// The webhooks ArcGIS has on a hook's feature service (`hooks.NAME.service`).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// List them: id, name, active, payload URL, change types, whether a key is set.
+    List(HookArgs),
+    /// Register one for the hook: its URL, its first secret as the signature key, all
+    /// feature change types, JSON; ArcGIS checks the URL with a CRC challenge.
+    Create(HookArgs),
+    /// Compare each with the hook and say what to fix; exit 1 if anything is.
+    Check(HookArgs),
+}
+
+#[derive(Args)]
+struct HookArgs {
+    /// The hook.
+    #[arg(long)]
+    hook: String,
+    /// The hook's public URL as ArcGIS reaches it (`https://hooks.example.org/hooks/NAME`);
+    /// required by `create`.
+    #[arg(long)]
+    url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -207,7 +244,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command } => dlq(&cli.config, command),
+        Command::Arcgis {
+            command: ArcgisCommand::Webhooks { command },
+        } => webhooks(&cli.config, command),
     }
+}
+
+/// `hookbridge arcgis webhooks ...`: prints the report; exit 1 when it found something to fix.
+fn webhooks(path: &Path, command: WebhooksCommand) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let (op, args) = match &command {
+        WebhooksCommand::List(a) => (Op::List, a),
+        WebhooksCommand::Create(a) => (Op::Create, a),
+        WebhooksCommand::Check(a) => (Op::Check, a),
+    };
+    let report = hookbridge::webhooks::run(&config, op, &args.hook, args.url.as_deref())?;
+    print!("{}", report.text);
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn check(path: &Path) -> ExitCode {

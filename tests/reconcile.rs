@@ -376,3 +376,99 @@ client_secret = "env:FEED_CLIENT_SECRET"
     assert!(!overview(&d).await.contains("class=\"banner\""));
     assert_no_secret_on_disk(&d, &a);
 }
+
+/// Runs `hookbridge arcgis webhooks ARGS` on `d`'s config: exit success, stdout, stderr.
+fn webhooks_cli(d: &Daemon, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookbridge"))
+        .args(["arcgis", "webhooks"])
+        .args(args)
+        .arg("--config")
+        .arg(&d.config)
+        .env("FEED_CLIENT_SECRET", server::CLIENT_SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `create` registers the hook's webhook in ArcGIS (whose CRC challenge the running daemon
+/// answers with the hook's key, never printed), `check` passes, then names what to fix once
+/// ArcGIS turned it off; an expired token is renewed, a missing privilege is a clear refusal.
+#[tokio::test]
+async fn webhooks_are_created_and_checked_and_refusals_are_clear() {
+    let a = Arcgis::start(server::real_change_file());
+    let connection = format!(
+        r#"
+[arcgis.online]
+portal = "{base}"
+services = ["{base}/rest/services/", "{base}/rest/admin/services/"]
+client_id = "{id}"
+client_secret = "env:FEED_CLIENT_SECRET"
+"#,
+        base = a.base,
+        id = server::CLIENT_ID
+    );
+    let hook = format!(
+        "\n[hooks.parcels]\nkind = \"feature-service\"\nsecrets = [\"example-signature-key\"]\nservice = \"{}\"\n",
+        a.service_url("Parcels")
+    );
+    let cfg = config(&connection, &file_sink("f", ""), "\"f\"")
+        .replace("[[routes]]", &format!("{hook}\n[[routes]]"));
+    let d = start(&cfg);
+    let url = format!("{}/hooks/parcels", d.url);
+
+    let (ok, out, _) = webhooks_cli(&d, &["check", "--hook", "parcels"]);
+    assert!(!ok && out.contains("no ArcGIS webhook"), "{out}");
+
+    let (ok, out, err) = webhooks_cli(&d, &["create", "--hook", "parcels", "--url", &url]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("created ArcGIS webhook wh1 (hookbridge-parcels)")
+            && out.contains("signed with the hook's first secret"),
+        "{out}"
+    );
+    let (ok, listed, _) = webhooks_cli(&d, &["list", "--hook", "parcels"]);
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["hook_url"], url.as_str());
+    assert_eq!(listed[0]["key_set"], true);
+    let (ok, out, err) = webhooks_cli(&d, &["check", "--hook", "parcels", "--url", &url]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("webhook wh1 (hookbridge-parcels): ok"),
+        "{out}"
+    );
+
+    // ArcGIS turns it off after failures (and shows it without a key, posting elsewhere).
+    a.set_webhook("Parcels", "wh1", false, 5);
+    let (ok, out, _) = webhooks_cli(&d, &["check", "--hook", "parcels"]);
+    assert!(!ok, "{out}");
+    for says in [
+        "turned it off",
+        "no signature key",
+        "5 failed notification attempts",
+    ] {
+        assert!(out.contains(says), "{says}: {out}");
+    }
+
+    // An expired token is renewed and the call made again; a missing privilege is refused.
+    a.set(server::Mode::Refuse498Once);
+    let (ok, _, err) = webhooks_cli(&d, &["list", "--hook", "parcels"]);
+    assert!(ok, "{err}");
+    a.set(server::Mode::NoPrivilege);
+    let (ok, out, err) = webhooks_cli(&d, &["create", "--hook", "parcels", "--url", &url]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("You do not have permissions"), "{err}");
+    let (ok, _, err) = webhooks_cli(&d, &["create", "--hook", "parcels"]);
+    assert!(!ok && err.contains("create needs --url"), "{err}");
+    let (ok, _, err) = webhooks_cli(&d, &["list", "--hook", "nosuch"]);
+    assert!(!ok && err.contains("the hooks are:"), "{err}");
+
+    let seen = a.seen();
+    assert_eq!(seen.token_in_query, 0, "the token travels in the header");
+    let printed = format!("{out}{err}");
+    assert!(!printed.contains("example-signature-key"));
+}

@@ -32,7 +32,8 @@ pub struct HookConfig {
     /// JSON paths removed from the payload before it is stored or sent (personal data).
     #[serde(default, deserialize_with = "redact_paths")]
     pub redact: Vec<RedactPath>,
-    /// The feature service the hook's webhook watches (`…/FeatureServer`), for reconciliation.
+    /// The feature service the hook's webhook watches (`…/FeatureServer`): reconciliation
+    /// reads it, and `hookbridge arcgis webhooks` finds its webhooks from it.
     pub service: Option<String>,
     /// The layer ids of `service` the hook covers.
     #[serde(default)]
@@ -178,12 +179,6 @@ fn check_reconcile(name: &str, hook: &HookConfig, problems: &mut Vec<Problem>) {
             problems.push(Problem::new(
                 key("service"),
                 "expected a feature service URL ending in /FeatureServer, without a query",
-            ));
-        }
-        if hook.reconcile.is_none() {
-            problems.push(Problem::new(
-                key("service"),
-                "is read only for reconciliation; add reconcile = { every = \"5m\" }",
             ));
         }
     }

@@ -95,6 +95,36 @@ impl Connection {
         self.call(url, false).await.map(|f| f.json)
     }
 
+    /// Calls an operation with a POST form (`f=json` added, the token in its header), as
+    /// ArcGIS's admin operations want; renews the token once when ArcGIS refuses it.
+    pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Result<Value, FetchError> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| FetchError::Fatal(format!("{}: not a URL ({e})", without_query(url))))?;
+        if !self.config.serves_url(&parsed) {
+            return Err(FetchError::Fatal(format!(
+                "connection {} does not serve {}: the token goes only to its services",
+                self.name,
+                without_query(url)
+            )));
+        }
+        let mut renewed = false;
+        loop {
+            let token = self.tokens.get().await?;
+            match self.send(&parsed, Some(&token), false, Some(form)).await? {
+                Step::Done(json, _) => return Ok(json),
+                Step::TokenRefused if !renewed && self.tokens.renewable() => {
+                    self.tokens.invalidate(&token).await;
+                    renewed = true;
+                }
+                Step::TokenRefused => {
+                    return Err(FetchError::Token(
+                        "ArcGIS refused the token (498/499)".into(),
+                    ));
+                }
+            }
+        }
+    }
+
     /// Polls the job with backoff until `Completed`; returns its `resultUrl`.
     async fn wait_for_job(&self, status_url: &str) -> Result<String, FetchError> {
         let started = Instant::now();
@@ -156,7 +186,7 @@ impl Connection {
             } else {
                 None
             };
-            match self.get(&url, token.as_ref(), capped).await? {
+            match self.send(&url, token.as_ref(), capped, None).await? {
                 Step::Done(json, bytes) => return Ok(ChangeFile { json, bytes }),
                 Step::TokenRefused if !renewed && self.tokens.renewable() => {
                     if let Some(t) = &token {
@@ -174,13 +204,15 @@ impl Connection {
         }
     }
 
-    /// One GET of `url` with `f=json`; the token goes in the `X-Esri-Authorization` header
-    /// (ArcGIS REST takes `Bearer <token>` there), never in the URL, where proxies log it.
-    async fn get(
+    /// One GET of `url` with `f=json` (a POST of `form` and `f=json` when there is a form);
+    /// the token goes in the `X-Esri-Authorization` header (ArcGIS REST takes
+    /// `Bearer <token>` there), never in the URL, where proxies log it.
+    async fn send(
         &self,
         url: &url::Url,
         token: Option<&Token>,
         capped: bool,
+        form: Option<&[(&str, &str)]>,
     ) -> Result<Step, FetchError> {
         let mut u = url.clone();
         let kept: Vec<(String, String)> = u
@@ -195,7 +227,14 @@ impl Connection {
             q.append_pair("f", "json");
         }
         let shown = without_query(url.as_str());
-        let mut request = self.client.get(u);
+        let mut request = match form {
+            Some(fields) => {
+                let mut body: Vec<(&str, &str)> = fields.to_vec();
+                body.push(("f", "json"));
+                self.client.post(url.clone()).form(&body)
+            }
+            None => self.client.get(u),
+        };
         if let Some(t) = token {
             let mut value =
                 reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(

@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod config;
 pub mod fetch;
+pub mod manage;
 pub mod reconcile;
 pub mod schedule;
 pub mod token;

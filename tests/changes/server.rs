@@ -33,6 +33,8 @@ pub enum Mode {
     FailJob,
     /// Refuses every token request (bad credentials).
     NoToken,
+    /// Admin operations answer that the user lacks the privilege.
+    NoPrivilege,
 }
 
 /// What the server saw.
@@ -118,6 +120,14 @@ impl Arcgis {
                         .route(
                             "/rest/services/{svc}/FeatureServer",
                             web::get().to(service_info),
+                        )
+                        .route(
+                            "/rest/admin/services/{svc}/FeatureServer/WebHooks",
+                            web::get().to(webhook_list),
+                        )
+                        .route(
+                            "/rest/admin/services/{svc}/FeatureServer/WebHooks/create",
+                            web::post().to(webhook_create),
                         )
                         .route(
                             "/rest/admin/services/{svc}/FeatureServer/WebHooks/{id}",
@@ -491,6 +501,98 @@ async fn webhook(
         None => HttpResponse::Ok().json(json!({"error": {"code": 404,
             "message": "Webhook does not exist.", "details": []}})),
     }
+}
+
+/// The webhooks of a service, as ArcGIS Online lists them.
+async fn webhook_list(st: web::Data<Mutex<State>>, req: HttpRequest) -> HttpResponse {
+    let mut st = st.lock().unwrap();
+    count(&mut st, "webhooks");
+    if let Err(answer) = check(&mut st, &req) {
+        return *answer;
+    }
+    if st.mode == Mode::NoPrivilege {
+        return no_privilege();
+    }
+    let all: Vec<Value> = st.webhooks.values().cloned().collect();
+    HttpResponse::Ok().json(json!({ "webhooks": all }))
+}
+
+fn no_privilege() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"error": {"code": 403,
+        "message": "You do not have permissions to access this resource or perform this operation.",
+        "details": []}}))
+}
+
+/// `WebHooks/create`, POST only, as the admin API wants: `name` and `hookUrl` required; with a
+/// `signatureKey`, the payload URL must answer the CRC challenge before the webhook exists.
+async fn webhook_create(
+    st: web::Data<Mutex<State>>,
+    req: HttpRequest,
+    p: web::Path<String>,
+    form: web::Form<BTreeMap<String, String>>,
+) -> HttpResponse {
+    let svc = p.into_inner();
+    {
+        let mut st = st.lock().unwrap();
+        count(&mut st, "create");
+        if form.contains_key("token") {
+            st.seen.token_in_query += 1;
+        }
+        if let Err(answer) = check(&mut st, &req) {
+            return *answer;
+        }
+        if st.mode == Mode::NoPrivilege {
+            return no_privilege();
+        }
+    }
+    let (Some(name), Some(hook_url)) = (form.get("name"), form.get("hookUrl")) else {
+        return HttpResponse::Ok().json(json!({"error": {"code": 400,
+            "message": "'name' and 'hookUrl' are required.", "details": []}}));
+    };
+    let key = form.get("signatureKey").cloned().unwrap_or_default();
+    if !key.is_empty() {
+        let token = format!("crc{}", std::process::id());
+        let answer = reqwest::Client::new()
+            .get(format!("{hook_url}?crc_token={token}"))
+            .send()
+            .await;
+        let got: Option<Value> = match answer {
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            _ => None,
+        };
+        use base64::Engine;
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(token.as_bytes());
+        let want = format!(
+            "sha256={}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        if got.as_ref().and_then(|v| v["response_token"].as_str()) != Some(want.as_str()) {
+            return HttpResponse::Ok().json(json!({"error": {"code": 400,
+                "message": "Unable to validate the hookUrl: the CRC response did not match.",
+                "details": []}}));
+        }
+    }
+    let mut st = st.lock().unwrap();
+    let id = format!("wh{}", st.webhooks.len() + 1);
+    let resource = json!({
+        "id": id, "name": name, "active": true, "hookUrl": hook_url,
+        "serviceUrl": format!("{}/rest/services/{svc}/FeatureServer", st.base),
+        "signatureKey": key, "format": "json",
+        "contentType": form.get("contentType").cloned().unwrap_or_default(),
+        "changeTypes": form.get("changeTypes").cloned().unwrap_or_else(|| "*".into()),
+        "serverGen": st.gen_, "curNotificationAttempts": 0,
+        "createdTime": 1_700_000_000_000u64, "lastUpdatedTime": 1_700_000_000_000u64
+    });
+    st.webhooks.insert(id.clone(), resource.clone());
+    let url = format!(
+        "{}/rest/admin/services/{svc}/FeatureServer/WebHooks/{id}",
+        st.base
+    );
+    let mut answer = resource;
+    answer["url"] = Value::from(url);
+    HttpResponse::Ok().json(answer)
 }
 
 /// The service resource: its layers' current serverGens in `changeTrackingInfo`.
