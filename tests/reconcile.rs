@@ -268,6 +268,21 @@ async fn a_restart_between_the_fetch_and_the_server_gen_update_loses_and_repeats
     );
 }
 
+/// `[arcgis.online]` against `a`, whose services cover its admin endpoints too.
+fn admin_connection(a: &Arcgis) -> String {
+    format!(
+        r#"
+[arcgis.online]
+portal = "{base}"
+services = ["{base}/rest/services/", "{base}/rest/admin/services/"]
+client_id = "{id}"
+client_secret = "env:FEED_CLIENT_SECRET"
+"#,
+        base = a.base,
+        id = server::CLIENT_ID
+    )
+}
+
 /// The overview page's text, signed in with the admin token.
 async fn overview(d: &Daemon) -> String {
     let client = reqwest::Client::builder()
@@ -305,17 +320,7 @@ async fn overview(d: &Daemon) -> String {
 async fn a_webhook_arcgis_turned_off_shows_on_the_metric_the_page_and_readyz() {
     let a = Arcgis::start(server::real_change_file());
     let url = a.set_webhook("Parcels", "w1", true, 0);
-    let connection = format!(
-        r#"
-[arcgis.online]
-portal = "{base}"
-services = ["{base}/rest/services/", "{base}/rest/admin/services/"]
-client_id = "{id}"
-client_secret = "env:FEED_CLIENT_SECRET"
-"#,
-        base = a.base,
-        id = server::CLIENT_ID
-    );
+    let connection = admin_connection(&a);
     let hook = format!(
         "\n[hooks.parcels]\nkind = \"feature-service\"\nsecrets = [\"example-signature-key\"]\nwebhooks = [\"{url}\"]\nwatch_every = \"30s\"\n"
     );
@@ -400,17 +405,7 @@ fn webhooks_cli(d: &Daemon, args: &[&str]) -> (bool, String, String) {
 #[tokio::test]
 async fn webhooks_are_created_and_checked_and_refusals_are_clear() {
     let a = Arcgis::start(server::real_change_file());
-    let connection = format!(
-        r#"
-[arcgis.online]
-portal = "{base}"
-services = ["{base}/rest/services/", "{base}/rest/admin/services/"]
-client_id = "{id}"
-client_secret = "env:FEED_CLIENT_SECRET"
-"#,
-        base = a.base,
-        id = server::CLIENT_ID
-    );
+    let connection = admin_connection(&a);
     let hook = format!(
         "\n[hooks.parcels]\nkind = \"feature-service\"\nsecrets = [\"example-signature-key\"]\nservice = \"{}\"\n",
         a.service_url("Parcels")

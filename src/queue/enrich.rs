@@ -328,20 +328,13 @@ fn unsettled(p: &Progress, seq: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::RoutedEvent;
     use crate::queue::tests::event;
-    use crate::queue::{Retention, RoutedEvent};
 
     #[tokio::test]
     async fn parked_deliveries_are_not_taken_and_changes_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();
-        let day = std::time::Duration::from_secs(86_400);
-        let retention = Retention {
-            dedup_window: day,
-            keep_delivered: day,
-            keep_dead: day,
-            min_free: 0,
-        };
-        let queue = Queue::open(dir.path(), retention).unwrap();
+        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
         let routed = RoutedEvent {
             event: event(1),
             sinks: vec!["a".into(), "b".into()],
@@ -386,14 +379,7 @@ mod tests {
     #[test]
     fn feature_changes_sent_are_remembered_per_sink() {
         let dir = tempfile::tempdir().unwrap();
-        let day = std::time::Duration::from_secs(86_400);
-        let retention = Retention {
-            dedup_window: day,
-            keep_delivered: day,
-            keep_dead: day,
-            min_free: 0,
-        };
-        let queue = Queue::open(dir.path(), retention).unwrap();
+        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
         assert!(queue.features_sent("a", &["f1", "f2"]).unwrap().is_empty());
         queue.record_features_sent("a", &["f1"]).unwrap();
         let sent = queue.features_sent("a", &["f1", "f2"]).unwrap();
@@ -405,14 +391,7 @@ mod tests {
     #[test]
     fn changes_stored_by_an_earlier_release_per_event_are_still_read() {
         let dir = tempfile::tempdir().unwrap();
-        let day = std::time::Duration::from_secs(86_400);
-        let retention = Retention {
-            dedup_window: day,
-            keep_delivered: day,
-            keep_dead: day,
-            min_free: 0,
-        };
-        let queue = Queue::open(dir.path(), retention).unwrap();
+        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
         let tree = queue.trees.enrich.clone();
         tree.insert(
             seq_key(OLD_CHANGES, 5),

@@ -149,18 +149,9 @@ fn window_key(hook: &str, layer: u32, from: u64, to: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Retention;
-    use std::time::Duration;
 
     fn open(dir: &std::path::Path) -> std::sync::Arc<Queue> {
-        let day = Duration::from_secs(86_400);
-        let retention = Retention {
-            dedup_window: day,
-            keep_delivered: day,
-            keep_dead: day,
-            min_free: 0,
-        };
-        Queue::open(dir, retention).unwrap()
+        Queue::open(dir, crate::queue::tests::long()).unwrap()
     }
 
     #[tokio::test]
