@@ -267,3 +267,44 @@ fn the_survey123_card_shows_the_answers_and_when_it_came() {
         "{text}"
     );
 }
+
+#[test]
+fn a_long_survey_fits_slack_and_teams() {
+    let config = config();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/real/esridevevents_survey123-webhook_addData.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for n in 0..30 {
+        v["feature"]["attributes"][format!("q{n:02}")] = Value::from(format!("answer {n}"));
+    }
+    let (_, messages) = rendered(&config, v.to_string().as_bytes()).remove(0);
+    let by = |s: &str| messages.iter().find(|(n, _)| n == s).unwrap().1.clone();
+    // Slack refuses a section of more than 10 fields.
+    let slack = by("slack")["body"].clone();
+    let sections: Vec<&Value> = slack["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "section")
+        .collect();
+    assert!(sections.len() >= 3, "{slack}");
+    assert!(
+        sections
+            .iter()
+            .all(|s| (1..=10).contains(&s["fields"].as_array().unwrap().len())),
+        "{slack}"
+    );
+    let text = slack.to_string();
+    assert!(
+        text.contains("q00: answer 0") && text.contains("Event: "),
+        "{text}"
+    );
+    // The Teams card shows the first 25 answers and says how many more there are.
+    let f = facts(&by("teams")["body"]);
+    assert!(f.contains(&("q00".into(), "answer 0".into())), "{f:?}");
+    assert!(!f.iter().any(|(t, _)| t == "q29"), "{f:?}");
+    assert!(
+        f.contains(&("More".into(), "6 more answers in the layer".into())),
+        "{f:?}"
+    );
+}
