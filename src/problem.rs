@@ -64,7 +64,23 @@ pub fn line_of(text: &str, key: &str) -> Option<usize> {
         };
         return Some(key_line(&lines, at, parts.get(cut).copied()));
     }
-    None
+    // A key of no table (`templates_timezone`): its line before the first table header.
+    lines
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| assigns(l, parts[0]))
+        .map(|i| i + 1)
+}
+
+/// Whether `line` assigns key `name` (its `[i]` index dropped; bare or quoted).
+fn assigns(line: &str, name: &str) -> bool {
+    let name = name.split('[').next().unwrap_or(name);
+    let quoted = format!("\"{name}\"");
+    let line = line.trim_start();
+    [name, quoted.as_str()].iter().any(|k| {
+        line.strip_prefix(k)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
 }
 
 /// The 1-based line of key `next` (its `[i]` index dropped; bare or quoted) in the table whose
@@ -73,18 +89,10 @@ fn key_line(lines: &[&str], at: usize, next: Option<&str>) -> usize {
     let Some(next) = next else {
         return at + 1;
     };
-    let name = next.split('[').next().unwrap_or(next);
-    let quoted = format!("\"{name}\"");
     let found = lines[at + 1..]
         .iter()
         .take_while(|l| !l.trim_start().starts_with('['))
-        .position(|l| {
-            let l = l.trim_start();
-            [name, quoted.as_str()].iter().any(|k| {
-                l.strip_prefix(k)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
-            })
-        });
+        .position(|l| assigns(l, next));
     found.map_or(at + 1, |i| at + 2 + i)
 }
 

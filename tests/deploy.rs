@@ -119,3 +119,23 @@ fn the_kubernetes_config_map_passes_check_with_the_secret_placeholders() {
         "the ConfigMap fails check with the Secret's values:\n{out}"
     );
 }
+
+#[test]
+fn the_packaged_config_passes_check() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/debian/routes.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let local = config
+        .replace(
+            "/var/lib/hookbridge",
+            &dir.path().join("state").display().to_string(),
+        )
+        .replace(
+            "/etc/hookbridge/templates",
+            &templates.display().to_string(),
+        );
+    assert_ne!(local, config);
+    let (ok, out) = check(dir.path(), &local, &[]);
+    assert!(ok, "deploy/debian/routes.toml fails check:\n{out}");
+}

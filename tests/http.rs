@@ -12,6 +12,8 @@ mod crash;
 mod presets;
 #[path = "http/receiver.rs"]
 mod receiver;
+#[path = "http/retry_page.rs"]
+mod retry_page;
 #[path = "http/signing.rs"]
 mod signing;
 #[path = "http/steering.rs"]

@@ -41,6 +41,7 @@ async fn security() {
         "/ui/sinks/log/pause",
         "/ui/sinks/log/resume",
         "/ui/sinks/log/retry",
+        "/ui/events/0123456789abcdef0123456789abcdef/retry",
         "/ui/signout",
     ];
     for path in &pages {

@@ -24,7 +24,7 @@ pub use crate::arcgis::HookKind;
 pub use crate::queue::StorageConfig;
 
 use crate::enrich::{ConnectionConfig, SinkEnrich};
-use crate::render::Renderer;
+use crate::render::{Renderer, TimeZone};
 use crate::route::{RouteConfig, RouteTable};
 use crate::sinks::SinkConfig;
 
@@ -64,6 +64,7 @@ struct RawConfig {
     #[serde(default)]
     storage: StorageConfig,
     templates: Option<PathBuf>,
+    templates_timezone: Option<String>,
     #[serde(default)]
     hooks: BTreeMap<String, HookConfig>,
     #[serde(default)]
@@ -97,6 +98,32 @@ fn connections(
         }
     }
     arcgis
+}
+
+/// `templates_timezone`: the IANA time zone (`Europe/Berlin`) templates print local times in,
+/// UTC when unset; a name the time zone database does not hold is a problem, with the closest.
+fn timezone(name: Option<&str>, problems: &mut Vec<Problem>) -> TimeZone {
+    let Some(name) = name else {
+        return TimeZone::UTC;
+    };
+    if let Ok(zone) = TimeZone::get(name) {
+        return zone;
+    }
+    let closest = jiff::tz::db()
+        .available()
+        .map(|n| (strsim::jaro_winkler(name, n.as_str()), n))
+        .filter(|(score, _)| *score > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| format!(" (did you mean {:?}?)", n.as_str()))
+        .unwrap_or_default();
+    problems.push(Problem::new(
+        "templates_timezone",
+        format!(
+            "{name:?} is not a time zone the IANA database names{closest}; expected a name such \
+             as \"Europe/Berlin\", \"America/New_York\" or \"UTC\""
+        ),
+    ));
+    TimeZone::UTC
 }
 
 /// A configured sink: its settings and its retry policy.
@@ -228,7 +255,8 @@ impl Config {
         hooks::check(&raw.hooks, &mut problems);
 
         let templates_dir = base.join(raw.templates.unwrap_or_else(|| PathBuf::from("templates")));
-        let mut renderer = Renderer::new(templates_dir);
+        let zone = timezone(raw.templates_timezone.as_deref(), &mut problems);
+        let mut renderer = Renderer::in_zone(templates_dir, &zone);
         let no_connection = raw.arcgis.is_empty();
         let arcgis = connections(raw.arcgis, &mut problems);
         for (name, hook) in &raw.hooks {

@@ -56,6 +56,27 @@ fn missing_env_secret_names_the_key() {
 }
 
 #[test]
+fn templates_timezone_is_an_iana_name_checked_at_load() {
+    let ok = format!("templates_timezone = \"Europe/Berlin\"\n[hooks.h]\n{SINK_AND_ROUTE}");
+    assert!(problems(&ok).is_empty(), "{:?}", problems(&ok));
+    let p = problems(&format!(
+        "\ntemplates_timezone = \"Europe/Berln\"\n[hooks.h]\n{SINK_AND_ROUTE}"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("templates_timezone (line 2)"), "{p:?}");
+    assert!(p[0].contains("did you mean \"Europe/Berlin\"?"), "{p:?}");
+    assert!(p[0].contains("IANA"), "{p:?}");
+    let p = problems(&format!(
+        "templates_timezone = \"CET+1\"\n[hooks.h]\n{SINK_AND_ROUTE}"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    let p = problems(&format!(
+        "templates_timezone = 1\n[hooks.h]\n{SINK_AND_ROUTE}"
+    ));
+    assert!(p[0].starts_with("templates_timezone"), "{p:?}");
+}
+
+#[test]
 fn every_semantic_problem_is_listed() {
     let p = problems(
         r#"

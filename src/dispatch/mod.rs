@@ -126,8 +126,15 @@ impl Dispatcher {
     /// the order batches were taken and written to the queue by the [`Recorder`] while the next
     /// batches are taken and sent. A batch's deliveries stay handed out until their outcomes
     /// are written, so none is taken twice. On shutdown, the batches in hand are finished and
-    /// recorded first.
+    /// recorded first, then the sink closes its connection.
     pub async fn run(self) {
+        self.dispatch().await;
+        self.sink.close().await;
+        tracing::debug!(sink = %self.name, "dispatcher stopped");
+    }
+
+    /// The dispatcher's loop, until `shutdown` is cancelled and the batches in hand are done.
+    async fn dispatch(&self) {
         if !self.connect().await {
             return;
         }
@@ -192,7 +199,6 @@ impl Dispatcher {
                 else => {}
             }
         }
-        tracing::debug!(sink = %self.name, "dispatcher stopped");
     }
 
     /// Takes batches and starts sending them until `room` are in flight or nothing is ready.

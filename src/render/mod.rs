@@ -8,9 +8,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 mod builtin;
+mod filters;
 mod plain;
 
 use builtin::BUILTIN;
+pub use filters::{LOCAL_FORMAT, is_http_link};
+pub use jiff::tz::TimeZone;
 use plain::{AUTOESCAPED, Needs, Part};
 
 use crate::event::Event;
@@ -50,12 +53,17 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    /// An empty renderer whose file templates live in `dir`.
+    /// An empty renderer whose file templates live in `dir`, printing local times in UTC.
     pub fn new(dir: PathBuf) -> Self {
+        Renderer::in_zone(dir, &TimeZone::UTC)
+    }
+
+    /// An empty renderer whose file templates live in `dir`, whose `local` filter prints times
+    /// in `zone` (`templates_timezone`).
+    pub fn in_zone(dir: PathBuf, zone: &TimeZone) -> Self {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(AUTOESCAPED.to_vec());
-        tera.register_filter("utc", utc_filter);
-        tera.register_filter("http_link", http_link_filter);
+        filters::register(&mut tera, zone);
         Renderer {
             tera: Arc::new(tera),
             dir,
@@ -292,35 +300,6 @@ fn escape_strings(value: &mut Value, escape: fn(&str) -> String) {
         Value::Object(map) => map.values_mut().for_each(|v| escape_strings(v, escape)),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
-}
-
-/// Whether `text` may become a link a person clicks: an absolute `http` or `https` URL with a
-/// host. A payload's `portalURL` or `changesUrl` could be `javascript:` or `data:` otherwise.
-pub fn is_http_link(text: &str) -> bool {
-    url::Url::parse(text.trim())
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-}
-
-/// The `http_link` filter: the value when [`is_http_link`] holds, else an empty string, so
-/// `{% if link %}` leaves the link out.
-fn http_link_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
-    Ok(match value.as_str() {
-        Some(text) if is_http_link(text) => Value::from(text),
-        _ => Value::from(""),
-    })
-}
-
-/// The `utc` filter: epoch milliseconds as `2023-11-14 22:15:21 UTC`, for message templates.
-fn utc_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
-    let at = value
-        .as_u64()
-        .or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-        .and_then(|ms| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms)))
-        .ok_or_else(|| {
-            tera::Error::msg(format!("utc expects epoch milliseconds; found {value}"))
-        })?;
-    let text = humantime::format_rfc3339_seconds(at).to_string();
-    Ok(Value::from(text.replacen('T', " ", 1).replace('Z', " UTC")))
 }
 
 /// Tera's error with its causes, which hold the useful part (line, variable name).

@@ -80,6 +80,11 @@ pub trait Sink: Send + Sync {
     /// Sends a batch; returns one outcome per delivery, in order.
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError>;
 
+    /// Ends the connection when the dispatcher stops (a stop or a reload), after the batches
+    /// in hand: a client library's own task then ends cleanly rather than meeting a runtime
+    /// that is going away (lapin logged an ERROR on every clean stop).
+    async fn close(&self) {}
+
     /// When set, the dispatcher leaves the batch queued until this epoch-ms time, then takes
     /// it again (with whatever joined it): how a digest collects a window's events.
     fn hold_until(&self, _batch: &[Delivery]) -> Option<u64> {

@@ -1,5 +1,5 @@
 //! What changes state: sign-in, sign-out, replay and purge of dead letters, pause, resume and
-//! retry now.
+//! retry now (a sink's waiting deliveries, or one event's).
 //!
 //! Each is a POST; all but sign-in need the session's CSRF token in the form. Replay and purge
 //! first answer a confirmation page, and act only when it is posted back with `confirmed=yes`.
@@ -235,5 +235,42 @@ pub async fn sink(
     } else {
         let ctx = Message::new(&session, "Unknown sink", "No running sink has this name.");
         ui.page(StatusCode::NOT_FOUND, "error.html", &ctx)
+    }
+}
+
+/// `POST /ui/events/{id}/retry`: the event's waiting deliveries, at every sink, are due now.
+pub async fn event(
+    state: web::Data<AppState>,
+    ui: web::Data<Ui>,
+    session: web::ReqData<Session>,
+    id: web::Path<String>,
+    form: web::Form<Csrf>,
+) -> HttpResponse {
+    if !session.csrf_matches(form.csrf.as_deref()) {
+        return forged(&ui, &session);
+    }
+    let id = id.into_inner();
+    let back = view::event_link(&id);
+    let state = state.into_inner();
+    let retried = web::block(move || {
+        let Some(seq) = state.queue.seq_of(&id).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let sinks: Vec<String> = state.controls().keys().cloned().collect();
+        crate::admin::retry_now(&state, &sinks, Some(seq)).map(Some)
+    })
+    .await;
+    match retried {
+        Ok(Ok(Some(_))) => see_other(&back),
+        Ok(Ok(None)) => {
+            let ctx = Message::new(
+                &session,
+                "Unknown event",
+                "No event with this id was accepted within the dedup window.",
+            );
+            ui.page(StatusCode::NOT_FOUND, "error.html", &ctx)
+        }
+        Ok(Err(e)) => unavailable(&ui, &session, &e),
+        Err(e) => unavailable(&ui, &session, &e.to_string()),
     }
 }

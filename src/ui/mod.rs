@@ -124,6 +124,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/", web::get().to(pages::overview))
                 .route("/events", web::get().to(pages::events))
                 .route("/events/{id}", web::get().to(pages::event))
+                .route("/events/{id}/retry", web::post().to(actions::event))
                 .route("/dead", web::get().to(pages::dead))
                 .route("/dead/{action}", web::post().to(actions::dead))
                 .route("/sinks/{name}/{action}", web::post().to(actions::sink))

@@ -291,7 +291,15 @@ pub async fn event(
         .iter()
         .map(|d| view::delivery(d, now))
         .collect();
+    // "Retry now" while a delivery sits out its backoff.
+    let waiting = deliveries.iter().any(|d| d["state"] == "waiting");
     ctx.insert("deliveries".into(), json!(deliveries));
+    ctx.insert("waiting".into(), json!(waiting));
+    let link = view::event_link(&id);
+    ctx.insert(
+        "link_id".into(),
+        json!(link.trim_start_matches("/ui/events/")),
+    );
     let attempts: Vec<Value> = attempts
         .iter()
         .map(|a| {

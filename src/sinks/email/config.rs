@@ -297,7 +297,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.subject, "Welcome Survey: new record by jsmith");
         assert!(
-            m.text.contains("what_industry_do_you_work_in: Science"),
+            m.text.contains("What industry do you work in?: Science"),
             "{}",
             m.text
         );

@@ -21,6 +21,9 @@ use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 /// How long opening the connection and channel, and declaring the exchange, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long closing the connection at a stop may take before it is left to the broker.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Where and how a sink publishes: the settings of these names in its `[sinks.NAME]` table.
 pub(super) struct Publishing {
     /// The AMQP URL; it may hold a password.
@@ -301,6 +304,34 @@ impl Sink for RabbitMqSink {
     async fn connect(&self) -> Result<(), SinkError> {
         let mut slot = self.link.lock().await;
         self.ensure(&mut slot).await.map(|_| ())
+    }
+
+    /// Closes the connection (channel first, then the connection, as AMQP asks), so that
+    /// lapin's I/O loop ends before the runtime does.
+    async fn close(&self) {
+        let Some(link) = self.link.lock().await.take() else {
+            return;
+        };
+        METRICS.sink_up.with_label_values(&[&self.name]).set(0);
+        let closing = async {
+            if link.channel.status().connected() {
+                link.channel.close(200, "hookbridge stops").await?;
+            }
+            if link.connection.status().connected() {
+                link.connection.close(200, "hookbridge stops").await?;
+            }
+            Ok::<(), lapin::Error>(())
+        };
+        match timeout(CLOSE_TIMEOUT, closing).await {
+            Ok(Ok(())) => tracing::debug!(sink = %self.name, "closed the RabbitMQ connection"),
+            Ok(Err(e)) => {
+                tracing::debug!(sink = %self.name, error = %e, "closing the RabbitMQ connection failed")
+            }
+            Err(_) => tracing::debug!(
+                sink = %self.name,
+                "the broker did not confirm the close within {CLOSE_TIMEOUT:?}"
+            ),
+        }
     }
 
     /// Publishes the whole batch, then collects the confirms, all within `confirm_timeout`.
