@@ -8,6 +8,7 @@ mod file;
 mod http;
 mod kafka;
 mod message;
+mod nats;
 mod rabbitmq;
 mod registry;
 
@@ -25,12 +26,13 @@ pub(crate) use message::{
 pub use registry::{Check, SinkConfig, SinkKind, SinkType};
 
 /// Every sink type hookbridge knows: adding one is a folder and a line here.
-const KINDS: [SinkKind; 5] = [
+const KINDS: [SinkKind; 6] = [
     SinkKind::of::<file::FileConfig>(),
     SinkKind::of::<kafka::KafkaConfig>(),
     SinkKind::of::<rabbitmq::RabbitMqConfig>(),
     SinkKind::of::<email::EmailConfig>(),
     SinkKind::of::<http::HttpConfig>(),
+    SinkKind::of::<nats::NatsConfig>(),
 ];
 
 /// One event due at one sink, as the dispatcher hands it over.
