@@ -15,6 +15,7 @@ use common::{BASE_CONFIG, Daemon, free_port, sample};
 use futures::StreamExt;
 use hookbridge::render::Renderer;
 use hookbridge::sinks::{Delivery, Outcome, Sink, SinkConfig, SinkError};
+use futures::StreamExt;
 use serde_json::Value;
 
 const URL: &str = "nats://127.0.0.1:4222";
@@ -476,10 +477,18 @@ async fn sigkill_while_sending_loses_nothing() {
     let Some(js) = machine().await else { return };
     let (stream, prefix) = own_stream(&js).await;
     let mut d = Daemon::start(&config(URL, &prefix, ""));
-    let n = 200;
+    let n = 600;
+    // Posted 16 at a time, so the sink is in the middle of a backlog when the kill comes.
+    let answers: Vec<common::Answer> = futures::stream::iter(0..n)
+        .map(|i| {
+            let d = &d;
+            async move { d.post_signed("portal", &portal_event(i, "update")).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
     let mut accepted = BTreeSet::new();
-    for i in 0..n {
-        let a = d.post_signed("portal", &portal_event(i, "update")).await;
+    for a in answers {
         assert_eq!(a.status, 200, "{}", a.text);
         accepted.extend(a.accepted());
     }
