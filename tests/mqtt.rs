@@ -454,3 +454,36 @@ async fn sigkill_while_sending_loses_nothing() {
         got.len() - ids.len()
     );
 }
+
+#[tokio::test]
+async fn mqtt_3_1_1_when_asked() {
+    if !machine() {
+        return;
+    }
+    let prefix = prefix();
+    let sub = Subscriber::start(1883, &format!("{prefix}/#")).await;
+    let d = Daemon::start(&config(1883, &prefix, "protocol = \"3.1.1\""));
+    let a = d
+        .post_signed("portal", &common::sample("portal-item-share-multi.json"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let ids = a.accepted();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got = sub.got.lock().unwrap().clone();
+        if got.len() >= ids.len() || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|g| g.body["event_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(bodies, ids, "daemon log:\n{}", d.log_text());
+    // 3.1.1 has no properties: the event id travels in the body only.
+    assert!(
+        got.iter()
+            .all(|g| g.user.is_empty() && g.correlation.is_none())
+    );
+}

@@ -24,6 +24,9 @@ pub struct MqttConfig {
     /// Topic template; every level an event value renders is checked.
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// `"5"` (the default) or `"3.1.1"`, for a broker that does not speak MQTT 5.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
     /// 1 (at least once, the default) or 2 (exactly once between hookbridge and the broker).
     #[serde(default = "default_qos")]
     pub qos: u8,
@@ -65,6 +68,9 @@ pub struct MqttConfig {
 fn default_topic() -> String {
     "arcgis/{{ kind }}/{{ operation }}".into()
 }
+fn default_protocol() -> String {
+    "5".into()
+}
 fn default_qos() -> u8 {
     1
 }
@@ -94,6 +100,17 @@ impl SinkType for MqttConfig {
         check.template("topic", &self.topic);
         if let Some(problem) = template_problem(&self.topic) {
             check.problem("topic", problem);
+        }
+        if !matches!(self.protocol.as_str(), "5" | "3.1.1") {
+            check.problem(
+                "protocol",
+                format!("{:?}: expected \"5\" or \"3.1.1\"", self.protocol),
+            );
+        } else if self.protocol == "3.1.1" && self.require_subscribers {
+            check.problem(
+                "require_subscribers",
+                "needs MQTT 5: a 3.1.1 broker does not say whether anyone subscribed",
+            );
         }
         if !matches!(self.qos, 1 | 2) {
             check.problem(
@@ -202,6 +219,7 @@ impl MqttConfig {
                 .client_id
                 .clone()
                 .unwrap_or_else(|| format!("hookbridge-{name}")),
+            v5: self.protocol != "3.1.1",
             session_expiry: u32::try_from(self.session_expiry.as_secs()).unwrap_or(u32::MAX),
             keep_alive: self.keep_alive,
             qos: self.qos,
@@ -294,6 +312,11 @@ pub(crate) mod tests {
             ("topic = \"arcgis/#\"", "topic"),
             ("topic = \"a//{{ kind }}\"", "topic"),
             ("qos = 0", "qos"),
+            ("protocol = \"3\"", "protocol"),
+            (
+                "protocol = \"3.1.1\"\nrequire_subscribers = true",
+                "require_subscribers",
+            ),
             ("client_id = \"a b/c\"", "client_id"),
             ("keep_alive = \"1s\"", "keep_alive"),
             ("user = \"u\"", "password"),

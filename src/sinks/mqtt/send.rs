@@ -16,7 +16,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::encode::Encoder;
 use super::errors::{Answer, batch_outcomes, outcome};
-use super::session::{Link, Session};
+use super::session::{Link, Options, Session};
 use crate::metrics::METRICS;
 use crate::secret::Secret;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
@@ -47,6 +47,8 @@ pub(super) struct Broker {
 pub(super) struct Publishing {
     pub broker: Broker,
     pub client_id: String,
+    /// MQTT 5 (else 3.1.1).
+    pub v5: bool,
     /// Seconds the broker keeps the session while disconnected.
     pub session_expiry: u32,
     pub keep_alive: Duration,
@@ -110,11 +112,34 @@ impl MqttSink {
         Ok(session)
     }
 
-    /// The client's options: a persistent v5 session (clean start off, an expiry),
+    /// The client's options: a persistent session (clean start off, a v5 session expiry),
     /// credentials, TLS.
-    fn options(&self) -> Result<MqttOptions, SinkError> {
+    fn options(&self) -> Result<Options, SinkError> {
         let p = &self.publishing;
         let b = &p.broker;
+        let transport = if b.tls {
+            let config = tls_config(b).map_err(SinkError::Config)?;
+            Some(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(config),
+            )))
+        } else {
+            None
+        };
+        if !p.v5 {
+            let mut options =
+                rumqttc::MqttOptions::new(p.client_id.clone(), b.host.clone(), b.port);
+            options
+                .set_clean_session(false)
+                .set_keep_alive(p.keep_alive.max(Duration::from_secs(5)))
+                .set_inflight(MAX_IN_FLIGHT);
+            if let Some((user, password)) = &b.login {
+                options.set_credentials(user.clone(), password.expose().to_string());
+            }
+            if let Some(t) = transport {
+                options.set_transport(t);
+            }
+            return Ok(Options::V311(options));
+        }
         let mut options = MqttOptions::new(p.client_id.clone(), b.host.clone(), b.port);
         options
             .set_clean_start(false)
@@ -125,13 +150,10 @@ impl MqttSink {
         if let Some((user, password)) = &b.login {
             options.set_credentials(user.clone(), password.expose().to_string());
         }
-        if b.tls {
-            let config = tls_config(b).map_err(SinkError::Config)?;
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(config),
-            )));
+        if let Some(t) = transport {
+            options.set_transport(t);
         }
-        Ok(options)
+        Ok(Options::V5(options))
     }
 }
 
@@ -240,13 +262,7 @@ impl Sink for MqttSink {
                     continue;
                 };
                 let answer = waiting.queue();
-                match client.try_publish_with_properties(
-                    m.topic.clone(),
-                    qos,
-                    p.retain,
-                    m.body,
-                    m.properties,
-                ) {
+                match client.try_publish(m.topic.clone(), qos, p.retain, m.body, m.properties) {
                     Ok(()) => steps.push(Step::Published(m.topic, answer)),
                     Err(e) => {
                         waiting.unqueue();

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rumqttc::Outgoing;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use tokio::sync::{oneshot, watch};
 
 use super::errors::{Answer, ack_answer, comp_answer, rec_answer};
@@ -34,11 +35,53 @@ pub(super) enum Link {
     Down(String),
 }
 
+/// The client's options, of the protocol the broker speaks.
+pub(super) enum Options {
+    /// MQTT 5.
+    V5(v5::MqttOptions),
+    /// MQTT 3.1.1.
+    V311(rumqttc::MqttOptions),
+}
+
+/// An event loop's client, of either protocol.
+#[derive(Clone)]
+pub(super) enum Client {
+    V5(v5::AsyncClient),
+    V311(rumqttc::AsyncClient),
+}
+
+impl Client {
+    /// Hands one publish to the event loop without waiting (3.1.1 carries no properties).
+    pub fn try_publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        body: Vec<u8>,
+        properties: PublishProperties,
+    ) -> Result<(), String> {
+        match self {
+            Client::V5(c) => c
+                .try_publish_with_properties(topic, qos, retain, body, properties)
+                .map_err(|e| e.to_string()),
+            Client::V311(c) => {
+                let qos = match qos {
+                    QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+                    QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+                    QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+                };
+                c.try_publish(topic, qos, retain, body)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 /// The publishes handed over and not yet answered.
 #[derive(Default)]
 pub(super) struct Waiting {
     /// The current client, while its event loop runs.
-    client: Option<AsyncClient>,
+    client: Option<Client>,
     /// Handed to the client, not yet written (so without a packet id), in order.
     queued: VecDeque<oneshot::Sender<Answer>>,
     /// Written, by packet id.
@@ -48,9 +91,9 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
-    /// The current client and a place in line for its next publish: a publish handed over
-    /// with the client while this guard is held takes the answer the receiver gets.
-    pub fn client(&self) -> Option<&AsyncClient> {
+    /// The current client: a publish handed to it while this guard is held, followed by
+    /// [`Waiting::queue`], gets its answer through the receiver `queue` returns.
+    pub fn client(&self) -> Option<&Client> {
         self.client.as_ref()
     }
 
@@ -126,16 +169,20 @@ impl Drop for Session {
 impl Session {
     /// Starts the task that connects with `options` and keeps the session; `secret` is
     /// scrubbed from the errors it reports.
-    pub fn start(sink: &str, options: MqttOptions, secret: Option<String>) -> Session {
+    pub fn start(sink: &str, options: Options, secret: Option<String>) -> Session {
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         let (tx, link) = watch::channel(Link::Connecting);
-        let task = tokio::spawn(drive(
-            sink.to_string(),
-            options,
-            waiting.clone(),
-            tx,
+        let driver = Driver {
+            sink: sink.to_string(),
+            waiting: waiting.clone(),
+            link: tx,
             secret,
-        ));
+            pause: Duration::from_millis(100),
+        };
+        let task = match options {
+            Options::V5(o) => tokio::spawn(drive_v5(driver, o)),
+            Options::V311(o) => tokio::spawn(drive_v311(driver, o)),
+        };
         Session {
             waiting,
             link,
@@ -172,67 +219,123 @@ fn lock(waiting: &Mutex<Waiting>) -> MutexGuard<'_, Waiting> {
     }
 }
 
-/// Runs event loops one after another: a new one when the broker lost the session while
-/// publishes were outstanding, else the same one, reconnecting with a growing pause.
-async fn drive(
+/// What both protocols' event loops report to the waiters and the link.
+struct Driver {
     sink: String,
-    options: MqttOptions,
     waiting: Arc<Mutex<Waiting>>,
     link: watch::Sender<Link>,
     secret: Option<String>,
-) {
-    let mut pause = Duration::from_millis(100);
+    pause: Duration,
+}
+
+impl Driver {
+    /// A new event loop's client takes over.
+    fn install(&self, client: Client) {
+        lock(&self.waiting).client = Some(client);
+    }
+
+    /// The broker's CONNACK; `false` when the event loop must be replaced (the broker lost the
+    /// session while publishes were outstanding).
+    fn connected(&mut self, session_present: bool) -> bool {
+        let mut w = lock(&self.waiting);
+        if !session_present && w.outstanding() {
+            w.lose_all("the broker did not keep the session; not sent");
+            w.client = None;
+            drop(w);
+            tracing::warn!(sink = %self.sink, "MQTT broker did not keep the session; its unacknowledged messages are sent again");
+            return false;
+        }
+        drop(w);
+        self.pause = Duration::from_millis(100);
+        tracing::info!(sink = %self.sink, session_present, "MQTT session up");
+        self.link.send_replace(Link::Up);
+        true
+    }
+
+    fn written(&self, pkid: u16) {
+        lock(&self.waiting).written(pkid);
+    }
+
+    /// rumqttc holds a publish back: its packet id `pkid` is still in flight.
+    fn held_back(&self, pkid: u16) {
+        let mut w = lock(&self.waiting);
+        if let Some(waiter) = w.queued.pop_front() {
+            w.collided = Some((pkid, waiter));
+        }
+    }
+
+    fn answer(&self, pkid: u16, answer: Answer) {
+        lock(&self.waiting).answer(pkid, answer);
+    }
+
+    /// The link failed: say so once, and pause before the event loop reconnects.
+    async fn failed(&mut self, e: impl std::fmt::Display) {
+        let why = super::errors::scrub(&e.to_string(), self.secret.as_deref());
+        let news = matches!(*self.link.borrow(), Link::Up | Link::Connecting);
+        if news {
+            tracing::warn!(sink = %self.sink, error = %why, "MQTT connection lost; reconnecting");
+        }
+        self.link.send_replace(Link::Down(why));
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Runs v5 event loops one after another: a new one when the broker lost the session while
+/// publishes were outstanding, else the same one, reconnecting with a growing pause.
+async fn drive_v5(mut d: Driver, options: v5::MqttOptions) {
     loop {
-        let (client, mut events) = AsyncClient::new(options.clone(), CHANNEL);
-        lock(&waiting).client = Some(client);
+        let (client, mut events) = v5::AsyncClient::new(options.clone(), CHANNEL);
+        d.install(Client::V5(client));
         loop {
             match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    let mut w = lock(&waiting);
-                    if !ack.session_present && w.outstanding() {
-                        w.lose_all("the broker did not keep the session; not sent");
-                        w.client = None;
-                        drop(w);
-                        tracing::warn!(sink = %sink, "MQTT broker did not keep the session; its unacknowledged messages are sent again");
+                Ok(v5::Event::Incoming(Packet::ConnAck(ack))) => {
+                    if !d.connected(ack.session_present) {
                         break;
                     }
-                    drop(w);
-                    pause = Duration::from_millis(100);
-                    tracing::info!(sink = %sink, session_present = ack.session_present, "MQTT session up");
-                    link.send_replace(Link::Up);
                 }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    lock(&waiting).answer(ack.pkid, ack_answer(&ack.reason));
+                Ok(v5::Event::Incoming(Packet::PubAck(ack))) => {
+                    d.answer(ack.pkid, ack_answer(&ack.reason));
                 }
-                Ok(Event::Incoming(Packet::PubRec(rec))) => {
+                Ok(v5::Event::Incoming(Packet::PubRec(rec))) => {
                     if let Some(answer) = rec_answer(&rec.reason) {
-                        lock(&waiting).answer(rec.pkid, answer);
+                        d.answer(rec.pkid, answer);
                     }
                 }
-                Ok(Event::Incoming(Packet::PubComp(comp))) => {
-                    lock(&waiting).answer(comp.pkid, comp_answer(&comp.reason));
+                Ok(v5::Event::Incoming(Packet::PubComp(comp))) => {
+                    d.answer(comp.pkid, comp_answer(&comp.reason));
                 }
-                Ok(Event::Incoming(Packet::Disconnect(d))) => {
-                    tracing::warn!(sink = %sink, reason = ?d.reason_code, "the MQTT broker closed the session");
+                Ok(v5::Event::Incoming(Packet::Disconnect(x))) => {
+                    tracing::warn!(sink = %d.sink, reason = ?x.reason_code, "the MQTT broker closed the session");
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&waiting).written(pkid),
-                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
-                    let mut w = lock(&waiting);
-                    if let Some(waiter) = w.queued.pop_front() {
-                        w.collided = Some((pkid, waiter));
-                    }
-                }
+                Ok(v5::Event::Outgoing(Outgoing::Publish(pkid))) => d.written(pkid),
+                Ok(v5::Event::Outgoing(Outgoing::AwaitAck(pkid))) => d.held_back(pkid),
                 Ok(_) => {}
-                Err(e) => {
-                    let why = super::errors::scrub(&e.to_string(), secret.as_deref());
-                    let news = *link.borrow() == Link::Up || *link.borrow() == Link::Connecting;
-                    if news {
-                        tracing::warn!(sink = %sink, error = %why, "MQTT connection lost; reconnecting");
+                Err(e) => d.failed(e).await,
+            }
+        }
+    }
+}
+
+/// The same for MQTT 3.1.1, whose acknowledgements carry no reason code.
+async fn drive_v311(mut d: Driver, options: rumqttc::MqttOptions) {
+    use rumqttc::{Event as E, Packet as P};
+    loop {
+        let (client, mut events) = rumqttc::AsyncClient::new(options.clone(), CHANNEL);
+        d.install(Client::V311(client));
+        loop {
+            match events.poll().await {
+                Ok(E::Incoming(P::ConnAck(ack))) => {
+                    if !d.connected(ack.session_present) {
+                        break;
                     }
-                    link.send_replace(Link::Down(why));
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
+                Ok(E::Incoming(P::PubAck(ack))) => d.answer(ack.pkid, Answer::Done),
+                Ok(E::Incoming(P::PubComp(comp))) => d.answer(comp.pkid, Answer::Done),
+                Ok(E::Outgoing(Outgoing::Publish(pkid))) => d.written(pkid),
+                Ok(E::Outgoing(Outgoing::AwaitAck(pkid))) => d.held_back(pkid),
+                Ok(_) => {}
+                Err(e) => d.failed(e).await,
             }
         }
     }
