@@ -15,7 +15,6 @@ use common::{BASE_CONFIG, Daemon, free_port, sample};
 use futures::StreamExt;
 use hookbridge::render::Renderer;
 use hookbridge::sinks::{Delivery, Outcome, Sink, SinkConfig, SinkError};
-use futures::StreamExt;
 use serde_json::Value;
 
 const URL: &str = "nats://127.0.0.1:4222";
