@@ -138,7 +138,7 @@ impl MqttSink {
             if let Some(t) = transport {
                 options.set_transport(t);
             }
-            return Ok(Options::V311(options));
+            return Ok(Options::V311(Box::new(options)));
         }
         let mut options = MqttOptions::new(p.client_id.clone(), b.host.clone(), b.port);
         options
@@ -153,7 +153,7 @@ impl MqttSink {
         if let Some(t) = transport {
             options.set_transport(t);
         }
-        Ok(Options::V5(options))
+        Ok(Options::V5(Box::new(options)))
     }
 }
 

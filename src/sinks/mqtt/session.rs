@@ -38,9 +38,9 @@ pub(super) enum Link {
 /// The client's options, of the protocol the broker speaks.
 pub(super) enum Options {
     /// MQTT 5.
-    V5(v5::MqttOptions),
+    V5(Box<v5::MqttOptions>),
     /// MQTT 3.1.1.
-    V311(rumqttc::MqttOptions),
+    V311(Box<rumqttc::MqttOptions>),
 }
 
 /// An event loop's client, of either protocol.
@@ -180,8 +180,8 @@ impl Session {
             pause: Duration::from_millis(100),
         };
         let task = match options {
-            Options::V5(o) => tokio::spawn(drive_v5(driver, o)),
-            Options::V311(o) => tokio::spawn(drive_v311(driver, o)),
+            Options::V5(o) => tokio::spawn(drive_v5(driver, *o)),
+            Options::V311(o) => tokio::spawn(drive_v311(driver, *o)),
         };
         Session {
             waiting,
