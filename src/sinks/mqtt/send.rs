@@ -328,6 +328,28 @@ mod tests {
     use crate::sinks::SinkType;
     use crate::sinks::mqtt::config::tests::{config, renderer};
 
+    #[test]
+    fn tls_takes_a_private_ca_and_a_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, issued.cert.pem()).unwrap();
+        std::fs::write(&key, issued.key_pair.serialize_pem()).unwrap();
+        let broker = |ca: Option<PathBuf>, client: bool| Broker {
+            host: "localhost".into(),
+            port: 8883,
+            tls: true,
+            login: None,
+            ca,
+            client_cert: client.then(|| cert.clone()),
+            client_key: client.then(|| key.clone()),
+        };
+        assert!(tls_config(&broker(None, false)).is_ok());
+        assert!(tls_config(&broker(Some(cert.clone()), true)).is_ok());
+        let err = tls_config(&broker(Some(key.clone()), false)).err().unwrap();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+
     #[tokio::test]
     async fn an_unreachable_broker_is_unavailable_not_a_failed_delivery() {
         // Port 1 on loopback refuses connections.
