@@ -321,6 +321,11 @@ impl OwnBroker {
     }
 
     fn start() -> Option<OwnBroker> {
+        Self::start_with("")
+    }
+
+    /// A broker whose config adds `extra` to its listener's lines.
+    fn start_with(extra: &str) -> Option<OwnBroker> {
         if Self::binary().is_none() {
             missing("mosquitto is not installed");
             return None;
@@ -331,7 +336,7 @@ impl OwnBroker {
         std::fs::write(
             dir.path().join("mosquitto.conf"),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                "listener {port} 127.0.0.1\n{extra}\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
                 dir.path().display()
             ),
         )
@@ -486,4 +491,29 @@ async fn mqtt_3_1_1_when_asked() {
         got.iter()
             .all(|g| g.user.is_empty() && g.correlation.is_none())
     );
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("c.pem"), certs.path().join("k.pem"));
+    std::fs::write(&cert, issued.cert.pem()).unwrap();
+    std::fs::write(&key, issued.key_pair.serialize_pem()).unwrap();
+    let extra = format!("certfile {}\nkeyfile {}", cert.display(), key.display());
+    let Some(broker) = OwnBroker::start_with(&extra) else {
+        return;
+    };
+    let prefix = prefix();
+    let text = config(broker.port, &prefix, &format!("ca = \"{}\"", cert.display()))
+        .replace("mqtt://127.0.0.1", "mqtts://127.0.0.1");
+    let mut d = Daemon::start(&text);
+    let a = d.post_signed("portal", &portal_event(1, "update")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&d, "hookbridge_deliveries_total", &["outcome=\"delivered\""]).await < 1.0 {
+        assert!(Instant::now() < deadline, "not delivered over TLS:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.stop().success());
 }
