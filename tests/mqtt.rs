@@ -505,14 +505,29 @@ async fn tls_with_a_private_ca() {
         return;
     };
     let prefix = prefix();
-    let text = config(broker.port, &prefix, &format!("ca = \"{}\"", cert.display()))
-        .replace("mqtt://127.0.0.1", "mqtts://127.0.0.1");
+    let text = config(
+        broker.port,
+        &prefix,
+        &format!("ca = \"{}\"", cert.display()),
+    )
+    .replace("mqtt://127.0.0.1", "mqtts://127.0.0.1");
     let mut d = Daemon::start(&text);
     let a = d.post_signed("portal", &portal_event(1, "update")).await;
     assert_eq!(a.status, 200, "{}", a.text);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&d, "hookbridge_deliveries_total", &["outcome=\"delivered\""]).await < 1.0 {
-        assert!(Instant::now() < deadline, "not delivered over TLS:\n{}", d.log_text());
+    while metric(
+        &d,
+        "hookbridge_deliveries_total",
+        &["outcome=\"delivered\""],
+    )
+    .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered over TLS:\n{}",
+            d.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(d.stop().success());

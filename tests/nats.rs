@@ -339,10 +339,16 @@ struct OwnServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// More arguments (TLS).
+    extra: Vec<String>,
 }
 
 impl OwnServer {
     fn start() -> Option<OwnServer> {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[String]) -> Option<OwnServer> {
         let binary = [
             "nats-server",
             "/usr/sbin/nats-server",
@@ -363,6 +369,7 @@ impl OwnServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.to_vec(),
         };
         s.up();
         Some(s)
@@ -396,6 +403,7 @@ impl OwnServer {
                 "-sd",
             ])
             .arg(self.dir.path().join("store"))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -511,4 +519,38 @@ async fn sigkill_while_sending_loses_nothing() {
         "SIGKILL with {before} of {n} in the stream; all {n} there after the restart, no duplicate"
     );
     let _ = js.delete_stream(&stream).await;
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("c.pem"), certs.path().join("k.pem"));
+    std::fs::write(&cert, issued.cert.pem()).unwrap();
+    std::fs::write(&key, issued.key_pair.serialize_pem()).unwrap();
+    let args = [
+        "--tls".to_string(),
+        "--tlscert".to_string(),
+        cert.display().to_string(),
+        "--tlskey".to_string(),
+        key.display().to_string(),
+    ];
+    let Some(server) = OwnServer::start_with(&args) else {
+        return;
+    };
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(cert.clone())
+        .connect(&url)
+        .await
+        .expect("a TLS client");
+    let js = jetstream::new(client);
+    let (stream, prefix) = own_stream(&js).await;
+    let extra = format!("ca = \"{}\"\nstream = \"{stream}\"", cert.display());
+    let d = Daemon::start(&config(&url, &prefix, &extra));
+    let a = d.post_signed("portal", &portal_event(1, "update")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let got = read(&js, &stream, 1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1, "daemon log:\n{}", d.log_text());
+    assert_eq!(header(&got[0], "Nats-Msg-Id"), a.accepted()[0]);
 }
