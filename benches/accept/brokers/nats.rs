@@ -49,7 +49,8 @@ pub fn run(rt: &tokio::runtime::Runtime, report: &mut Report, p: &Params, summar
             return;
         }
     };
-    let js = jetstream::new(client.clone());
+    // The context spawns its acknowledgement task: it is made inside the runtime.
+    let js = rt.block_on(async { jetstream::new(client.clone()) });
     let tag = format!("{:012x}", rand::random::<u64>() >> 16);
     let name = format!("HBBENCH-{tag}");
     let prefix = format!("hbbench-{tag}");
