@@ -308,7 +308,7 @@ impl Sink for MqttSink {
 
     /// Batches are handed over one after another and await their acknowledgements together.
     fn max_in_flight(&self) -> usize {
-        4
+        8
     }
 }
 

@@ -413,7 +413,7 @@ impl Sink for NatsSink {
 
     /// Batches publish one after another and await their acknowledgements together.
     fn max_in_flight(&self) -> usize {
-        4
+        8
     }
 }
 
