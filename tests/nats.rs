@@ -483,9 +483,28 @@ async fn a_server_restart_mid_run_loses_nothing_and_stores_no_duplicate() {
 async fn sigkill_while_sending_loses_nothing() {
     let Some(js) = machine().await else { return };
     let (stream, prefix) = own_stream(&js).await;
-    let mut d = Daemon::start(&config(URL, &prefix, ""));
-    let n = 600;
-    // Posted 16 at a time, so the sink is in the middle of a backlog when the kill comes.
+    let token = "nats-test-admin-token-0123";
+    let text = config(URL, &prefix, "").replacen(
+        "[server]\n",
+        &format!("[server]\nadmin_token = \"{token}\"\n"),
+        1,
+    );
+    let mut d = Daemon::start(&text);
+    let admin = |path: &'static str| {
+        let url = format!("{}{path}", d.url);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("admin call");
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+    };
+    // A backlog (the sink paused), then the kill once the stream holds part of it.
+    admin("/admin/sinks/bus/pause").await;
+    let n = 1000;
     let answers: Vec<common::Answer> = futures::stream::iter(0..n)
         .map(|i| {
             let d = &d;
@@ -499,17 +518,16 @@ async fn sigkill_while_sending_loses_nothing() {
         assert_eq!(a.status, 200, "{}", a.text);
         accepted.extend(a.accepted());
     }
-    // Killed while its sink is draining what was just accepted.
+    let s = js.get_stream(&stream).await.unwrap();
+    let count = || async { s.get_info().await.map(|i| i.state.messages).unwrap_or(0) };
+    admin("/admin/sinks/bus/resume").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count().await < 100 {
+        assert!(Instant::now() < deadline, "nothing sent:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     d.kill9();
-    let before = js
-        .get_stream(&stream)
-        .await
-        .unwrap()
-        .get_info()
-        .await
-        .unwrap()
-        .state
-        .messages;
+    let before = count().await;
     d.spawn();
     let got = read(&js, &stream, n as u64, Duration::from_secs(60)).await;
     let ids: BTreeSet<String> = got.iter().map(|m| header(m, "Nats-Msg-Id")).collect();
