@@ -433,9 +433,28 @@ async fn sigkill_while_sending_loses_nothing() {
     }
     let prefix = prefix();
     let sub = Subscriber::start(1883, &format!("{prefix}/#")).await;
-    let mut d = Daemon::start(&config(1883, &prefix, ""));
-    let n = 600;
-    // Posted 16 at a time, so the sink is in the middle of a backlog when the kill comes.
+    let token = "mqtt-test-admin-token-0123";
+    let text = config(1883, &prefix, "").replacen(
+        "[server]\n",
+        &format!("[server]\nadmin_token = \"{token}\"\n"),
+        1,
+    );
+    let mut d = Daemon::start(&text);
+    let admin = |path: &'static str| {
+        let url = format!("{}{path}", d.url);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("admin call");
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+    };
+    // A backlog (the sink paused), then the kill once the subscriber got part of it.
+    admin("/admin/sinks/bus/pause").await;
+    let n = 1000;
     let answers: Vec<common::Answer> = futures::stream::iter(0..n)
         .map(|i| {
             let d = &d;
@@ -449,13 +468,20 @@ async fn sigkill_while_sending_loses_nothing() {
         assert_eq!(a.status, 200, "{}", a.text);
         accepted.extend(a.accepted());
     }
+    admin("/admin/sinks/bus/resume").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sub.got.lock().unwrap().len() < 100 {
+        assert!(Instant::now() < deadline, "nothing sent:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     d.kill9();
+    let before = sub.got.lock().unwrap().len();
     d.spawn();
     let got = sub.wait(n, Duration::from_secs(60)).await;
     let ids: BTreeSet<String> = got.iter().map(Got::id).collect();
     assert_eq!(ids, accepted, "daemon log:\n{}", d.log_text());
     eprintln!(
-        "SIGKILL while sending: all {n} delivered after the restart, {} duplicates",
+        "SIGKILL with {before} of {n} received: all {n} delivered after the restart, {} duplicates",
         got.len() - ids.len()
     );
 }
