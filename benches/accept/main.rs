@@ -12,14 +12,16 @@
 //! - `BENCH_BROKER_N` (20000): messages of the raw-client runs and events of the sink drains;
 //! - `BENCH_RAW_WINDOWS` (8): batches in flight at once in the pipelined raw-client runs;
 //! - `BENCH_HTTP_IN_FLIGHT` (16): requests in flight of the HTTP sink and of its raw client;
-//! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka`, `http`, `wrk`,
-//!   `maximal` (default: all);
+//! - `BENCH_ONLY`: a comma list of `accept`, `form`, `file`, `rabbitmq`, `kafka`, `nats`, `mqtt`,
+//!   `http`, `wrk`, `maximal` (default: all);
 //! - `BENCH_BASELINE=path/to/hookbridge`: the wrk phase also runs that (earlier) build, for a
 //!   before-and-after table measured in one run.
 //! - `BENCH_BACKLOG=N`: adds the backlog phase (RSS and restart-to-ready with N queued events).
 //!
 //! RabbitMQ is expected at 127.0.0.1:5672 (guest/guest; `BENCH_AMQP_URL` names another) and
-//! Kafka is tansu started from PATH; a phase whose broker is missing prints why it was skipped.
+//! Kafka is tansu started from PATH, NATS (JetStream) is expected at 127.0.0.1:4222
+//! (`BENCH_NATS_URL`), Mosquitto at 127.0.0.1:1883 (`BENCH_MQTT_PORT`); a phase whose broker is
+//! missing prints why it was skipped.
 
 mod backlog;
 mod brokers;
@@ -120,6 +122,12 @@ fn main() {
     }
     if wanted("kafka") {
         brokers::kafka::run(&rt, &mut report, &bench, &mut summary);
+    }
+    if wanted("nats") {
+        brokers::nats::run(&rt, &mut report, &bench, &mut summary);
+    }
+    if wanted("mqtt") {
+        brokers::mqtt::run(&rt, &mut report, &bench, &mut summary);
     }
     if wanted("http") {
         http_sink::run(&rt, &mut report, &bench, &mut summary);

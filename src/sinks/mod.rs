@@ -8,6 +8,8 @@ mod file;
 mod http;
 mod kafka;
 mod message;
+mod mqtt;
+mod nats;
 mod rabbitmq;
 mod registry;
 
@@ -25,12 +27,14 @@ pub(crate) use message::{
 pub use registry::{Check, SinkConfig, SinkKind, SinkType};
 
 /// Every sink type hookbridge knows: adding one is a folder and a line here.
-const KINDS: [SinkKind; 5] = [
+const KINDS: [SinkKind; 7] = [
     SinkKind::of::<file::FileConfig>(),
     SinkKind::of::<kafka::KafkaConfig>(),
     SinkKind::of::<rabbitmq::RabbitMqConfig>(),
     SinkKind::of::<email::EmailConfig>(),
     SinkKind::of::<http::HttpConfig>(),
+    SinkKind::of::<nats::NatsConfig>(),
+    SinkKind::of::<mqtt::MqttConfig>(),
 ];
 
 /// One event due at one sink, as the dispatcher hands it over.

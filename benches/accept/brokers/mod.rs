@@ -1,10 +1,13 @@
 //! The broker phases: the raw client's acknowledged rate, the hookbridge sink draining a backlog
-//! to the same broker, and end-to-end latency at a paced rate, for RabbitMQ and Kafka.
+//! to the same broker, and end-to-end latency at a paced rate, for RabbitMQ, Kafka, NATS
+//! JetStream and MQTT.
 //!
 //! Each broker module brings its raw client and its consumer; the sink drain, the paced posting
 //! and the tables are shared here.
 
 pub mod kafka;
+pub mod mqtt;
+pub mod nats;
 pub mod rabbitmq;
 
 use std::collections::VecDeque;
