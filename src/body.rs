@@ -85,7 +85,7 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedBody<'_>, Fo
     }
 }
 
-/// A form body arrives in one of two layouts (protocol notes §4):
+/// A form body arrives in one of two layouts (docs/arcgis.md, "Authentication"):
 /// 1. `payload=<JSON>` with the JSON as it is (only string values carry escapes), which is what
 ///    Esri's own receiver reads: the signature is over those raw bytes, and they are the JSON;
 /// 2. `payload=<the JSON percent-encoded as a whole>`: the JSON is the decoded value.

@@ -299,7 +299,7 @@ mod tests {
         out
     }
 
-    /// The protocol notes' check body: a real ArcGIS Online delivery, minified.
+    /// The check body of docs/arcgis.md ("Authentication"): a real ArcGIS Online delivery, minified.
     fn check_body() -> String {
         let text = include_str!(
             "../tests/real/aws-lambda-demo_agol-fs_json_FeaturesCreated_percent-encoded-changesUrl.json"

@@ -1,4 +1,4 @@
-//! Feature-service webhooks, in the three shapes ArcGIS sends (protocol notes §2):
+//! Feature-service webhooks, in the three shapes ArcGIS sends (docs/arcgis.md, "Deliveries"):
 //! a. ArcGIS Online: an array of layer batches, one event per (layer, change type);
 //! b. older ArcGIS Online: one object with a singular `changeType`, one event;
 //! c. ArcGIS Enterprise 11.1+: one object whose `events` hold `{eventType, when}`, one event each.

@@ -1,4 +1,4 @@
-//! Geoprocessing-service webhooks (protocol notes §3): one event per job state change.
+//! Geoprocessing-service webhooks (docs/arcgis.md, "Deliveries"): one event per job state change.
 //!
 //! Esri's published schema (ArcGIS Enterprise 11.1+) is one object with `jobId`, `statusURL`,
 //! `taskName`, `serviceName` and `events: [{eventType, when}]`. An older guess put `jobId` and

@@ -1,5 +1,5 @@
 //! ArcGIS payloads → events: organization (portal), feature-service, geoprocessing and
-//! Survey123 webhooks, in every shape ArcGIS sends (see the protocol notes, v2).
+//! Survey123 webhooks, in every shape ArcGIS sends (docs/arcgis.md, "Deliveries").
 
 mod feature;
 mod geoprocessing;

@@ -1,4 +1,4 @@
-//! Survey123 webhooks (protocol notes §7): one event per submitted (`addData`) or edited
+//! Survey123 webhooks (docs/arcgis.md, "Deliveries"): one event per submitted (`addData`) or edited
 //! (`editData`) record.
 //!
 //! The body carries `portalInfo.token`, the submitting user's live ArcGIS token; it is removed

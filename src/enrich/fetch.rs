@@ -1,4 +1,4 @@
-//! The extractChanges flow (protocol notes §8): the changesUrl, the async job, the change file.
+//! The extractChanges flow (docs/arcgis.md, "The change feed"): the changesUrl, the async job, the change file.
 
 use std::time::{Duration, Instant};
 

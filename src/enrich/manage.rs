@@ -1,7 +1,7 @@
 //! `hookbridge arcgis webhooks list|create|check`: the ArcGIS side of a configured hook, so an
 //! administrator registers a webhook without pasting a key by hand and sees what to fix.
 //!
-//! Feature-service webhooks live under the service's admin endpoint (protocol notes §9):
+//! Feature-service webhooks live under the service's admin endpoint (docs/arcgis.md, "Webhook administration"):
 //! ArcGIS Online `…/rest/admin/services/<name>/FeatureServer/WebHooks`, ArcGIS Enterprise
 //! `…/admin/services/<folder/><svc>.FeatureServer/webhooks`. A signature key is sent to ArcGIS
 //! in a POST body and never printed; what is shown of an ArcGIS webhook's key is whether it has

@@ -1,4 +1,4 @@
-//! A local ArcGIS that speaks the extractChanges flow (protocol notes §8): OAuth2 and
+//! A local ArcGIS that speaks the extractChanges flow (docs/arcgis.md, "The change feed"): OAuth2 and
 //! generateToken token endpoints, `extractChanges` (async or direct), `jobs/<id>` and
 //! `changefiles/<id>.json`. It checks the token on every call and can be told to misbehave.
 

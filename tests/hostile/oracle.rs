@@ -69,7 +69,7 @@ async fn no_delivery_body_gets_a_crc_answer() {
             }
         }
     }
-    // A token of the documented kind is still answered, with the protocol notes' check value.
+    // A token of the documented kind is still answered, with the check value of docs/arcgis.md.
     let a = d.get("/hooks/any?crc_token=abc123").await;
     assert_eq!(a.json["response_token"], sign(KEY, b"abc123"));
     let metrics = d.get("/metrics").await.text;
