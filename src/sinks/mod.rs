@@ -50,6 +50,24 @@ pub struct Delivery {
     pub payload: Arc<str>,
 }
 
+/// The outcome of each delivery of a batch, each `Err` when the link failed before its answer
+/// came: if the destination answered for none of them (`heard` false), the sink as a whole is
+/// unavailable and no attempt is spent; otherwise the unanswered ones are retried.
+pub fn batch_outcomes(
+    results: Vec<Result<Outcome, String>>,
+    heard: bool,
+) -> Result<Vec<Outcome>, SinkError> {
+    if !heard {
+        if let Some(Err(reason)) = results.iter().find(|r| r.is_err()) {
+            return Err(SinkError::Unavailable(reason.clone()));
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(Outcome::Retry))
+        .collect())
+}
+
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

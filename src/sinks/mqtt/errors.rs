@@ -2,7 +2,7 @@
 
 use rumqttc::v5::mqttbytes::v5::{PubAckReason, PubCompReason, PubRecReason};
 
-use crate::sinks::{Outcome, SinkError};
+use crate::sinks::Outcome;
 
 /// The broker's answer to one publish, as the session saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,23 +96,6 @@ pub(super) fn outcome(
     }
 }
 
-/// The outcome of each delivery of a batch: if the broker answered for none of them, the sink
-/// as a whole is unavailable and no attempt is spent; otherwise the unanswered are retried.
-pub(super) fn batch_outcomes(
-    results: Vec<Result<Outcome, String>>,
-    heard: bool,
-) -> Result<Vec<Outcome>, SinkError> {
-    if !heard {
-        if let Some(Err(reason)) = results.iter().find(|r| r.is_err()) {
-            return Err(SinkError::Unavailable(reason.clone()));
-        }
-    }
-    Ok(results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(Outcome::Retry))
-        .collect())
-}
-
 /// `text` with `secret` replaced, so that a client's error can be logged.
 pub(super) fn scrub(text: &str, secret: Option<&str>) -> String {
     match secret {
@@ -124,6 +107,7 @@ pub(super) fn scrub(text: &str, secret: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::{SinkError, batch_outcomes};
 
     #[test]
     fn reason_codes_map_to_outcomes() {

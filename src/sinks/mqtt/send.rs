@@ -15,11 +15,11 @@ use tokio::sync::{Mutex, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use super::encode::Encoder;
-use super::errors::{Answer, batch_outcomes, outcome};
+use super::errors::{Answer, outcome};
 use super::session::{Link, Options, Session};
 use crate::metrics::METRICS;
 use crate::secret::Secret;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use crate::sinks::{Delivery, Outcome, Sink, SinkError, batch_outcomes};
 
 /// How long `connect` waits for the session.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -4,7 +4,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 
-use crate::sinks::{Outcome, SinkError};
+use crate::sinks::Outcome;
 
 /// What became of one published message once its acknowledgement was awaited.
 #[derive(Debug)]
@@ -84,24 +84,6 @@ pub(super) fn no_stream_outcome(subject: &str, found: Result<Option<String>, Str
     }
 }
 
-/// The outcome of each delivery of a batch: `Err` when the link failed before its answer came.
-/// If JetStream answered for none of them, the sink as a whole is unavailable and no attempt
-/// is spent; otherwise the unanswered ones are retried.
-pub(super) fn batch_outcomes(
-    results: Vec<Result<Outcome, String>>,
-    heard: bool,
-) -> Result<Vec<Outcome>, SinkError> {
-    if !heard {
-        if let Some(Err(reason)) = results.iter().find(|r| r.is_err()) {
-            return Err(SinkError::Unavailable(reason.clone()));
-        }
-    }
-    Ok(results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(Outcome::Retry))
-        .collect())
-}
-
 /// `text` with every secret in `secrets` replaced, and the password of any URL in it, so that
 /// a client's error can be logged.
 pub(super) fn scrub(text: &str, secrets: &[&str]) -> String {
@@ -133,6 +115,7 @@ pub(super) fn redacted(urls: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::{SinkError, batch_outcomes};
 
     #[test]
     fn answers_map_to_outcomes() {

@@ -15,12 +15,10 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::encode::{Encoder, Message};
-use super::errors::{
-    Acked, ack_outcome, batch_outcomes, error_kind, no_stream_outcome, redacted, scrub,
-};
+use super::errors::{Acked, ack_outcome, error_kind, no_stream_outcome, redacted, scrub};
 use crate::metrics::METRICS;
 use crate::secret::Secret;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use crate::sinks::{Delivery, Outcome, Sink, SinkError, batch_outcomes};
 
 /// How long opening the connection and checking the stream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
