@@ -243,6 +243,8 @@ impl Enricher {
         let mut broken = self.check_tokens(&HashSet::new()).await;
         let mut jobs: JoinSet<Done> = JoinSet::new();
         let mut schedule = Schedule::default();
+        // Where the next pruning pass of stored changes goes on.
+        let mut pruned = Vec::new();
         let mut last_sweep = Instant::now()
             .checked_sub(SWEEP_EVERY)
             .unwrap_or_else(Instant::now);
@@ -252,7 +254,7 @@ impl Enricher {
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
-                self.sweep();
+                self.sweep(&mut pruned);
             }
             if !broken.is_empty() && last_check.elapsed() >= RECHECK_EVERY {
                 last_check = Instant::now();
@@ -452,7 +454,7 @@ impl Enricher {
 
     /// Parks ready deliveries of enriching sinks whose changes are missing (sinks whose
     /// dispatcher is not taking, e.g. paused or not connected), and prunes stored changes.
-    fn sweep(&self) {
+    fn sweep(&self, pruned: &mut Vec<u8>) {
         for (sink, s) in &self.feed.sinks {
             let Ok(seqs) = self.feed.queue.ready_seqs(sink, 1_000) else {
                 continue;
@@ -469,8 +471,9 @@ impl Enricher {
                 }
             }
         }
-        if let Err(e) = self.feed.queue.prune_changes() {
-            tracing::warn!(error = %e, "cannot prune stored changes");
+        match self.feed.queue.prune_changes(pruned) {
+            Ok(next) => *pruned = next,
+            Err(e) => tracing::warn!(error = %e, "cannot prune stored changes"),
         }
     }
 

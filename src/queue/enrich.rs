@@ -299,11 +299,18 @@ impl Queue {
     }
 
     /// Removes stored changes, fetch states and failures of windows whose newest event the
-    /// log no longer holds (and the per-event rows of earlier releases likewise).
-    pub fn prune_changes(&self) -> Result<(), QueueError> {
+    /// log no longer holds (and the per-event rows of earlier releases likewise), looking at
+    /// 1 000 rows from `from` on; returns where the next pass goes on (empty: from the start),
+    /// so that rows still needed at the front never keep a pass from the rest.
+    pub fn prune_changes(&self, from: &[u8]) -> Result<Vec<u8>, QueueError> {
         let tree = self.enrich_tree()?;
-        for item in tree.iter().take(1_000) {
+        let mut next = Vec::new();
+        for (scanned, item) in tree.range(from.to_vec()..).enumerate() {
             let (k, v) = item?;
+            if scanned == 1_000 {
+                next = k.to_vec();
+                break;
+            }
             let seq = match k.first() {
                 Some(&(CHANGES | STATE | FAILED)) => u64_at(&v, 0),
                 Some(&(OLD_CHANGES | OLD_STATE | OLD_FAILED)) => u64_at(&k, 1),
@@ -315,7 +322,7 @@ impl Queue {
                 }
             }
         }
-        Ok(())
+        Ok(next)
     }
 }
 
@@ -389,6 +396,23 @@ mod tests {
     }
 
     #[test]
+    fn pruning_goes_on_where_the_last_pass_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
+        let tree = queue.trees.enrich.clone();
+        for seq in 1..=1_500u64 {
+            tree.insert(seq_key(OLD_CHANGES, seq), encode(&serde_json::json!([])))
+                .unwrap();
+        }
+        let next = queue.prune_changes(&[]).unwrap();
+        assert!(!next.is_empty(), "a pass looks at 1 000 rows");
+        assert_eq!(tree.len(), 500);
+        assert!(queue.prune_changes(&next).unwrap().is_empty());
+        assert_eq!(tree.len(), 0, "the second pass took the rest");
+        queue.close().unwrap();
+    }
+
+    #[test]
     fn changes_stored_by_an_earlier_release_per_event_are_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
@@ -405,7 +429,10 @@ mod tests {
             queue.changes_failure(6, "u").unwrap().unwrap(),
             "the job failed"
         );
-        queue.prune_changes().unwrap();
+        assert!(
+            queue.prune_changes(&[]).unwrap().is_empty(),
+            "one pass read all"
+        );
         assert!(
             queue.changes(5, "u").unwrap().is_none(),
             "no log row holds seq 5"
