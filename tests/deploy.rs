@@ -1,7 +1,7 @@
-//! The deploy files work together: every credential `deploy/routes.production.toml` reads is one
-//! the unit loads (and the other way round), the production config and the Kubernetes
-//! ConfigMap pass `hookbridge check` with the unit's credentials and the Secret's placeholders,
-//! and no password is written inline.
+//! The deploy files work together: every credential `deploy/routes.production.toml` reads is a
+//! file of the keys directory the unit loads (and the unit loads nothing that could be missing),
+//! the production config and the Kubernetes ConfigMap pass `hookbridge check` with the unit's
+//! credentials and the Secret's placeholders, and no password is written inline.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -42,24 +42,45 @@ fn the_unit_loads_every_credential_the_production_config_reads() {
             &rest[..rest.find('"').unwrap()]
         })
         .collect();
-    let loaded: BTreeSet<&str> = unit
+    // LoadCredential=ID:PATH; a directory PATH makes each of its files credential ID_FILE.
+    let loaded: Vec<(&str, &str)> = unit
         .lines()
         .filter_map(|l| l.strip_prefix("LoadCredential="))
-        .map(|l| l.split(':').next().unwrap())
+        .map(|l| l.split_once(':').unwrap())
         .collect();
+    assert_eq!(
+        loaded,
+        [("keys", "/etc/hookbridge/keys")],
+        "the unit loads the keys directory, and only it: a fresh install must start with it empty"
+    );
     assert!(!read.is_empty());
-    assert_eq!(read, loaded, "config reads {read:?}, unit loads {loaded:?}");
-    // Every credential file, made up, and the config checked with them where the unit puts them.
+    for name in &read {
+        assert!(
+            name.strip_prefix("keys_")
+                .is_some_and(|f| !f.is_empty() && !f.contains('/')),
+            "the config reads credential {name}, which is no file of /etc/hookbridge/keys"
+        );
+    }
+    // Every key file, made up, in /etc/hookbridge/keys; the credentials as systemd lays them
+    // out from it; the config checked with them.
     let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
     let creds = dir.path().join("credentials");
+    std::fs::create_dir(&keys).unwrap();
     std::fs::create_dir(&creds).unwrap();
     for name in &read {
-        let value = match *name {
+        let file = &name["keys_".len()..];
+        let value = match file {
             "amqp-url" => "amqps://hookbridge:secret-password@mq.example.org:5671/%2f",
             "admin-token" => "0123456789abcdef0123456789abcdef",
             _ => "a-secret-value-of-some-length",
         };
-        std::fs::write(creds.join(name), value).unwrap();
+        std::fs::write(keys.join(file), value).unwrap();
+    }
+    for entry in std::fs::read_dir(&keys).unwrap() {
+        let entry = entry.unwrap();
+        let name = format!("keys_{}", entry.file_name().to_string_lossy());
+        std::fs::copy(entry.path(), creds.join(name)).unwrap();
     }
     let local = config
         .replace(CREDENTIALS, &format!("{}/", creds.display()))

@@ -206,6 +206,20 @@ fn the_package_installs_checks_verifies_and_purges() {
         .find(|p| p.is_file())
         .expect("the unit in /lib/systemd/system or /usr/lib/systemd/system");
 
+    // A fresh install starts: every path the unit loads a credential from exists (systemd
+    // refuses to start a unit whose LoadCredential= path is missing).
+    let unit_text = std::fs::read_to_string(&unit).expect("the installed unit");
+    for line in unit_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("LoadCredential="))
+    {
+        let path = line.split_once(':').map_or(line, |(_, p)| p);
+        assert!(
+            Path::new(path).exists(),
+            "the unit loads {path}, which the package does not install: it would not start"
+        );
+    }
+
     let out = run(Command::new(bin).args(["check", "--config", "/etc/hookbridge/routes.toml"]));
     assert!(
         out.status.success(),
