@@ -26,8 +26,8 @@ pub(super) const STDERR_KEPT: usize = 2048;
 /// them open).
 const PIPE_GRACE: Duration = Duration::from_secs(1);
 
-/// The program and what every run of it gets, from `[sinks.NAME]`: each field is the setting
-/// of its name (`env` the variables `env.rs` made of `env` and `pass_env`).
+/// The program and what every run of it gets, from `[sinks.NAME]`: `path` is `program`, `env`
+/// the variables `env.rs` made of `env` and `pass_env`, the others the settings of their name.
 pub(super) struct Program {
     pub path: PathBuf,
     pub working_dir: Option<PathBuf>,
