@@ -3,6 +3,7 @@
 //! (a delivery to the wire form), `send.rs` (the running sink), `errors.rs` (every failure
 //! classified in one place); it is declared by implementing [`SinkType`] and listed in [`KINDS`].
 
+mod command;
 mod email;
 mod file;
 mod http;
@@ -27,7 +28,7 @@ pub(crate) use message::{
 pub use registry::{Check, SinkConfig, SinkKind, SinkType};
 
 /// Every sink type hookbridge knows: adding one is a folder and a line here.
-const KINDS: [SinkKind; 7] = [
+const KINDS: [SinkKind; 8] = [
     SinkKind::of::<file::FileConfig>(),
     SinkKind::of::<kafka::KafkaConfig>(),
     SinkKind::of::<rabbitmq::RabbitMqConfig>(),
@@ -35,6 +36,7 @@ const KINDS: [SinkKind; 7] = [
     SinkKind::of::<http::HttpConfig>(),
     SinkKind::of::<nats::NatsConfig>(),
     SinkKind::of::<mqtt::MqttConfig>(),
+    SinkKind::of::<command::CommandConfig>(),
 ];
 
 /// One event due at one sink, as the dispatcher hands it over.
