@@ -12,11 +12,6 @@ use hookbridge::queue::{Queue, QueueError};
 use hookbridge::serve::ServeError;
 use hookbridge::webhooks::Op;
 
-/// mimalloc, not glibc's malloc: a drain's many short-lived allocations cost a third of its CPU
-/// under glibc, and glibc kept the pages a large backlog's read-back freed.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit status when the queue's disk is below `storage.min_free` at start (EX_TEMPFAIL): the
 /// unit's `RestartPreventExitStatus=` keeps systemd from restarting into the same full disk.
 const EXIT_NO_ROOM: u8 = 75;
