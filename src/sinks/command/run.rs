@@ -273,11 +273,11 @@ pub(super) fn directory_problem(path: &Path) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// An executable `#!/bin/sh` script in `dir`.
-    fn script(dir: &Path, body: &str) -> PathBuf {
+    pub(in crate::sinks::command) fn script(dir: &Path, body: &str) -> PathBuf {
         let path = dir.join("prog");
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

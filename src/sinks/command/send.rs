@@ -135,8 +135,7 @@ impl Sink for CommandSink {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -144,13 +143,7 @@ mod tests {
     use crate::problem::Problem;
     use crate::render::Renderer;
     use crate::sinks::command::encode::{StdinFormat, arg_template_name};
-
-    fn script(dir: &Path, body: &str) -> PathBuf {
-        let path = dir.join("prog");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
+    use crate::sinks::command::run::tests::script;
 
     fn sink(path: PathBuf, args: &[&str], max_in_flight: usize) -> CommandSink {
         let mut r = Renderer::new(std::env::temp_dir());
