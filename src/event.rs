@@ -1,43 +1,27 @@
 //! The normalized event every payload becomes, and its dedup key.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-/// Which family of ArcGIS webhook an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventKind {
-    /// Organization (portal) webhook: items, groups, users, roles.
-    Portal,
-    /// Feature-service change webhook.
-    FeatureService,
-    /// Geoprocessing job webhook.
-    Geoprocessing,
-    /// Survey123 record submitted or edited.
-    #[serde(rename = "survey123")]
-    Survey123,
-}
+/// Which sender an event came from (`portal`, `feature-service`, `github`, ...): the name its
+/// sender has in the registry of senders, which routes, templates and metric labels use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventKind(Cow<'static, str>);
 
 impl EventKind {
-    /// Every kind, for checks of what a route may match.
-    pub const ALL: [EventKind; 4] = [
-        EventKind::Portal,
-        EventKind::FeatureService,
-        EventKind::Geoprocessing,
-        EventKind::Survey123,
-    ];
+    /// The kind named `name`, as a sender declares it.
+    pub const fn new(name: &'static str) -> Self {
+        EventKind(Cow::Borrowed(name))
+    }
 
     /// The name used in routes, templates and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Portal => "portal",
-            EventKind::FeatureService => "feature-service",
-            EventKind::Geoprocessing => "geoprocessing",
-            EventKind::Survey123 => "survey123",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -73,12 +57,12 @@ impl fmt::Display for DedupKey {
     }
 }
 
-/// One normalized ArcGIS event, the unit that is deduplicated, routed and delivered.
+/// One normalized event, the unit that is deduplicated, routed and delivered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Stable dedup key, hex.
     pub event_id: String,
-    /// Webhook family.
+    /// The sender it came from.
     pub kind: EventKind,
     /// `item`, `group`, `user`, `role`, `featureService`, `gpService` or `survey`.
     pub source: String,
@@ -179,7 +163,7 @@ fn scalar_text(v: &Value) -> String {
 pub(crate) fn sample(n: u64) -> Event {
     Event {
         event_id: DedupKey::from_parts(&["test", &n.to_string()]).to_string(),
-        kind: EventKind::Portal,
+        kind: EventKind::new("portal"),
         source: "item".into(),
         operation: "add".into(),
         id: format!("item-{n}"),

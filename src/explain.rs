@@ -3,13 +3,13 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::arcgis::ParseError;
 use crate::body::{BodyEncoding, FormError, decode};
 use crate::config::Config;
 use crate::enrich::fetch::without_query;
 use crate::enrich::{Split, changes_url};
 use crate::event::Event;
 use crate::render::RenderError;
+use crate::senders::ParseError;
 
 /// Why a dry run could not complete.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,7 @@ pub fn explain(
         ExplainError::UnknownHook(hook.to_string(), config.hooks.keys().cloned().collect())
     })?;
     let decoded = decode(encoding, body)?;
-    let prepared = config.prepare(hook, h, &decoded.json, &mut |_| true)?;
+    let prepared = config.prepare(hook, h, &(), &decoded.json, &mut |_| true)?;
     let payload = &*prepared.payload;
     let mut out = Vec::new();
     for event in prepared.events {

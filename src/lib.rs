@@ -1,11 +1,10 @@
 //! hookbridge: ArcGIS webhooks in — verified, deduplicated, durable — and out to Kafka,
 //! RabbitMQ, HTTP receivers, email and files, at least once.
 //!
-//! The modules follow the data: ingress → body (decode) → verify → arcgis (parse) → event (dedup key) →
-//! route → queue → dispatch → sinks.
+//! The modules follow the data: ingress → body (decode) → verify → senders (parse) → event (dedup
+//! key) → route → queue → dispatch → sinks.
 
 pub(crate) mod admin;
-pub mod arcgis;
 pub mod body;
 pub mod client;
 pub(crate) mod clock;
@@ -24,6 +23,7 @@ pub mod render;
 pub(crate) mod retry;
 pub(crate) mod route;
 pub(crate) mod secret;
+pub mod senders;
 pub mod serve;
 pub(crate) mod shutdown;
 pub mod sinks;

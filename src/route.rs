@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use crate::event::{Event, EventKind, FIELDS};
+use crate::event::{Event, FIELDS};
 use crate::problem::Problem;
 
 /// `[[routes]]` as written in the file.
@@ -83,8 +83,13 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles the routes, checking fields, values and sink names.
-    pub fn build(routes: &[RouteConfig], sinks: &BTreeSet<&str>) -> Result<Self, Vec<Problem>> {
+    /// Compiles the routes, checking fields, values, sink names and kinds (`kinds`: every
+    /// sender's name).
+    pub fn build(
+        routes: &[RouteConfig],
+        sinks: &BTreeSet<&str>,
+        kinds: &[&str],
+    ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut out = Vec::new();
         for (i, r) in routes.iter().enumerate() {
@@ -109,9 +114,9 @@ impl RouteTable {
                         &fkey,
                         "an empty list matches nothing; remove the key to match everything",
                     )),
-                    Ok(any_of) if field == "kind" && unknown_kind(&any_of).is_some() => {
-                        let wrong = unknown_kind(&any_of).unwrap_or_default();
-                        problems.push(Problem::new(&fkey, unknown_kind_message(&wrong)));
+                    Ok(any_of) if field == "kind" && unknown_kind(&any_of, kinds).is_some() => {
+                        let wrong = unknown_kind(&any_of, kinds).unwrap_or_default();
+                        problems.push(Problem::new(&fkey, unknown_kind_message(&wrong, kinds)));
                     }
                     Ok(any_of) => conditions.push(Condition {
                         field: field.clone(),
@@ -178,16 +183,15 @@ impl RouteTable {
 }
 
 /// The first exact value among `patterns` that is no event kind (a glob may match several).
-fn unknown_kind(patterns: &[Pattern]) -> Option<String> {
+fn unknown_kind(patterns: &[Pattern], kinds: &[&str]) -> Option<String> {
     patterns.iter().find_map(|p| match p {
-        Pattern::Exact(v) if !EventKind::ALL.iter().any(|k| k.as_str() == v) => Some(v.clone()),
+        Pattern::Exact(v) if !kinds.contains(&v.as_str()) => Some(v.clone()),
         _ => None,
     })
 }
 
 /// Why a `kind` value never matches, with the closest kind when one is close.
-fn unknown_kind_message(wrong: &str) -> String {
-    let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+fn unknown_kind_message(wrong: &str, kinds: &[&str]) -> String {
     let closest = kinds
         .iter()
         .map(|k| (strsim::jaro_winkler(wrong, k), *k))
@@ -233,7 +237,11 @@ mod tests {
             routes: Vec<RouteConfig>,
         }
         let f: F = toml::from_str(text).unwrap();
-        RouteTable::build(&f.routes, &BTreeSet::from(["a", "b", "c"]))
+        RouteTable::build(
+            &f.routes,
+            &BTreeSet::from(["a", "b", "c"]),
+            &["portal", "feature-service", "geoprocessing", "survey123"],
+        )
     }
 
     fn event(source: &str, operation: &str, props: serde_json::Value) -> Event {

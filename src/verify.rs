@@ -7,11 +7,10 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::arcgis::HookKind;
 use crate::secret::Secret;
+pub use crate::senders::AuthWay;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -120,41 +119,6 @@ pub fn verify(value: &str, keys: &[Secret], candidates: &[&[u8]]) -> Result<usiz
         }
     }
     Err(VerifyError::Mismatch)
-}
-
-/// How a hook authenticates a delivery; a hook accepts any of the ways it lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthWay {
-    /// `x-esriHook-Signature`: HMAC-SHA256 of the body, as a header or a form field.
-    Signature,
-    /// A request header `secret` equal to one of the hook's secrets (organization webhooks).
-    SecretHeader,
-    /// A query parameter `secret` in the payload URL equal to one of the secrets (Survey123).
-    UrlSecret,
-}
-
-impl AuthWay {
-    /// How the way is written in the config and named in answers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthWay::Signature => "signature",
-            AuthWay::SecretHeader => "secret-header",
-            AuthWay::UrlSecret => "url-secret",
-        }
-    }
-
-    /// The ways a hook of `kind` accepts when its `auth` is not set: how that sender can
-    /// authenticate.
-    pub fn defaults(kind: HookKind) -> &'static [AuthWay] {
-        use AuthWay::*;
-        match kind {
-            HookKind::Portal => &[Signature, SecretHeader],
-            HookKind::FeatureService | HookKind::Geoprocessing => &[Signature],
-            HookKind::Survey123 => &[UrlSecret],
-            HookKind::Auto => &[Signature, SecretHeader, UrlSecret],
-        }
-    }
 }
 
 /// A credential as the request carries it.

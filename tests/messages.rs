@@ -77,7 +77,7 @@ fn captures() -> Vec<(String, Vec<u8>)> {
 fn rendered(config: &Config, json: &[u8]) -> Vec<(Event, Vec<(String, Value)>)> {
     let hook = &config.hooks["any"];
     let prepared = config
-        .prepare("any", hook, json, &mut |_| true)
+        .prepare("any", hook, &(), json, &mut |_| true)
         .unwrap_or_else(|e| panic!("{e}"));
     prepared
         .events
@@ -123,13 +123,15 @@ fn every_built_in_template_renders_every_real_capture() {
         let hook = &config.hooks["any"];
         if NOT_DELIVERIES.contains(&file.as_str()) {
             assert!(
-                config.prepare("any", hook, &json, &mut |_| true).is_err(),
+                config
+                    .prepare("any", hook, &(), &json, &mut |_| true)
+                    .is_err(),
                 "{file} is no delivery"
             );
             continue;
         }
         for (event, messages) in rendered(&config, &json) {
-            kinds.insert(event.kind.as_str());
+            kinds.insert(event.kind.as_str().to_string());
             // A feature-service event's id is its service and layer, shown as such.
             let id = match event.properties.get("serviceName").and_then(Value::as_str) {
                 Some(service) if event.kind.as_str() == "feature-service" => service.to_string(),

@@ -136,7 +136,11 @@ fn library_sink(toml_text: &str) -> std::sync::Arc<dyn Sink> {
             .unwrap();
     let mut renderer = Renderer::new("templates".into());
     config
-        .compile("lib", &mut renderer, &hookbridge::arcgis::samples::events())
+        .compile(
+            "lib",
+            &mut renderer,
+            &hookbridge::senders::samples::events(),
+        )
         .unwrap();
     config.build("lib", &renderer).unwrap()
 }

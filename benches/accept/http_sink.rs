@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use hookbridge::arcgis::{HookKind, parse};
+use hookbridge::senders::{HookKind, parse};
 
 use crate::brokers::{self, Counters, Params, Summary};
 use crate::daemon::Daemon;
@@ -250,7 +250,11 @@ fn cpu_seconds(pid: &str) -> f64 {
 
 /// The body the sink sends for payload `n` of run `run`: the normalized event as JSON.
 fn event_body(run: u64, n: u64) -> anyhow::Result<Vec<u8>> {
-    let mut events = parse(HookKind::Portal, "portal", &portal_payload(run, n))?;
+    let mut events = parse(
+        HookKind::Sender(&hookbridge::senders::arcgis::Portal),
+        "portal",
+        &portal_payload(run, n),
+    )?;
     let mut event = events.pop().context("the payload holds no event")?;
     event.accepted_at = 1_700_000_000_000;
     Ok(serde_json::to_vec(&event)?)

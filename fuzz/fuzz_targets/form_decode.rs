@@ -10,7 +10,7 @@
 #![no_main]
 
 use hookbridge::body::{BodyEncoding, decode};
-use hookbridge::config::HookKind;
+use hookbridge::senders::HookKind;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    if let Ok(events) = hookbridge::arcgis::parse(HookKind::Auto, "form", &d.json) {
+    if let Ok(events) = hookbridge::senders::parse(HookKind::Auto, "form", &d.json) {
         for e in events {
             assert_eq!(e.event_id.len(), 32);
         }

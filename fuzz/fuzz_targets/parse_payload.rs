@@ -1,4 +1,4 @@
-//! `arcgis::parse` on arbitrary bytes: the first byte picks the hook kind, the rest is the body.
+//! `senders::parse` on arbitrary bytes: the first byte picks the hook kind, the rest is the body.
 //!
 //! Invariants: never panics; every event id is 32 lowercase hex digits (a valid dedup key);
 //! parsing is deterministic; every event carries the hook it arrived on; `auto` gives the same
@@ -8,30 +8,23 @@
 //! stores them only once, in the body, and reads them back from that pointer).
 #![no_main]
 
-use hookbridge::arcgis::{parse, properties_pointer};
-use hookbridge::config::HookKind;
 use hookbridge::event::{Event, EventKind, FIELDS};
+use hookbridge::senders::{HookKind, SENDERS, parse, properties_pointer};
 use libfuzzer_sys::fuzz_target;
 
 const HOOK: &str = "fuzz-hook";
 
+/// `auto` or one of the senders, picked by `b`.
 fn kind_of(b: u8) -> HookKind {
-    match b % 5 {
-        0 => HookKind::Portal,
-        1 => HookKind::FeatureService,
-        2 => HookKind::Geoprocessing,
-        3 => HookKind::Auto,
-        _ => HookKind::Survey123,
+    match SENDERS.get(usize::from(b) % (SENDERS.len() + 1)) {
+        Some(s) => HookKind::Sender(*s),
+        None => HookKind::Auto,
     }
 }
 
-fn hook_kind(k: EventKind) -> HookKind {
-    match k {
-        EventKind::Portal => HookKind::Portal,
-        EventKind::FeatureService => HookKind::FeatureService,
-        EventKind::Geoprocessing => HookKind::Geoprocessing,
-        EventKind::Survey123 => HookKind::Survey123,
-    }
+/// The hook kind of the sender of events of kind `k`.
+fn hook_kind(k: &EventKind) -> HookKind {
+    HookKind::named(k.as_str()).expect("every event kind is a sender's")
 }
 
 fn check_event(e: &Event, requested: HookKind) {
@@ -47,7 +40,7 @@ fn check_event(e: &Event, requested: HookKind) {
     assert_eq!(key.to_string(), e.event_id);
     assert_eq!(e.hook, HOOK);
     if requested != HookKind::Auto {
-        assert_eq!(hook_kind(e.kind), requested);
+        assert_eq!(hook_kind(&e.kind), requested);
     }
     for f in FIELDS {
         let _ = e.field(f);
@@ -81,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let body: serde_json::Value = serde_json::from_slice(json).expect("a parsed body is JSON");
     for (i, e) in events.iter().enumerate() {
-        if let Some(at) = properties_pointer(e.kind, i) {
+        if let Some(at) = properties_pointer(&e.kind, i) {
             if !e.properties.is_empty() {
                 let stored = body.pointer(&at).and_then(|v| v.as_object());
                 assert_eq!(stored, Some(&e.properties), "properties not at {at}");
@@ -92,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again, events);
     if kind == HookKind::Auto {
         if let Some(e) = events.first() {
-            let direct = parse(hook_kind(e.kind), HOOK, json).expect("detected kind parses");
+            let direct = parse(hook_kind(&e.kind), HOOK, json).expect("detected kind parses");
             assert_eq!(direct, events, "auto differs from the kind it detected");
         }
     }

@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use hookbridge::config::{Config, HookKind};
+use hookbridge::config::Config;
+use hookbridge::senders::{HookKind, SENDERS};
 use libfuzzer_sys::fuzz_target;
 
 const HEADER: &str = "[sinks.a]\ntype = \"file\"\npath = \"a.jsonl\"\n\
@@ -25,13 +26,11 @@ fn config_path() -> &'static PathBuf {
     })
 }
 
+/// `auto` or one of the senders, picked by `b`.
 fn kind_of(b: u8) -> HookKind {
-    match b % 5 {
-        0 => HookKind::Portal,
-        1 => HookKind::FeatureService,
-        2 => HookKind::Geoprocessing,
-        3 => HookKind::Auto,
-        _ => HookKind::Survey123,
+    match SENDERS.get(usize::from(b) % (SENDERS.len() + 1)) {
+        Some(s) => HookKind::Sender(*s),
+        None => HookKind::Auto,
     }
 }
 
@@ -56,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(cfg) = Config::parse(config_path(), &text) else {
         return;
     };
-    let Ok(events) = hookbridge::arcgis::parse(kind_of(first), "fuzz", json) else {
+    let Ok(events) = hookbridge::senders::parse(kind_of(first), "fuzz", json) else {
         return;
     };
     for event in &events {

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::arcgis::HookKind;
-use crate::arcgis::json::RedactPath;
 use crate::enrich::reconcile::MIN_EVERY;
 use crate::problem::Problem;
 use crate::secret::Secret;
-use crate::verify::AuthWay;
+use crate::senders::json::RedactPath;
+use crate::senders::{AuthWay, HookKind, arcgis};
 
 /// `[hooks.NAME]`: one payload URL, `POST /hooks/NAME`.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,7 +75,7 @@ impl HookConfig {
     pub fn auth_ways(&self) -> &[AuthWay] {
         match &self.auth {
             Some(ways) => ways,
-            None => AuthWay::defaults(self.kind),
+            None => self.kind.auth(),
         }
     }
 }
@@ -107,7 +106,7 @@ pub(super) fn check(hooks: &BTreeMap<String, HookConfig>, problems: &mut Vec<Pro
                 "require_auth is true but no secret is configured",
             ));
         }
-        let explicit_url = hook.kind == HookKind::Survey123
+        let explicit_url = hook.kind.is(&arcgis::SURVEY123)
             || hook
                 .auth
                 .as_ref()
@@ -138,7 +137,7 @@ pub(super) fn check(hooks: &BTreeMap<String, HookConfig>, problems: &mut Vec<Pro
 fn check_reconcile(name: &str, hook: &HookConfig, problems: &mut Vec<Problem>) {
     let key = |field: &str| format!("hooks.{name}.{field}");
     if let Some(r) = &hook.reconcile {
-        if hook.kind != HookKind::FeatureService {
+        if !hook.kind.is(&arcgis::FEATURE_SERVICE) {
             problems.push(Problem::new(
                 key("reconcile"),
                 "reconciliation reads a feature service's changes: it needs kind = \"feature-service\"",

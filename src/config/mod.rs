@@ -15,17 +15,16 @@ pub use server::ServerConfig;
 
 pub use crate::problem::Problem;
 use crate::problem::deserialize_collecting;
+pub use crate::queue::StorageConfig;
 pub use crate::retry::{Backoff, RetryConfig};
 pub use crate::secret::Secret;
+pub use crate::senders::{AuthWay, HookKind};
 pub use crate::tls::TlsConfig;
-pub use crate::verify::AuthWay;
-
-pub use crate::arcgis::HookKind;
-pub use crate::queue::StorageConfig;
 
 use crate::enrich::{ConnectionConfig, SinkEnrich};
 use crate::render::{Renderer, TimeZone};
 use crate::route::{RouteConfig, RouteTable};
+use crate::senders::{self, Headers, Limits, ParseError, Prepared, Request};
 use crate::sinks::SinkConfig;
 
 /// Why a config could not be loaded: every problem found, in file order where possible.
@@ -168,14 +167,19 @@ impl Config {
         &self,
         name: &str,
         hook: &HookConfig,
+        headers: &dyn Headers,
         json: &[u8],
         admit: &mut dyn FnMut(usize) -> bool,
-    ) -> Result<crate::arcgis::Prepared, crate::arcgis::ParseError> {
-        let limits = crate::arcgis::Limits {
+    ) -> Result<Prepared, ParseError> {
+        let limits = Limits {
             redact: &hook.redact,
             max_events: self.server.max_events,
         };
-        crate::arcgis::prepare(hook.kind, name, json, limits, admit)
+        let request = Request {
+            hook: name,
+            headers,
+        };
+        senders::prepare(hook.kind, &request, json, limits, admit)
     }
 
     /// The hooks that are reconciled, with their service, layers and schedule.
@@ -256,7 +260,8 @@ impl Config {
 
         let templates_dir = base.join(raw.templates.unwrap_or_else(|| PathBuf::from("templates")));
         let zone = timezone(raw.templates_timezone.as_deref(), &mut problems);
-        let mut renderer = Renderer::in_zone(templates_dir, &zone);
+        let mut renderer =
+            Renderer::in_zone(templates_dir, &zone).with_builtins(crate::senders::templates());
         let no_connection = raw.arcgis.is_empty();
         let arcgis = connections(raw.arcgis, &mut problems);
         for (name, hook) in &raw.hooks {
@@ -301,7 +306,7 @@ impl Config {
 
         // A sink table with a problem still exists for the routes that name it.
         let sink_names = declared_sinks.iter().map(String::as_str).collect();
-        let routes = match RouteTable::build(&raw.routes, &sink_names) {
+        let routes = match RouteTable::build(&raw.routes, &sink_names, &senders::kinds()) {
             Ok(t) => t,
             Err(p) => {
                 problems.extend(p);

@@ -29,7 +29,7 @@ pub(super) fn load(
     renderer: &mut Renderer,
     problems: &mut Vec<Problem>,
 ) -> (BTreeMap<String, SinkEntry>, BTreeMap<String, SinkEnrich>) {
-    let samples = crate::arcgis::samples::events();
+    let samples = crate::senders::samples::events();
     let mut enrich = BTreeMap::new();
     let mut sinks = BTreeMap::new();
     for (name, mut table) in tables {

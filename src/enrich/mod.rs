@@ -24,10 +24,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{Event, EventKind};
+use crate::event::Event;
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::queue::Queue;
+use crate::senders::arcgis;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 pub use config::{ConnectionConfig, OnFailure, SinkEnrich, Split};
 pub use fetch::Connection;
@@ -52,7 +53,7 @@ pub enum FetchError {
 
 /// Whether `event` is one whose changes can be fetched: a feature-service event with a changesUrl.
 pub fn changes_url(event: &Event) -> Option<&str> {
-    (event.kind == EventKind::FeatureService)
+    (event.kind == arcgis::FEATURE_SERVICE)
         .then(|| event.properties.get("changesUrl").and_then(Value::as_str))
         .flatten()
         .filter(|u| !u.is_empty())

@@ -22,11 +22,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Connection, FetchError, changes};
-use crate::arcgis::{self, HookKind};
 use crate::clock::now_ms;
 use crate::event::{DedupKey, Event};
 use crate::metrics::METRICS;
 use crate::queue::{Intent, LayerWindow, Queue, QueueError, RoutedEvent};
+use crate::senders::{self, HookKind, arcgis};
 
 /// The smallest `every`: ArcGIS's own webhook schedule checks for changes every 30 s at most.
 pub const MIN_EVERY: Duration = Duration::from_secs(30);
@@ -515,8 +515,12 @@ fn reconciled_event(
         "reconciled": true,
     }])
     .to_string();
-    let mut events = arcgis::parse(HookKind::FeatureService, &hook.hook, payload.as_bytes())
-        .map_err(|e| ReconcileError::Service(e.to_string()))?;
+    let mut events = senders::parse(
+        HookKind::Sender(&arcgis::FeatureService),
+        &hook.hook,
+        payload.as_bytes(),
+    )
+    .map_err(|e| ReconcileError::Service(e.to_string()))?;
     let mut event = events
         .pop()
         .ok_or_else(|| ReconcileError::Service("no event for the window".into()))?;

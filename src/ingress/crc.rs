@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::hooks::{IngressError, find_hook};
-use crate::arcgis::HookKind;
+use crate::senders::HookKind;
 use crate::verify;
 
 /// The longest CRC token answered: random tokens are tens of characters long.
@@ -59,10 +59,8 @@ pub fn token_is_answerable(token: &str) -> bool {
 
 /// The `response_token` for `token` on a hook of `kind` whose first secret is `key`.
 pub fn answer(kind: HookKind, key: Option<&[u8]>, token: &str) -> Result<String, CrcError> {
-    match kind {
-        HookKind::FeatureService | HookKind::Geoprocessing | HookKind::Auto => {}
-        HookKind::Portal => return Err(CrcError::NotSent("portal")),
-        HookKind::Survey123 => return Err(CrcError::NotSent("survey123")),
+    if !kind.sends_crc() {
+        return Err(CrcError::NotSent(kind.name()));
     }
     if !token_is_answerable(token) {
         return Err(CrcError::BadToken);
@@ -109,10 +107,14 @@ pub async fn check(
 mod tests {
     use super::*;
 
+    fn kind(name: &str) -> HookKind {
+        HookKind::named(name).unwrap()
+    }
+
     #[test]
     fn the_protocol_check_value_is_answered() {
         assert_eq!(
-            answer(HookKind::FeatureService, Some(b"MYSECRETKEY"), "abc123").as_deref(),
+            answer(kind("feature-service"), Some(b"MYSECRETKEY"), "abc123").as_deref(),
             Ok("sha256=JZBRSjXI4VWGz/kfx+MhyuzBzDmFvu6acHbGAAl80LU=")
         );
     }
@@ -142,15 +144,15 @@ mod tests {
     #[test]
     fn only_kinds_arcgis_challenges_answer() {
         assert_eq!(
-            answer(HookKind::Portal, Some(b"k"), "abc"),
+            answer(kind("portal"), Some(b"k"), "abc"),
             Err(CrcError::NotSent("portal"))
         );
         assert_eq!(
-            answer(HookKind::Survey123, Some(b"k"), "abc"),
+            answer(kind("survey123"), Some(b"k"), "abc"),
             Err(CrcError::NotSent("survey123"))
         );
         assert_eq!(
-            answer(HookKind::Geoprocessing, None, "abc"),
+            answer(kind("geoprocessing"), None, "abc"),
             Err(CrcError::NoSecret)
         );
     }

@@ -13,11 +13,12 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::{AppState, budget};
-use crate::arcgis::{self, ParseError};
 use crate::body::{self, BodyEncoding, ContentTypeError, DecodedBody, FormError};
 use crate::config::{Config, HookConfig};
+use crate::event::EventKind;
 use crate::metrics::METRICS;
 use crate::queue::{AcceptOutcome, RoutedEvent};
+use crate::senders::{self, Headers, ParseError};
 use crate::verify::{
     self, Credentials, Policy, Presented, SECRET_HEADER, SIGNATURE_HEADER, VerifyError,
 };
@@ -246,7 +247,8 @@ async fn accept(
     let decoded = body::decode(encoding, &raw);
     authenticate(req, hook, &raw, decoded.as_ref().ok())?;
     let decoded = decoded?;
-    let prepared = config.prepare(name, hook, &decoded.json, &mut |n| {
+    let headers = RequestHeaders(req.headers());
+    let prepared = config.prepare(name, hook, &headers, &decoded.json, &mut |n| {
         state.budget.take_events(held, n)
     })?;
     if prepared.events.is_empty() {
@@ -258,11 +260,11 @@ async fn accept(
         None => Vec::new(),
     };
     let routed = route(prepared.events, config);
-    let kinds: Vec<(&'static str, bool, String)> = routed
+    let kinds: Vec<(EventKind, bool, String)> = routed
         .iter()
         .map(|r| {
             (
-                r.event.kind.as_str(),
+                r.event.kind.clone(),
                 r.sinks.is_empty(),
                 r.event.event_id.clone(),
             )
@@ -325,14 +327,14 @@ fn route(events: Vec<crate::event::Event>, config: &Config) -> Vec<RoutedEvent> 
         .enumerate()
         .map(|(i, event)| RoutedEvent {
             sinks: config.routes.sinks_for(&event),
-            properties_at: arcgis::properties_pointer(event.kind, i),
+            properties_at: senders::properties_pointer(&event.kind, i),
             event,
         })
         .collect()
 }
 
 /// Counts what the queue stored (per kind), what matched no route, and the duplicates.
-fn count(name: &str, kinds: Vec<(&'static str, bool, String)>, outcome: &AcceptOutcome) {
+fn count(name: &str, kinds: Vec<(EventKind, bool, String)>, outcome: &AcceptOutcome) {
     let stored: HashSet<&str> = outcome.accepted.iter().map(String::as_str).collect();
     for (kind, unrouted, id) in kinds {
         if !stored.contains(id.as_str()) {
@@ -340,7 +342,7 @@ fn count(name: &str, kinds: Vec<(&'static str, bool, String)>, outcome: &AcceptO
         }
         METRICS
             .events_accepted
-            .with_label_values(&[name, kind])
+            .with_label_values(&[name, kind.as_str()])
             .inc();
         if unrouted {
             METRICS.events_unrouted.with_label_values(&[name]).inc();
@@ -351,6 +353,20 @@ fn count(name: &str, kinds: Vec<(&'static str, bool, String)>, outcome: &AcceptO
         .events_duplicate
         .with_label_values(&[name])
         .inc_by(outcome.duplicates.len() as u64);
+}
+
+/// A request's headers as a sender reads them: a header sent more than once, or not as text,
+/// reads as absent.
+struct RequestHeaders<'a>(&'a HeaderMap);
+
+impl Headers for RequestHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        let mut values = self.0.get_all(name);
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok(),
+            _ => None,
+        }
+    }
 }
 
 /// Checks the delivery's credentials against the hook: the signature (header, else form field),

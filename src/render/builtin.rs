@@ -1,9 +1,10 @@
 //! The templates shipped in `templates/`, built into the binary.
 
-/// The templates shipped in `templates/`, built into the binary so that an email sink (and an
-/// HTTP sink's Teams or Slack body) works wherever its config file lives; a file of the same
-/// name in the templates directory wins.
-pub(super) const BUILTIN: [(&str, &str); 17] = [
+/// The templates every sink shares, shipped in `templates/` and built into the binary so that an
+/// email digest (and an HTTP sink's Teams or Slack body) works wherever its config file lives; a
+/// file of the same name in the templates directory wins. Each sender brings its own mail
+/// templates ([`super::Renderer::with_builtins`]).
+pub(super) const BUILTIN: [(&str, &str); 5] = [
     (
         "digest.html.tera",
         include_str!("../../templates/digest.html.tera"),
@@ -15,54 +16,6 @@ pub(super) const BUILTIN: [(&str, &str); 17] = [
     (
         "digest.txt.tera",
         include_str!("../../templates/digest.txt.tera"),
-    ),
-    (
-        "feature-service.html.tera",
-        include_str!("../../templates/feature-service.html.tera"),
-    ),
-    (
-        "feature-service.subject.tera",
-        include_str!("../../templates/feature-service.subject.tera"),
-    ),
-    (
-        "feature-service.txt.tera",
-        include_str!("../../templates/feature-service.txt.tera"),
-    ),
-    (
-        "geoprocessing.html.tera",
-        include_str!("../../templates/geoprocessing.html.tera"),
-    ),
-    (
-        "geoprocessing.subject.tera",
-        include_str!("../../templates/geoprocessing.subject.tera"),
-    ),
-    (
-        "geoprocessing.txt.tera",
-        include_str!("../../templates/geoprocessing.txt.tera"),
-    ),
-    (
-        "portal.html.tera",
-        include_str!("../../templates/portal.html.tera"),
-    ),
-    (
-        "portal.subject.tera",
-        include_str!("../../templates/portal.subject.tera"),
-    ),
-    (
-        "portal.txt.tera",
-        include_str!("../../templates/portal.txt.tera"),
-    ),
-    (
-        "survey123.html.tera",
-        include_str!("../../templates/survey123.html.tera"),
-    ),
-    (
-        "survey123.subject.tera",
-        include_str!("../../templates/survey123.subject.tera"),
-    ),
-    (
-        "survey123.txt.tera",
-        include_str!("../../templates/survey123.txt.tera"),
     ),
     (
         "slack.json.tera",

@@ -50,6 +50,8 @@ pub struct Renderer {
     /// What inline templates need, so that a literal topic or an `{{ id }}` key does not
     /// build (and parse the payload into) a full context for every event.
     needs: Arc<HashMap<String, Needs>>,
+    /// Built-in templates beyond the shared ones (file name, text): the senders' mail templates.
+    builtins: Arc<Vec<(&'static str, &'static str)>>,
 }
 
 impl Renderer {
@@ -68,7 +70,24 @@ impl Renderer {
             tera: Arc::new(tera),
             dir,
             needs: Arc::default(),
+            builtins: Arc::default(),
         }
+    }
+
+    /// The same renderer with `extra` built-in templates (file name, text), which a file of the
+    /// same name in the templates directory overrides like the shared ones.
+    pub fn with_builtins(mut self, extra: Vec<(&'static str, &'static str)>) -> Self {
+        self.builtins = Arc::new(extra);
+        self
+    }
+
+    /// The built-in template of file name `file`, if there is one.
+    fn builtin(&self, file: &str) -> Option<&'static str> {
+        BUILTIN
+            .iter()
+            .chain(self.builtins.iter())
+            .find(|(f, _)| *f == file)
+            .map(|(_, t)| *t)
     }
 
     /// The directory file templates are read from.
@@ -101,7 +120,7 @@ impl Renderer {
         for (part, required) in [("subject", true), ("txt", true), ("html", false)] {
             let name = format!("{base}.{part}");
             let file = file(part);
-            let builtin = BUILTIN.iter().find(|(f, _)| *f == file).map(|(_, t)| *t);
+            let builtin = self.builtin(&file);
             let added = match (in_dir, builtin) {
                 (true, _) if self.dir.join(&file).exists() => {
                     let path = self.dir.join(&file);
@@ -139,7 +158,7 @@ impl Renderer {
         problems: &mut Vec<Problem>,
     ) {
         let path = self.dir.join(file);
-        let builtin = BUILTIN.iter().find(|(f, _)| *f == file).map(|(_, t)| *t);
+        let builtin = self.builtin(file);
         let tera = Arc::make_mut(&mut self.tera);
         let added = match builtin {
             _ if path.exists() => tera.add_template_file(&path, Some(name)),
@@ -436,7 +455,7 @@ mod tests {
         r.add_file_or_builtin("slack", "slack.json.tera", "slack", &mut p);
         assert!(p.is_empty(), "{p:?}");
         let hostile = Event {
-            kind: crate::event::EventKind::Portal,
+            kind: crate::event::EventKind::new("portal"),
             source: "item".into(),
             portal: Some("javascript:alert(document.domain)//".into()),
             ..event()

@@ -55,7 +55,11 @@ impl Shape {
                 .map_err(|problems| anyhow::anyhow!("the sink's config: {problems:?}"))?;
         let mut renderer = Renderer::new("templates".into());
         config
-            .compile("bus", &mut renderer, &hookbridge::arcgis::samples::events())
+            .compile(
+                "bus",
+                &mut renderer,
+                &hookbridge::senders::samples::events(),
+            )
             .map_err(|problems| anyhow::anyhow!("the sink's templates: {problems:?}"))?;
         let sink = config
             .build("bus", &renderer)

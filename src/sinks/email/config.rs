@@ -12,7 +12,7 @@ use super::encode::{
     render_mail, single_context, template_for,
 };
 use super::send::{EmailSink, SmtpTarget};
-use crate::event::{Event, EventKind};
+use crate::event::Event;
 use crate::render::{RenderError, Renderer};
 use crate::secret::Secret;
 use crate::sinks::{Check, Sink, SinkError, SinkType};
@@ -54,9 +54,6 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// The kinds of event a mail may be about, each with a built-in template of its name.
-const EVENT_KINDS: [&str; 4] = ["portal", "feature-service", "geoprocessing", "survey123"];
-
 impl EmailConfig {
     /// The address lists in `ADDRESS_FIELDS` order.
     pub(super) fn addresses(&self) -> [&[String]; 4] {
@@ -78,16 +75,21 @@ impl EmailConfig {
     }
 
     /// The template base name for an event of `kind`.
-    fn template_for(&self, kind: EventKind) -> &str {
+    fn template_for<'a>(&'a self, kind: &'a str) -> &'a str {
         template_for(self.template.as_deref(), self.digest.is_some(), kind)
     }
 
-    /// Every template base name the sink may render.
-    fn template_names(&self) -> Vec<&str> {
+    /// Every template base name the sink may render: its template, the digest's, or one per
+    /// kind of event (each sender's, named after it; `samples` holds every sender's events).
+    fn template_names<'a>(&'a self, samples: &'a [(Event, String)]) -> Vec<&'a str> {
         match (&self.template, self.digest) {
             (Some(t), _) => vec![t.as_str()],
             (None, Some(_)) => vec!["digest"],
-            (None, None) => EVENT_KINDS.to_vec(),
+            (None, None) => {
+                let mut kinds: Vec<&str> = samples.iter().map(|(e, _)| e.kind.as_str()).collect();
+                kinds.dedup();
+                kinds
+            }
         }
     }
 
@@ -98,20 +100,14 @@ impl EmailConfig {
         let (name, r, samples) = (check.name, &*check.renderer, check.samples);
         if self.digest.is_some() {
             let ctx = digest_context(samples.iter().map(|(e, j)| (e, j.as_str())));
-            if let Err(e) = render_mail(
-                name,
-                self.addresses(),
-                self.template_for(EventKind::Portal),
-                r,
-                &ctx,
-            ) {
+            if let Err(e) = render_mail(name, self.addresses(), self.template_for(""), r, &ctx) {
                 check.problem("template", format!("with sample events: {e}"));
             }
             return;
         }
         let mut errors = Vec::new();
         for (event, json) in samples {
-            let t = self.template_for(event.kind);
+            let t = self.template_for(event.kind.as_str());
             match render_mail(name, self.addresses(), t, r, &single_context(event, json)) {
                 Ok(_) if self.template.is_some() => return,
                 Ok(_) => {}
@@ -135,7 +131,7 @@ impl SinkType for EmailConfig {
     fn check(&self, check: &mut Check<'_>) {
         let before = check.problems.len();
         let key = check.key("template");
-        for t in self.template_names() {
+        for t in self.template_names(check.samples) {
             check.renderer.add_set(t, &key, check.problems);
         }
         if self.to.is_empty() {
@@ -179,7 +175,7 @@ impl SinkType for EmailConfig {
         let mail = render_mail(
             name,
             self.addresses(),
-            self.template_for(event.kind),
+            self.template_for(event.kind.as_str()),
             r,
             &ctx,
         )?;
@@ -220,10 +216,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::arcgis::HookKind;
-    use crate::arcgis::samples::PAYLOADS;
     use crate::config::Config;
     use crate::problem::Problem;
+    use crate::senders::samples::payloads;
 
     fn config(extra: &str) -> Result<Config, Vec<Problem>> {
         let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
@@ -268,15 +263,16 @@ mod tests {
         let cfg = Config::parse(Path::new("/nonexistent/routes.toml"), text).unwrap();
         let mail: &EmailConfig =
             &toml::from_str(text.split("type = \"email\"\n").nth(1).unwrap()).unwrap();
-        for (kind, json) in PAYLOADS {
-            let event = crate::arcgis::parse(kind, "h", json.as_bytes())
+        let samples = payloads();
+        for &(kind, json) in &samples {
+            let event = crate::senders::parse(kind, "h", json.as_bytes())
                 .unwrap()
                 .remove(0);
             let ctx = single_context(&event, json);
             let m = render_mail(
                 "mail",
                 mail.addresses(),
-                mail.template_for(event.kind),
+                mail.template_for(event.kind.as_str()),
                 &cfg.renderer,
                 &ctx,
             )
@@ -284,7 +280,8 @@ mod tests {
             assert!(!m.subject.is_empty() && m.html.is_some(), "{kind:?}");
             assert!(m.text.contains(&event.event_id), "{kind:?}: {}", m.text);
         }
-        let survey = crate::arcgis::parse(HookKind::Survey123, "h", PAYLOADS[6].1.as_bytes())
+        let survey_json = samples[6].1;
+        let survey = crate::senders::parse(samples[6].0, "h", survey_json.as_bytes())
             .unwrap()
             .remove(0);
         let m = render_mail(
@@ -292,7 +289,7 @@ mod tests {
             mail.addresses(),
             "survey123",
             &cfg.renderer,
-            &single_context(&survey, PAYLOADS[6].1),
+            &single_context(&survey, survey_json),
         )
         .unwrap();
         assert_eq!(m.subject, "Welcome Survey: new record by jsmith");

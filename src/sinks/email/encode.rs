@@ -11,7 +11,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{Event, EventKind};
+use crate::event::Event;
 use crate::render::{RenderError, Renderer};
 
 /// Longest subject sent, in characters; a longer one is cut with an ellipsis.
@@ -85,9 +85,10 @@ fn link(event: &Event) -> Option<String> {
 
 fn link_of(event: &Event) -> Option<String> {
     let id = utf8_percent_encode(&event.id, NON_ALPHANUMERIC).to_string();
-    if event.kind == EventKind::Survey123 {
-        let props = &event.properties;
-        let service = props.get("surveyInfo")?.get("serviceUrl")?.as_str()?;
+    let props = &event.properties;
+    let survey = props.get("surveyInfo").and_then(|s| s.get("serviceUrl"));
+    if let Some(service) = survey {
+        let service = service.as_str()?;
         let layer = props.get("layerInfo").and_then(|l| l.get("id"));
         return Some(match layer {
             Some(Value::Number(n)) => format!("{}/{n}", service.trim_end_matches('/')),
@@ -157,11 +158,11 @@ pub(super) fn digest_context<'a>(
 
 /// The template base name of a mail about an event of `kind`: the sink's `template` when set,
 /// else `digest` for a digest sink, else the kind's own.
-pub(super) fn template_for(template: Option<&str>, digest: bool, kind: EventKind) -> &str {
+pub(super) fn template_for<'a>(template: Option<&'a str>, digest: bool, kind: &'a str) -> &'a str {
     match (template, digest) {
         (Some(t), _) => t,
         (None, true) => "digest",
-        (None, false) => kind.as_str(),
+        (None, false) => kind,
     }
 }
 

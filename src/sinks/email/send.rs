@@ -13,7 +13,6 @@ use percent_encoding::percent_decode_str;
 use super::encode::{RenderedMail, digest_context, render_mail, single_context, template_for};
 use super::errors::{classify, no_answer, unfinished};
 use crate::clock::now_ms;
-use crate::event::EventKind;
 use crate::render::Renderer;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 
@@ -163,7 +162,7 @@ impl EmailSink {
     /// Renders a mail; a failure is the payload's fault and is not going to change on retry.
     fn compose(
         &self,
-        kind: EventKind,
+        kind: &str,
         ctx: &tera::Context,
         message_id: String,
     ) -> Result<lettre::Message, String> {
@@ -198,7 +197,7 @@ impl EmailSink {
             self.name,
             self.domain
         );
-        let kind = batch.first().map_or(EventKind::Portal, |d| d.event.kind);
+        let kind = batch.first().map_or("", |d| d.event.kind.as_str());
         let outcome = match self.compose(kind, &ctx, id) {
             Ok(m) => self.deliver(m).await?,
             Err(e) => Outcome::Reject(e),
@@ -229,7 +228,7 @@ impl Sink for EmailSink {
         for d in batch {
             let ctx = single_context(&d.event, &d.payload);
             let id = format!("<{}.{}@{}>", d.event.event_id, self.name, self.domain);
-            let message = match self.compose(d.event.kind, &ctx, id) {
+            let message = match self.compose(d.event.kind.as_str(), &ctx, id) {
                 Ok(m) => m,
                 Err(e) => {
                     outcomes.push(Outcome::Reject(e));
@@ -274,8 +273,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::arcgis::HookKind;
-    use crate::arcgis::samples::PAYLOADS;
+    use crate::senders::HookKind;
+    use crate::senders::samples::payloads;
 
     #[test]
     fn urls() {
@@ -327,8 +326,13 @@ mod tests {
     }
 
     fn delivery() -> Delivery {
-        let json = PAYLOADS[0].1;
-        let mut events = crate::arcgis::parse(HookKind::Portal, "portal", json.as_bytes()).unwrap();
+        let json = payloads()[0].1;
+        let mut events = crate::senders::parse(
+            HookKind::named("portal").unwrap(),
+            "portal",
+            json.as_bytes(),
+        )
+        .unwrap();
         Delivery {
             seq: 1,
             attempts: 0,

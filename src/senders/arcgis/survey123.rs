@@ -2,13 +2,14 @@
 //! (`editData`) record.
 //!
 //! The body carries `portalInfo.token`, the submitting user's live ArcGIS token; it is removed
-//! from the payload before parsing (see [`super::prepare`]), so it reaches no event, row or sink.
+//! from the payload before parsing (see [`crate::senders::prepare`]), so it reaches no event, row or sink.
 
 use serde_json::{Map, Value};
 
-use super::ParseError;
-use super::json::At;
-use crate::event::{DedupKey, Event, EventKind};
+use super::{SURVEY123, event_count, remove_token, samples};
+use crate::event::{DedupKey, Event};
+use crate::senders::json::At;
+use crate::senders::{AuthWay, ParseError, Request, Sender};
 
 const KIND: &str = "survey123";
 
@@ -16,7 +17,7 @@ const KIND: &str = "survey123";
 pub(super) const TOKEN_PATH: [&str; 2] = ["portalInfo", "token"];
 
 /// Whether an object looks like a Survey123 delivery (for `kind = "auto"`).
-pub(super) fn looks_like_survey(o: &Map<String, Value>) -> bool {
+fn looks_like_survey(o: &Map<String, Value>) -> bool {
     o.get("eventType").is_some_and(Value::is_string)
         && ["feature", "surveyInfo", "applyEdits"]
             .iter()
@@ -24,7 +25,7 @@ pub(super) fn looks_like_survey(o: &Map<String, Value>) -> bool {
 }
 
 /// Parses a Survey123 delivery into its one event.
-pub(super) fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
+fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
     let top = At {
         kind: KIND,
         path: "",
@@ -90,7 +91,7 @@ pub(super) fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError>
     let key = DedupKey::from_parts(&[KIND, hook, form, &id, &operation, &content]);
     Ok(vec![Event {
         event_id: key.to_string(),
-        kind: EventKind::Survey123,
+        kind: SURVEY123,
         source: "survey".into(),
         operation,
         id,
@@ -130,6 +131,47 @@ fn record_id(
         .unwrap_or_default()
 }
 
+/// Survey123 webhooks: records submitted or edited.
+pub struct Survey123;
+
+impl Sender for Survey123 {
+    fn name(&self) -> &'static str {
+        "survey123"
+    }
+
+    fn shapes(&self) -> &'static str {
+        "a Survey123 record {eventType, feature}"
+    }
+
+    fn detect(&self, value: &Value) -> bool {
+        value.as_object().is_some_and(looks_like_survey)
+    }
+
+    fn count(&self, value: &Value) -> usize {
+        event_count(value)
+    }
+
+    fn scrub(&self, value: &mut Value) -> bool {
+        remove_token(value)
+    }
+
+    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
+        parse(request.hook, value)
+    }
+
+    fn auth(&self) -> &'static [AuthWay] {
+        &[AuthWay::UrlSecret]
+    }
+
+    fn samples(&self) -> &'static [&'static str] {
+        samples::SURVEY123
+    }
+
+    fn templates(&self) -> &'static [(&'static str, &'static str)] {
+        super::mail_templates!("survey123")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,7 +190,7 @@ mod tests {
     #[test]
     fn fields() {
         let e = &parse("s", &record()).unwrap()[0];
-        assert_eq!(e.kind, EventKind::Survey123);
+        assert_eq!(e.kind, SURVEY123);
         assert_eq!((e.id.as_str(), e.operation.as_str()), ("{G1}", "addData"));
         assert_eq!(e.webhook.as_deref(), Some("Inspections"));
         assert_eq!(e.user.as_deref(), Some("jsmith"));

@@ -7,9 +7,10 @@
 
 use serde_json::{Map, Value};
 
-use super::ParseError;
-use super::json::At;
-use crate::event::{DedupKey, Event, EventKind};
+use super::{GEOPROCESSING, event_count, remove_token, samples};
+use crate::event::{DedupKey, Event};
+use crate::senders::json::At;
+use crate::senders::{AuthWay, ParseError, Request, Sender};
 
 const KIND: &str = "geoprocessing";
 const JOB_ID: &[&str] = &["jobId", "jobID", "job_id", "jobid"];
@@ -17,7 +18,7 @@ const STATUS: &[&str] = &["jobStatus", "status", "job_status"];
 const WEBHOOK: &[&str] = &["webhookName", "name", "webhookId"];
 
 /// Whether a value looks like a job notification of either shape (for `kind = "auto"`).
-pub(super) fn looks_like_job(value: &Value) -> bool {
+fn looks_like_job(value: &Value) -> bool {
     value.as_object().is_some_and(is_published) || find_job(value).is_some()
 }
 
@@ -46,7 +47,7 @@ fn find_job(value: &Value) -> Option<&Map<String, Value>> {
 }
 
 /// Parses a geoprocessing payload of either shape.
-pub(super) fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
+fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
     let top = At {
         kind: KIND,
         path: "",
@@ -186,7 +187,7 @@ fn job_event(
 ) -> Event {
     Event {
         event_id: key.to_string(),
-        kind: EventKind::Geoprocessing,
+        kind: GEOPROCESSING,
         source: "gpService".into(),
         operation: status,
         id: job_id.to_string(),
@@ -197,6 +198,51 @@ fn job_event(
         properties,
         hook: hook.to_string(),
         accepted_at: 0,
+    }
+}
+
+/// Geoprocessing webhooks: a job's status changes.
+pub struct Geoprocessing;
+
+impl Sender for Geoprocessing {
+    fn name(&self) -> &'static str {
+        "geoprocessing"
+    }
+
+    fn shapes(&self) -> &'static str {
+        "a geoprocessing job {jobId, statusURL, events} or {jobId, jobStatus}"
+    }
+
+    fn detect(&self, value: &Value) -> bool {
+        looks_like_job(value)
+    }
+
+    fn count(&self, value: &Value) -> usize {
+        event_count(value)
+    }
+
+    fn scrub(&self, value: &mut Value) -> bool {
+        remove_token(value)
+    }
+
+    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
+        parse(request.hook, value)
+    }
+
+    fn auth(&self) -> &'static [AuthWay] {
+        &[AuthWay::Signature]
+    }
+
+    fn sends_crc(&self) -> bool {
+        true
+    }
+
+    fn samples(&self) -> &'static [&'static str] {
+        samples::GEOPROCESSING
+    }
+
+    fn templates(&self) -> &'static [(&'static str, &'static str)] {
+        super::mail_templates!("geoprocessing")
     }
 }
 

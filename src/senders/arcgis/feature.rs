@@ -5,9 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use super::ParseError;
-use super::json::{At, type_name};
-use crate::event::{DedupKey, Event, EventKind};
+use super::{FEATURE_SERVICE, event_count, remove_token, samples};
+use crate::event::{DedupKey, Event};
+use crate::senders::json::{At, type_name};
+use crate::senders::{AuthWay, ParseError, Request, Sender};
 
 const KIND: &str = "feature-service";
 
@@ -16,7 +17,7 @@ const SHAPES: &str = "expected an ArcGIS Online array of layer changes, an objec
 or an ArcGIS Enterprise object {serviceType, changesUrl, events: [{eventType, when}]}";
 
 /// Whether an object is one of the single-object shapes (for `kind = "auto"`).
-pub(super) fn looks_like_single(o: &Map<String, Value>) -> bool {
+fn looks_like_single(o: &Map<String, Value>) -> bool {
     o.contains_key("changeType") || is_enterprise(o)
 }
 
@@ -26,7 +27,7 @@ fn is_enterprise(o: &Map<String, Value>) -> bool {
 }
 
 /// Parses a feature-service payload of any of the three shapes.
-pub(super) fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
+fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
     let top = At {
         kind: KIND,
         path: "",
@@ -114,7 +115,7 @@ impl Service {
         parts.extend_from_slice(extra);
         Event {
             event_id: DedupKey::from_parts(&parts).to_string(),
-            kind: EventKind::FeatureService,
+            kind: FEATURE_SERVICE,
             source: "featureService".into(),
             operation: change,
             id: id.to_string(),
@@ -234,6 +235,55 @@ fn decode_url(url: String) -> String {
     }
 }
 
+/// Feature-service webhooks: edits to a hosted or Enterprise feature service.
+pub struct FeatureService;
+
+impl Sender for FeatureService {
+    fn name(&self) -> &'static str {
+        "feature-service"
+    }
+
+    fn shapes(&self) -> &'static str {
+        "a feature-service array, a feature-service object with changeType, an ArcGIS Enterprise feature-service object {serviceType, changesUrl, events}"
+    }
+
+    fn detect(&self, value: &Value) -> bool {
+        match value {
+            Value::Array(_) => true,
+            Value::Object(o) => looks_like_single(o),
+            _ => false,
+        }
+    }
+
+    fn count(&self, value: &Value) -> usize {
+        event_count(value)
+    }
+
+    fn scrub(&self, value: &mut Value) -> bool {
+        remove_token(value)
+    }
+
+    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
+        parse(request.hook, value)
+    }
+
+    fn auth(&self) -> &'static [AuthWay] {
+        &[AuthWay::Signature]
+    }
+
+    fn sends_crc(&self) -> bool {
+        true
+    }
+
+    fn samples(&self) -> &'static [&'static str] {
+        samples::FEATURE_SERVICE
+    }
+
+    fn templates(&self) -> &'static [(&'static str, &'static str)] {
+        super::mail_templates!("feature-service")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +314,7 @@ mod tests {
             ]
         );
         let e = &ev[0];
-        assert_eq!(e.kind, EventKind::FeatureService);
+        assert_eq!(e.kind, FEATURE_SERVICE);
         assert_eq!(e.source, "featureService");
         assert_eq!(e.webhook.as_deref(), Some("parcels-edits"));
         assert_eq!(e.when, Some(1755719255181));

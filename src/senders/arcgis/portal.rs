@@ -2,13 +2,14 @@
 
 use serde_json::{Map, Value};
 
-use super::ParseError;
-use super::json::At;
-use crate::event::{DedupKey, Event, EventKind};
+use super::{PORTAL, event_count, remove_token, samples};
+use crate::event::{DedupKey, Event};
+use crate::senders::json::At;
+use crate::senders::{AuthWay, ParseError, Request, Sender};
 
 /// Parses a portal payload. `info.when` (the delivery time) is left out of the dedup key
 /// because ArcGIS changes it on every retry; the events themselves stay the same.
-pub(super) fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
+fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError> {
     let top = At {
         kind: "portal",
         path: "",
@@ -61,7 +62,7 @@ pub(super) fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError>
         ]);
         out.push(Event {
             event_id: key.to_string(),
-            kind: EventKind::Portal,
+            kind: PORTAL,
             source,
             operation,
             id,
@@ -78,8 +79,55 @@ pub(super) fn parse(hook: &str, value: &Value) -> Result<Vec<Event>, ParseError>
 }
 
 /// The JSON pointer of the `index`-th event's properties in a portal payload.
-pub(super) fn properties_pointer(index: usize) -> String {
+fn properties_pointer(index: usize) -> String {
     format!("/events/{index}/properties")
+}
+
+/// Organization webhooks: items, groups, users and roles.
+pub struct Portal;
+
+impl Sender for Portal {
+    fn name(&self) -> &'static str {
+        "portal"
+    }
+
+    fn shapes(&self) -> &'static str {
+        "a portal object {info, events}"
+    }
+
+    fn detect(&self, value: &Value) -> bool {
+        value
+            .as_object()
+            .is_some_and(|o| o.contains_key("info") && o.contains_key("events"))
+    }
+
+    fn count(&self, value: &Value) -> usize {
+        event_count(value)
+    }
+
+    fn scrub(&self, value: &mut Value) -> bool {
+        remove_token(value)
+    }
+
+    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
+        parse(request.hook, value)
+    }
+
+    fn auth(&self) -> &'static [AuthWay] {
+        &[AuthWay::Signature, AuthWay::SecretHeader]
+    }
+
+    fn properties_pointer(&self, index: usize) -> Option<String> {
+        Some(properties_pointer(index))
+    }
+
+    fn samples(&self) -> &'static [&'static str] {
+        samples::PORTAL
+    }
+
+    fn templates(&self) -> &'static [(&'static str, &'static str)] {
+        super::mail_templates!("portal")
+    }
 }
 
 #[cfg(test)]
@@ -100,7 +148,7 @@ mod tests {
         let ev = parse("portal", &sample("portal-group-update.json")).unwrap();
         assert_eq!(ev.len(), 1);
         let e = &ev[0];
-        assert_eq!(e.kind, EventKind::Portal);
+        assert_eq!(e.kind, PORTAL);
         assert_eq!(e.source, "group");
         assert_eq!(e.operation, "update");
         assert_eq!(e.id, "4adc30bb03054812a846fa592de105de");
