@@ -2,7 +2,7 @@
 //! RabbitMQ, HTTP receivers, email and files, at least once.
 //!
 //! The modules follow the data: ingress → body (decode) → verify → senders (parse) → event (dedup
-//! key) → route → queue → dispatch → sinks.
+//! key) → route → queue → dispatch → sinks; `signature` signs and verifies for both ends.
 
 pub(crate) mod admin;
 pub mod body;
@@ -26,6 +26,7 @@ pub(crate) mod secret;
 pub mod senders;
 pub mod serve;
 pub(crate) mod shutdown;
+pub mod signature;
 pub mod sinks;
 pub(crate) mod tls;
 pub(crate) mod ui;

@@ -184,7 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             println!(
                 "{}",
-                hookbridge::verify::sign(key.expose().as_bytes(), &body)
+                hookbridge::signature::arcgis::sign(key.expose().as_bytes(), &body)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,21 +1,15 @@
 //! Authenticating a delivery the way its sender does: the `x-esriHook-Signature` HMAC
-//! (`sha256=` + base64(HMAC-SHA256(key, body))), the organization webhooks' `secret` header, or a
-//! `secret` in the payload URL; every comparison in constant time.
-
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+//! (`sha256=` + base64(HMAC-SHA256(key, body)), checked by `signature::arcgis`), the organization
+//! webhooks' `secret` header, or a `secret` in the payload URL; every comparison in constant time.
 
 use subtle::ConstantTimeEq;
 
 use crate::secret::Secret;
 pub use crate::senders::AuthWay;
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::signature::{SignatureError, arcgis};
 
 /// Name of the header, and of the form field, that carries the signature.
-pub const SIGNATURE_HEADER: &str = "x-esriHook-Signature";
+pub const SIGNATURE_HEADER: &str = arcgis::HEADER;
 
 /// Name of the header (and URL query parameter) carrying a shared secret.
 pub const SECRET_HEADER: &str = "secret";
@@ -32,93 +26,10 @@ pub enum VerifyError {
     /// A credential sent twice (two `secret` headers, two URL secrets): refused as ambiguous.
     #[error("the {0} was sent more than once")]
     Ambiguous(&'static str),
-    /// The value is not `sha256=` followed by a base64 (or hex) digest.
-    #[error("malformed x-esriHook-Signature: expected sha256=<base64 digest>, {0}")]
-    Malformed(String),
-    /// Another algorithm than sha256 was named.
-    #[error("unsupported signature algorithm {0:?}: expected sha256")]
-    UnsupportedAlgorithm(String),
-    /// Well-formed but made with none of the hook's keys.
-    #[error("x-esriHook-Signature does not match the body with any configured key")]
-    Mismatch,
-}
-
-/// The header value ArcGIS sends for `data` signed with `key`.
-pub fn sign(key: &[u8], data: &[u8]) -> String {
-    format!("sha256={}", STANDARD.encode(digest(key, data)))
-}
-
-fn mac(key: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this constructor cannot fail.
-    match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    }
-}
-
-fn digest(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut m = mac(key);
-    m.update(data);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// Decodes a signature value: percent-decoded, `sha256=` prefix, base64 (standard or url) or hex.
-pub fn decode(value: &str) -> Result<Vec<u8>, VerifyError> {
-    let decoded = percent_encoding::percent_decode_str(value.trim())
-        .decode_utf8()
-        .map_err(|_| VerifyError::Malformed("not valid UTF-8 after percent-decoding".into()))?;
-    let value = decoded.trim();
-    let digest = match value.split_once('=') {
-        Some((alg, rest)) if alg.eq_ignore_ascii_case("sha256") => rest,
-        Some((alg, _))
-            if !alg.is_empty()
-                && alg.len() <= 12
-                && alg.bytes().all(|b| b.is_ascii_alphanumeric()) =>
-        {
-            return Err(VerifyError::UnsupportedAlgorithm(alg.to_string()));
-        }
-        _ => value,
-    };
-    // A form decoder turns an unescaped '+' into a space; base64 never contains spaces.
-    let digest = digest.replace(' ', "+");
-    if digest.is_empty() {
-        return Err(VerifyError::Malformed("the digest is empty".into()));
-    }
-    // 64 hex digits are also valid base64 (of 48 bytes), so hex is tried first at that length.
-    let is_hex = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
-    let bytes = if is_hex {
-        hex::decode(&digest).map_err(|_| VerifyError::Malformed("bad hex digest".into()))?
-    } else {
-        STANDARD
-            .decode(&digest)
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&digest))
-            .map_err(|_| VerifyError::Malformed("the digest is neither base64 nor hex".into()))?
-    };
-    if bytes.len() != 32 {
-        return Err(VerifyError::Malformed(format!(
-            "a SHA-256 digest has 32 bytes, this one has {}",
-            bytes.len()
-        )));
-    }
-    Ok(bytes)
-}
-
-/// Checks `value` against every key over every candidate text; returns the matching key's index.
-///
-/// Candidates exist because a form body may be signed as sent or as its decoded payload.
-pub fn verify(value: &str, keys: &[Secret], candidates: &[&[u8]]) -> Result<usize, VerifyError> {
-    let expected = decode(value)?;
-    for (i, key) in keys.iter().enumerate() {
-        for data in candidates {
-            let mut m = mac(key.expose().as_bytes());
-            m.update(data);
-            // verify_slice compares in constant time.
-            if m.verify_slice(&expected).is_ok() {
-                return Ok(i);
-            }
-        }
-    }
-    Err(VerifyError::Mismatch)
+    /// An `x-esriHook-Signature` that is malformed, names another algorithm, or matches no key;
+    /// its message is the signature module's, which the 401 answer carries as it is.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
 }
 
 /// A credential as the request carries it.
@@ -190,9 +101,11 @@ pub fn authenticate(
     }
     for way in policy.ways {
         let outcome = match way {
-            AuthWay::Signature => creds
-                .signature
-                .map(|sig| verify(sig, policy.secrets, creds.signed).map(|_| ())),
+            AuthWay::Signature => creds.signature.map(|sig| {
+                arcgis::verify(sig, policy.secrets, creds.signed)
+                    .map(|_| ())
+                    .map_err(VerifyError::from)
+            }),
             AuthWay::SecretHeader => {
                 shared_secret(creds.secret_header, policy.secrets, "secret header")
             }
@@ -241,74 +154,10 @@ pub fn matches_secret(value: &[u8], secrets: &[Secret]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signature::arcgis::sign;
 
     fn keys(k: &[&str]) -> Vec<Secret> {
         k.iter().map(|s| Secret::resolve(s).unwrap()).collect()
-    }
-
-    /// JSON text with the whitespace outside strings removed, keys left in their order.
-    fn minify(text: &str) -> String {
-        let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
-        for c in text.chars() {
-            if in_string {
-                in_string = escaped || c != '"';
-                escaped = !escaped && c == '\\';
-            } else if c.is_whitespace() {
-                continue;
-            } else {
-                in_string = c == '"';
-            }
-            out.push(c);
-        }
-        out
-    }
-
-    /// The check body of docs/arcgis.md ("Authentication"): a real ArcGIS Online delivery, minified.
-    fn check_body() -> String {
-        let text = include_str!(
-            "../tests/real/aws-lambda-demo_agol-fs_json_FeaturesCreated_percent-encoded-changesUrl.json"
-        );
-        let body = minify(text);
-        assert_eq!(body.len(), 433);
-        assert!(body.starts_with(r#"[{"name":"aws_lambda""#));
-        body
-    }
-
-    #[test]
-    fn check_values_of_the_protocol_notes() {
-        use crate::body::{BodyEncoding, decode};
-        let body = check_body();
-        // JSON body, key "bananas".
-        let json_sig = "sha256=DNDstHS04lyi+0KNP4R+dDFM462zJU2LvMVewqBJFZs=";
-        assert_eq!(sign(b"bananas", body.as_bytes()), json_sig);
-        assert_eq!(
-            verify(json_sig, &keys(&["bananas"]), &[body.as_bytes()]),
-            Ok(0)
-        );
-        // Form body: the field's value is the HMAC of the payload value as it is on the wire.
-        let form = format!(
-            "payload={body}&x-esriHook-Signature=sha256%3D3PxDnST54eDa1vXjcyJnYRVgKjVCuWtQzme%2FdPfobEY%3D"
-        );
-        let d = decode(BodyEncoding::Form, form.as_bytes()).unwrap();
-        assert_eq!(&*d.json, body.as_bytes());
-        let field = d.form_signature.as_deref().unwrap();
-        let signed: Vec<&[u8]> = d.signed_candidates.iter().map(|c| c.as_ref()).collect();
-        assert_eq!(verify(field, &keys(&["MYSECRETKEY"]), &signed), Ok(0));
-        assert_eq!(
-            verify(field, &keys(&["MYSECRETKEY"]), &signed[..1]),
-            Ok(0),
-            "the raw payload value is the first candidate"
-        );
-        // The HMAC of the whole body up to the `&` is another value, as the notes say.
-        assert_eq!(
-            sign(b"MYSECRETKEY", format!("payload={body}").as_bytes()),
-            "sha256=4PmA7zo8TGutRxw1TrY8TpvOsa5cmRVSzfaF3LerQFA="
-        );
-        // CRC, key MYSECRETKEY, token abc123.
-        assert_eq!(
-            sign(b"MYSECRETKEY", b"abc123"),
-            "sha256=JZBRSjXI4VWGz/kfx+MhyuzBzDmFvu6acHbGAAl80LU="
-        );
     }
 
     #[test]
@@ -376,69 +225,39 @@ mod tests {
         assert!(e.to_string().contains("a `secret` header"), "{e}");
     }
 
+    /// A refused signature answers with the signature module's text, unchanged.
     #[test]
-    fn crc_value_from_the_protocol_notes() {
+    fn a_refused_signature_keeps_its_message() {
+        let secrets = keys(&["k"]);
+        let policy = Policy {
+            ways: &[AuthWay::Signature],
+            secrets: &secrets,
+            required: true,
+        };
+        let refused = |sig: &str| {
+            authenticate(
+                policy,
+                Credentials {
+                    signature: Some(sig),
+                    signed: &[b"{}"],
+                    secret_header: Presented::Absent,
+                    url_secret: Presented::Absent,
+                },
+            )
+            .unwrap_err()
+            .to_string()
+        };
         assert_eq!(
-            sign(b"example-signature-key", b"0123456789abcdef"),
-            "sha256=8AWDIMQjFuwy9YK2YrBuYvkpmwAdgRTHhpEn08WCf4w="
-        );
-    }
-
-    #[test]
-    fn sample_signature_verifies() {
-        let body = include_bytes!("../tests/samples/portal-group-update.json");
-        let sig = include_str!("../tests/samples/portal-group-update.sig").trim();
-        assert_eq!(sign(b"example-signature-key", body), sig);
-        assert_eq!(
-            verify(sig, &keys(&["old", "example-signature-key"]), &[body]),
-            Ok(1)
-        );
-    }
-
-    #[test]
-    fn variants_are_tolerated() {
-        let body = b"{}";
-        let sig = sign(b"k", body);
-        let pct = sig
-            .replace('=', "%3D")
-            .replace('+', "%2B")
-            .replace('/', "%2F");
-        assert_eq!(verify(&pct, &keys(&["k"]), &[body]), Ok(0));
-        let hexed = format!("sha256={}", hex::encode(digest(b"k", body)));
-        assert_eq!(verify(&hexed, &keys(&["k"]), &[body]), Ok(0));
-        let bare = sig.trim_start_matches("sha256=").to_string();
-        assert_eq!(verify(&bare, &keys(&["k"]), &[body]), Ok(0));
-        let spaced = sig.replace('+', " ");
-        assert_eq!(verify(&spaced, &keys(&["k"]), &[body]), Ok(0));
-    }
-
-    #[test]
-    fn refusals() {
-        let body = b"{}";
-        let sig = sign(b"k", body);
-        assert_eq!(
-            verify(&sig, &keys(&["other"]), &[body]),
-            Err(VerifyError::Mismatch)
+            refused(&sign(b"other", b"{}")),
+            "x-esriHook-Signature does not match the body with any configured key"
         );
         assert_eq!(
-            verify(&sig, &keys(&["k"]), &[b"{ }"]),
-            Err(VerifyError::Mismatch)
+            refused("sha256="),
+            "malformed x-esriHook-Signature: expected sha256=<base64 digest>, the digest is empty"
         );
-        assert!(matches!(
-            verify("sha1=abcd", &keys(&["k"]), &[body]),
-            Err(VerifyError::UnsupportedAlgorithm(_))
-        ));
-        assert!(matches!(
-            verify("sha256=", &keys(&["k"]), &[body]),
-            Err(VerifyError::Malformed(_))
-        ));
-        assert!(matches!(
-            verify(&sig[..sig.len() - 8], &keys(&["k"]), &[body]),
-            Err(VerifyError::Malformed(_))
-        ));
-        assert!(matches!(
-            verify("sha256=!!!", &keys(&["k"]), &[body]),
-            Err(VerifyError::Malformed(_))
-        ));
+        assert_eq!(
+            refused("sha512=abc"),
+            "unsupported signature algorithm \"sha512\": expected sha256"
+        );
     }
 }

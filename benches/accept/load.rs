@@ -13,7 +13,7 @@ pub const KEY: &str = "bench-signature-key";
 
 /// `x-esriHook-Signature` of `body` with [`KEY`].
 pub fn sign(body: &[u8]) -> String {
-    hookbridge::verify::sign(KEY.as_bytes(), body)
+    hookbridge::signature::arcgis::sign(KEY.as_bytes(), body)
 }
 
 /// One request of a load.

@@ -6,7 +6,7 @@
 //! candidate; in a form, the body as sent is always a candidate, and the JSON is either the
 //! `payload` value as it is on the wire, checked first (layout 1, what Esri's receiver reads), or
 //! the decoded value, checked last (layout 2); a form signature field can be handed to
-//! `verify::decode` without panicking.
+//! `signature::arcgis::decode` without panicking.
 #![no_main]
 
 use hookbridge::body::{BodyEncoding, decode};
@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
             if let Some(sig) = &d.form_signature {
-                let _ = hookbridge::verify::decode(sig);
+                let _ = hookbridge::signature::arcgis::decode(sig);
             }
         }
     }

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::AppState;
 use super::hooks::{IngressError, find_hook};
 use crate::senders::HookKind;
-use crate::verify;
+use crate::signature;
 
 /// The longest CRC token answered: random tokens are tens of characters long.
 pub const MAX_TOKEN: usize = 256;
@@ -66,7 +66,7 @@ pub fn answer(kind: HookKind, key: Option<&[u8]>, token: &str) -> Result<String,
         return Err(CrcError::BadToken);
     }
     let key = key.ok_or(CrcError::NoSecret)?;
-    Ok(verify::sign(key, token.as_bytes()))
+    Ok(signature::arcgis::sign(key, token.as_bytes()))
 }
 
 /// Query of `GET /hooks/{hook}`.

@@ -19,7 +19,7 @@ pub fn sample(name: &str) -> Vec<u8> {
 
 /// `sha256=<base64>` of `body` with `key`.
 pub fn sign(key: &str, body: &[u8]) -> String {
-    hookbridge::verify::sign(key.as_bytes(), body)
+    hookbridge::signature::arcgis::sign(key.as_bytes(), body)
 }
 
 /// A free TCP port on loopback.
