@@ -1,12 +1,17 @@
 //! Authenticating a delivery the way its sender does: the `x-esriHook-Signature` HMAC
 //! (`sha256=` + base64(HMAC-SHA256(key, body)), checked by `signature::arcgis`), the organization
-//! webhooks' `secret` header, or a `secret` in the payload URL; every comparison in constant time.
+//! webhooks' `secret` header, or a `secret` in the payload URL; for other senders Standard
+//! Webhooks' `webhook-signature`, GitHub's `X-Hub-Signature-256` or an HMAC in a header the hook
+//! names. Every comparison is constant time.
+
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
 use crate::secret::Secret;
 pub use crate::senders::AuthWay;
-use crate::signature::{SignatureError, arcgis};
+use crate::signature::hmac::HmacHeader;
+use crate::signature::{SignatureError, arcgis, github, standard_webhooks};
 
 /// Name of the header, and of the form field, that carries the signature.
 pub const SIGNATURE_HEADER: &str = arcgis::HEADER;
@@ -54,6 +59,27 @@ pub struct Credentials<'a> {
     pub secret_header: Presented<'a>,
     /// The `secret` query parameter of the payload URL, not decoded.
     pub url_secret: Presented<'a>,
+    /// Standard Webhooks' `webhook-id`, `webhook-timestamp` and `webhook-signature`.
+    pub standard_webhooks: [Option<&'a str>; 3],
+    /// GitHub's `X-Hub-Signature-256`.
+    pub github: Option<&'a str>,
+    /// The header the hook's `hmac` table names.
+    pub hmac: Option<&'a str>,
+}
+
+impl Credentials<'_> {
+    /// No credential at all, over `signed` (tests build on it).
+    pub fn none<'a>(signed: &'a [&'a [u8]]) -> Credentials<'a> {
+        Credentials {
+            signature: None,
+            signed,
+            secret_header: Presented::Absent,
+            url_secret: Presented::Absent,
+            standard_webhooks: [None; 3],
+            github: None,
+            hmac: None,
+        }
+    }
 }
 
 /// What the hook to authenticate against wants.
@@ -65,6 +91,12 @@ pub struct Policy<'a> {
     pub secrets: &'a [Secret],
     /// Whether a delivery with no credential is refused.
     pub required: bool,
+    /// The header of the `hmac` way, when the hook has one.
+    pub hmac: Option<&'a HmacHeader>,
+    /// How far a Standard Webhooks timestamp may be from `now`.
+    pub tolerance: Duration,
+    /// Now, in seconds since 1970.
+    pub now: u64,
 }
 
 impl Policy<'_> {
@@ -77,6 +109,9 @@ impl Policy<'_> {
                 AuthWay::Signature => "an x-esriHook-Signature (header or form field)",
                 AuthWay::SecretHeader => "a `secret` header",
                 AuthWay::UrlSecret => "a `secret` parameter in the payload URL",
+                AuthWay::StandardWebhooks => "a Standard Webhooks webhook-signature",
+                AuthWay::Github => "an X-Hub-Signature-256",
+                AuthWay::Hmac => "the hook's HMAC header",
             })
             .collect();
         words.join(" or ")
@@ -110,6 +145,18 @@ pub fn authenticate(
                 shared_secret(creds.secret_header, policy.secrets, "secret header")
             }
             AuthWay::UrlSecret => shared_secret(creds.url_secret, policy.secrets, "URL secret"),
+            AuthWay::StandardWebhooks => standard(&policy, &creds),
+            AuthWay::Github => creds.github.map(|value| {
+                any_text(creds.signed, |body| {
+                    github::verify(value, &keys(&policy), body)
+                })
+            }),
+            AuthWay::Hmac => match (policy.hmac, creds.hmac) {
+                (Some(h), Some(value)) => Some(any_text(creds.signed, |body| {
+                    h.verify(value, &keys(&policy), body)
+                })),
+                _ => None,
+            },
         };
         match outcome {
             Some(Ok(())) => return Ok(Some(*way)),
@@ -124,6 +171,63 @@ pub fn authenticate(
         None if policy.required => Err(VerifyError::Missing(policy.describe())),
         None => Ok(None),
     }
+}
+
+/// The hook's secrets as HMAC keys.
+fn keys<'a>(policy: &Policy<'a>) -> Vec<&'a [u8]> {
+    policy
+        .secrets
+        .iter()
+        .map(|s| s.expose().as_bytes())
+        .collect()
+}
+
+/// Passes when `check` passes for any of the texts the body may have been signed as; the first
+/// refusal otherwise.
+fn any_text(
+    signed: &[&[u8]],
+    check: impl Fn(&[u8]) -> Result<usize, SignatureError>,
+) -> Result<(), VerifyError> {
+    let mut first = None;
+    for body in signed {
+        match check(body) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.map_or(
+        VerifyError::Missing("a signed body".into()),
+        VerifyError::from,
+    ))
+}
+
+/// Checks a Standard Webhooks signature when any of its headers was sent: the hook's secrets
+/// are its `whsec_` keys (checked at load), the timestamp within `policy.tolerance`.
+fn standard(policy: &Policy<'_>, creds: &Credentials<'_>) -> Option<Result<(), VerifyError>> {
+    let [id, timestamp, signature] = creds.standard_webhooks;
+    if id.is_none() && timestamp.is_none() && signature.is_none() {
+        return None;
+    }
+    let keys: Result<Vec<_>, _> = policy
+        .secrets
+        .iter()
+        .map(|s| standard_webhooks::Key::parse(s.expose()))
+        .collect();
+    Some(keys.map_err(VerifyError::from).and_then(|keys| {
+        any_text(creds.signed, |body| {
+            standard_webhooks::verify(
+                &keys,
+                id,
+                timestamp,
+                signature,
+                body,
+                policy.now,
+                policy.tolerance,
+            )
+        })
+    }))
 }
 
 /// Checks a shared secret sent as it is; `None` when it was not sent.
@@ -172,14 +276,17 @@ mod tests {
             ways,
             secrets: &secrets,
             required,
+            hmac: None,
+            tolerance: Duration::from_secs(300),
+            now: 0,
         };
         let body: &[u8] = b"{}";
         let good_sig = sign(b"older", body);
         let creds = |sig: Option<&'static str>, header, url| Credentials {
             signature: sig,
-            signed: &[b"{}"],
             secret_header: header,
             url_secret: url,
+            ..Credentials::none(&[b"{}"])
         };
         let sig: &'static str = Box::leak(good_sig.into_boxed_str());
         use Presented::*;
@@ -225,6 +332,87 @@ mod tests {
         assert!(e.to_string().contains("a `secret` header"), "{e}");
     }
 
+    /// The ways of senders other than ArcGIS: Standard Webhooks (the specification's vector,
+    /// its timestamp checked), GitHub's documented example, and an HMAC in a named header.
+    #[test]
+    fn the_other_senders_ways() {
+        let body: &[u8] = br#"{"test": 2432232314}"#;
+        let signed: &[&[u8]] = &[body];
+        let whsec = keys(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]);
+        let policy = |ways: &'static [AuthWay], secrets, now| Policy {
+            ways,
+            secrets,
+            required: true,
+            hmac: None,
+            tolerance: Duration::from_secs(300),
+            now,
+        };
+        let standard = Credentials {
+            standard_webhooks: [
+                Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
+                Some("1614265330"),
+                Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            ],
+            ..Credentials::none(signed)
+        };
+        let ways = &[AuthWay::StandardWebhooks];
+        assert_eq!(
+            authenticate(policy(ways, &whsec, 1614265330 + 299), standard),
+            Ok(Some(AuthWay::StandardWebhooks))
+        );
+        let late = authenticate(policy(ways, &whsec, 1614265330 + 301), standard);
+        assert!(late.unwrap_err().to_string().contains("webhook-timestamp"));
+        let tampered = Credentials {
+            signed: &[b"{}"],
+            ..standard
+        };
+        assert!(authenticate(policy(ways, &whsec, 1614265330), tampered).is_err());
+        assert!(matches!(
+            authenticate(policy(ways, &whsec, 0), Credentials::none(signed)),
+            Err(VerifyError::Missing(_))
+        ));
+
+        let secret = keys(&["It's a Secret to Everybody"]);
+        let hello: &[&[u8]] = &[b"Hello, World!"];
+        let github = Credentials {
+            github: Some("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"),
+            ..Credentials::none(hello)
+        };
+        assert_eq!(
+            authenticate(policy(&[AuthWay::Github], &secret, 0), github),
+            Ok(Some(AuthWay::Github))
+        );
+        let wrong = keys(&["another"]);
+        assert!(authenticate(policy(&[AuthWay::Github], &wrong, 0), github).is_err());
+
+        let header = HmacHeader {
+            header: "X-Signature".into(),
+            algorithm: Default::default(),
+            encoding: Default::default(),
+            prefix: "sha256=".into(),
+        };
+        let value = header.sign(b"It's a Secret to Everybody", b"Hello, World!");
+        let hmac = Credentials {
+            hmac: Some(&value),
+            ..Credentials::none(hello)
+        };
+        let with_header = Policy {
+            hmac: Some(&header),
+            ..policy(&[AuthWay::Hmac], &secret, 0)
+        };
+        assert_eq!(authenticate(with_header, hmac), Ok(Some(AuthWay::Hmac)));
+        assert!(
+            authenticate(
+                Policy {
+                    secrets: &wrong,
+                    ..with_header
+                },
+                hmac
+            )
+            .is_err()
+        );
+    }
+
     /// A refused signature answers with the signature module's text, unchanged.
     #[test]
     fn a_refused_signature_keeps_its_message() {
@@ -233,15 +421,16 @@ mod tests {
             ways: &[AuthWay::Signature],
             secrets: &secrets,
             required: true,
+            hmac: None,
+            tolerance: Duration::from_secs(300),
+            now: 0,
         };
         let refused = |sig: &str| {
             authenticate(
                 policy,
                 Credentials {
                     signature: Some(sig),
-                    signed: &[b"{}"],
-                    secret_header: Presented::Absent,
-                    url_secret: Presented::Absent,
+                    ..Credentials::none(&[b"{}"])
                 },
             )
             .unwrap_err()

@@ -261,3 +261,37 @@ fn inside_a_sink_folder_nothing_imports_its_config() {
     }
     assert!(folders >= 5, "too few sink folders found: {folders}");
 }
+
+/// A sender's folder imports nothing of another sender's: what senders share is in
+/// `senders/mod.rs` (and `json.rs`), so a sender can be added or removed alone.
+#[test]
+fn a_sender_folder_imports_no_other_sender() {
+    let senders = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/senders");
+    let folders: Vec<String> = std::fs::read_dir(&senders)
+        .expect("read src/senders")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(folders.len() >= 4, "too few sender folders: {folders:?}");
+    for folder in &folders {
+        let mut files = Vec::new();
+        sources(&senders.join(folder), &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            let shipped = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for other in folders.iter().filter(|o| *o != folder) {
+                for path in [
+                    format!("senders::{other}"),
+                    format!("super::super::{other}"),
+                ] {
+                    assert!(
+                        !shipped.contains(&path),
+                        "{} names `{path}`: a sender's folder imports nothing of another sender's",
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -9,8 +9,11 @@ use serde::Deserialize;
 use crate::enrich::reconcile::MIN_EVERY;
 use crate::problem::Problem;
 use crate::secret::Secret;
+use crate::senders::generic::{self, Paths};
 use crate::senders::json::RedactPath;
 use crate::senders::{AuthWay, HookKind, arcgis};
+use crate::signature::hmac::HmacHeader;
+use crate::signature::standard_webhooks;
 
 /// `[hooks.NAME]`: one payload URL, `POST /hooks/NAME`.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +31,12 @@ pub struct HookConfig {
     /// (`require_signature` is its older name.)
     #[serde(alias = "require_signature")]
     pub require_auth: Option<bool>,
+    /// `hmac = { header = "X-Signature", ... }`: the header of the `hmac` way, its hash,
+    /// encoding and prefix.
+    #[serde(default, deserialize_with = "hmac_header")]
+    pub hmac: Option<HmacHeader>,
+    /// Where a generic JSON sender's body keeps its events and their fields (`kind = "json"`).
+    pub json: Option<Paths>,
     /// JSON paths removed from the payload before it is stored or sent (personal data).
     #[serde(default, deserialize_with = "redact_paths")]
     pub redact: Vec<RedactPath>,
@@ -80,6 +89,41 @@ impl HookConfig {
     }
 }
 
+/// `hmac = { ... }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HmacTable {
+    header: String,
+    algorithm: Option<String>,
+    encoding: Option<String>,
+    prefix: Option<String>,
+}
+
+fn hmac_header<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HmacHeader>, D::Error> {
+    use serde::de::Error;
+    let t = HmacTable::deserialize(d)?;
+    if t.header.is_empty() || !t.header.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(D::Error::custom(format!(
+            "header: {:?} is not a header name",
+            t.header
+        )));
+    }
+    let algorithm = match t.algorithm {
+        Some(a) => a.parse().map_err(D::Error::custom)?,
+        None => Default::default(),
+    };
+    let encoding = match t.encoding {
+        Some(e) => e.parse().map_err(D::Error::custom)?,
+        None => Default::default(),
+    };
+    Ok(Some(HmacHeader {
+        header: t.header,
+        algorithm,
+        encoding,
+        prefix: t.prefix.unwrap_or_default(),
+    }))
+}
+
 fn redact_paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RedactPath>, D::Error> {
     Vec::<String>::deserialize(d)?
         .iter()
@@ -122,12 +166,35 @@ pub(super) fn check(hooks: &BTreeMap<String, HookConfig>, problems: &mut Vec<Pro
                 }
             }
         }
+        let ways = hook.auth_ways();
+        if ways.contains(&AuthWay::StandardWebhooks) {
+            for (i, secret) in hook.secrets.iter().enumerate() {
+                if let Err(e) = standard_webhooks::Key::parse(secret.expose()) {
+                    problems.push(Problem::new(
+                        format!("hooks.{name}.secrets[{i}]"),
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+        if ways.contains(&AuthWay::Hmac) && hook.hmac.is_none() && !hook.secrets.is_empty() {
+            problems.push(Problem::new(
+                format!("hooks.{name}.hmac"),
+                "missing; the hmac way needs the header it reads: hmac = { header = \"X-Signature\" }",
+            ));
+        }
+        if hook.json.is_some() && !hook.kind.is(&generic::KIND) {
+            problems.push(Problem::new(
+                format!("hooks.{name}.json"),
+                "is read only by the generic JSON sender: add kind = \"json\"",
+            ));
+        }
         check_reconcile(name, hook, problems);
         check_watch(name, hook, problems);
         if hook.auth.as_ref().is_some_and(Vec::is_empty) {
             problems.push(Problem::new(
                 format!("hooks.{name}.auth"),
-                "lists no way; expected any of \"signature\", \"secret-header\", \"url-secret\"",
+                "lists no way; expected any of \"signature\", \"secret-header\", \"url-secret\", \"standard-webhooks\", \"github\", \"hmac\"",
             ));
         }
     }

@@ -178,6 +178,7 @@ impl Config {
         let request = Request {
             hook: name,
             headers,
+            paths: hook.json.as_ref(),
         };
         senders::prepare(hook.kind, &request, json, limits, admit)
     }

@@ -19,6 +19,7 @@ use crate::event::EventKind;
 use crate::metrics::METRICS;
 use crate::queue::{AcceptOutcome, RoutedEvent};
 use crate::senders::{self, Headers, ParseError};
+use crate::signature::{github, standard_webhooks};
 use crate::verify::{
     self, Credentials, Policy, Presented, SECRET_HEADER, SIGNATURE_HEADER, VerifyError,
 };
@@ -405,7 +406,11 @@ fn authenticate(
         ways: hook.auth_ways(),
         secrets: &hook.secrets,
         required: hook.auth_required(),
+        hmac: hook.hmac.as_ref(),
+        tolerance: standard_webhooks::DEFAULT_TOLERANCE,
+        now: crate::clock::now_ms() / 1000,
     };
+    let headers = RequestHeaders(req.headers());
     verify::authenticate(
         policy,
         Credentials {
@@ -413,6 +418,14 @@ fn authenticate(
             signed: &signed,
             secret_header,
             url_secret,
+            standard_webhooks: [
+                standard_webhooks::ID_HEADER,
+                standard_webhooks::TIMESTAMP_HEADER,
+                standard_webhooks::SIGNATURE_HEADER,
+            ]
+            .map(|name| headers.get(name)),
+            github: headers.get(github::HEADER),
+            hmac: hook.hmac.as_ref().and_then(|h| headers.get(&h.header)),
         },
     )
     .map(|_| ())

@@ -3,9 +3,12 @@
 //! families (`arcgis/`), Standard Webhooks, GitHub and a generic JSON sender.
 
 pub mod arcgis;
+pub mod generic;
+pub mod github;
 pub mod json;
 mod registry;
 pub mod samples;
+pub mod standard_webhooks;
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,7 +26,8 @@ pub trait Sender: Sync {
     /// The name a hook's `kind` gives and its events carry (routes, templates, metric labels).
     fn name(&self) -> &'static str;
 
-    /// The shapes it parses, in words, for the error of a body no sender recognizes.
+    /// The shapes `kind = "auto"` takes for this sender, in words, for the error of a body no
+    /// sender recognizes; empty for a sender `auto` never picks.
     fn shapes(&self) -> &'static str;
 
     /// Whether `kind = "auto"` takes a body of this shape for this sender.
@@ -32,7 +36,7 @@ pub trait Sender: Sync {
     }
 
     /// How many events the body would make, counted before any is built (for `max_events`).
-    fn count(&self, _value: &Value) -> usize {
+    fn count(&self, _request: &Request<'_>, _value: &Value) -> usize {
         1
     }
 
@@ -59,14 +63,32 @@ pub trait Sender: Sync {
         None
     }
 
-    /// Bodies of each shape it sends: `check` renders every sink's templates with them.
-    fn samples(&self) -> &'static [&'static str];
+    /// Deliveries of each shape it sends: `check` renders every sink's templates with them.
+    fn samples(&self) -> &'static [Sample];
 
     /// Its built-in templates (file name, text): the mail of an event of its kind.
     fn templates(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
 }
+
+/// The mail templates of a sender that has none of its own: `templates/event.*.tera` under the
+/// sender's name (`github.subject.tera`, ...), so a file of that name overrides them for it.
+macro_rules! event_mail {
+    ($kind:literal) => {
+        &[
+            (
+                concat!($kind, ".subject.tera"),
+                include_str!("../../../templates/event.subject.tera"),
+            ),
+            (
+                concat!($kind, ".txt.tera"),
+                include_str!("../../../templates/event.txt.tera"),
+            ),
+        ]
+    };
+}
+use event_mail;
 
 /// How a hook authenticates a delivery; a hook accepts any of the ways it lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -78,6 +100,12 @@ pub enum AuthWay {
     SecretHeader,
     /// A query parameter `secret` in the payload URL equal to one of the secrets (Survey123).
     UrlSecret,
+    /// Standard Webhooks: `webhook-signature` over id, timestamp and body, the timestamp recent.
+    StandardWebhooks,
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC of the body>`.
+    Github,
+    /// An HMAC of the body in the header the hook's `hmac` table names.
+    Hmac,
 }
 
 impl AuthWay {
@@ -87,6 +115,9 @@ impl AuthWay {
             AuthWay::Signature => "signature",
             AuthWay::SecretHeader => "secret-header",
             AuthWay::UrlSecret => "url-secret",
+            AuthWay::StandardWebhooks => "standard-webhooks",
+            AuthWay::Github => "github",
+            AuthWay::Hmac => "hmac",
         }
     }
 }
@@ -168,6 +199,22 @@ impl<'de> Deserialize<'de> for HookKind {
     }
 }
 
+/// A sample delivery: the headers a sender reads, and the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Headers as name and value.
+    pub headers: &'static [(&'static str, &'static str)],
+    /// The body's JSON text.
+    pub body: &'static str,
+}
+
+impl Sample {
+    /// A sample that is a body alone.
+    pub const fn body(body: &'static str) -> Sample {
+        Sample { headers: &[], body }
+    }
+}
+
 /// The request headers a sender may read (GitHub's event name, Standard Webhooks' message id).
 pub trait Headers {
     /// The value of header `name` (any case), when it was sent once and is text.
@@ -181,14 +228,26 @@ impl Headers for () {
     }
 }
 
-/// Headers given as name and value pairs.
-impl Headers for [(&str, &str)] {
+/// Headers given as name and value pairs (samples, tests).
+impl Headers for &[(&str, &str)] {
     fn get(&self, name: &str) -> Option<&str> {
-        let mut found = self.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
-        match (found.next(), found.next()) {
-            (Some((_, v)), None) => Some(v),
-            _ => None,
-        }
+        lookup(self, name)
+    }
+}
+
+/// Headers given as an array of name and value pairs (tests).
+impl<const N: usize> Headers for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<&str> {
+        lookup(self, name)
+    }
+}
+
+/// The value of `name` among `pairs`, when it is there once.
+fn lookup<'a>(pairs: &'a [(&str, &str)], name: &str) -> Option<&'a str> {
+    let mut found = pairs.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+    match (found.next(), found.next()) {
+        (Some((_, v)), None) => Some(v),
+        _ => None,
     }
 }
 
@@ -198,6 +257,8 @@ pub struct Request<'a> {
     pub hook: &'a str,
     /// Its headers.
     pub headers: &'a dyn Headers,
+    /// The hook's `json` paths, for the generic JSON sender.
+    pub paths: Option<&'a generic::Paths>,
 }
 
 /// Why a body is not a payload of the hook's kind (answered with 400). Messages name the JSON
@@ -292,7 +353,7 @@ pub fn prepare(
     for path in limits.redact {
         removed |= path.remove(&mut value);
     }
-    let count = sender.count(&value);
+    let count = sender.count(request, &value);
     if count > limits.max_events {
         return Err(ParseError::TooManyEvents {
             count,
@@ -314,7 +375,21 @@ pub fn prepare(
 /// Parses a payload's JSON text for `hook` into its events (empty when it holds none), with no
 /// headers, no redaction and no cap (tools and tests).
 pub fn parse(kind: HookKind, hook: &str, json: &[u8]) -> Result<Vec<Event>, ParseError> {
-    let request = Request { hook, headers: &() };
+    parse_with(kind, hook, &(), json)
+}
+
+/// [`parse`] with the request's `headers`.
+pub fn parse_with(
+    kind: HookKind,
+    hook: &str,
+    headers: &dyn Headers,
+    json: &[u8],
+) -> Result<Vec<Event>, ParseError> {
+    let request = Request {
+        hook,
+        headers,
+        paths: None,
+    };
     prepare(kind, &request, json, Limits::NONE, &mut |_| true).map(|p| p.events)
 }
 

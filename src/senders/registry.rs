@@ -4,6 +4,9 @@ use serde_json::Value;
 
 use super::Sender;
 use super::arcgis;
+use super::generic::Generic;
+use super::github::Github;
+use super::standard_webhooks::StandardWebhooks;
 
 /// The senders, in the order `kind = "auto"` tries them.
 pub static SENDERS: &[&dyn Sender] = &[
@@ -11,6 +14,9 @@ pub static SENDERS: &[&dyn Sender] = &[
     &arcgis::FeatureService,
     &arcgis::Geoprocessing,
     &arcgis::Survey123,
+    &StandardWebhooks,
+    &Github,
+    &Generic,
 ];
 
 /// The sender named `name`.

@@ -22,6 +22,24 @@ pub fn sign(key: &str, body: &[u8]) -> String {
     hookbridge::signature::arcgis::sign(key.as_bytes(), body)
 }
 
+/// The Python that has the official `standardwebhooks` package from PyPI, which the signature
+/// tests check hookbridge against; a missing one fails the test with what to install.
+pub fn python_with_standardwebhooks() -> String {
+    for candidate in ["python3", "python"] {
+        let ok = Command::new(candidate)
+            .args(["-c", "import standardwebhooks"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return candidate.to_string();
+        }
+    }
+    panic!(
+        "the signature tests need Python 3 with the standardwebhooks package from PyPI: \
+         run `source .ci/setup/python.sh` (or `pip install standardwebhooks`)"
+    );
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

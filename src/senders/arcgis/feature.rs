@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::{FEATURE_SERVICE, event_count, remove_token, samples};
 use crate::event::{DedupKey, Event};
 use crate::senders::json::{At, type_name};
-use crate::senders::{AuthWay, ParseError, Request, Sender};
+use crate::senders::{AuthWay, ParseError, Request, Sample, Sender};
 
 const KIND: &str = "feature-service";
 
@@ -255,7 +255,7 @@ impl Sender for FeatureService {
         }
     }
 
-    fn count(&self, value: &Value) -> usize {
+    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
         event_count(value)
     }
 
@@ -275,7 +275,7 @@ impl Sender for FeatureService {
         true
     }
 
-    fn samples(&self) -> &'static [&'static str] {
+    fn samples(&self) -> &'static [Sample] {
         samples::FEATURE_SERVICE
     }
 

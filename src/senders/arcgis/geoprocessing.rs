@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::{GEOPROCESSING, event_count, remove_token, samples};
 use crate::event::{DedupKey, Event};
 use crate::senders::json::At;
-use crate::senders::{AuthWay, ParseError, Request, Sender};
+use crate::senders::{AuthWay, ParseError, Request, Sample, Sender};
 
 const KIND: &str = "geoprocessing";
 const JOB_ID: &[&str] = &["jobId", "jobID", "job_id", "jobid"];
@@ -217,7 +217,7 @@ impl Sender for Geoprocessing {
         looks_like_job(value)
     }
 
-    fn count(&self, value: &Value) -> usize {
+    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
         event_count(value)
     }
 
@@ -237,7 +237,7 @@ impl Sender for Geoprocessing {
         true
     }
 
-    fn samples(&self) -> &'static [&'static str] {
+    fn samples(&self) -> &'static [Sample] {
         samples::GEOPROCESSING
     }
 

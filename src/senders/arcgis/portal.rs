@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use super::{PORTAL, event_count, remove_token, samples};
 use crate::event::{DedupKey, Event};
 use crate::senders::json::At;
-use crate::senders::{AuthWay, ParseError, Request, Sender};
+use crate::senders::{AuthWay, ParseError, Request, Sample, Sender};
 
 /// Parses a portal payload. `info.when` (the delivery time) is left out of the dedup key
 /// because ArcGIS changes it on every retry; the events themselves stay the same.
@@ -101,7 +101,7 @@ impl Sender for Portal {
             .is_some_and(|o| o.contains_key("info") && o.contains_key("events"))
     }
 
-    fn count(&self, value: &Value) -> usize {
+    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
         event_count(value)
     }
 
@@ -121,7 +121,7 @@ impl Sender for Portal {
         Some(properties_pointer(index))
     }
 
-    fn samples(&self) -> &'static [&'static str] {
+    fn samples(&self) -> &'static [Sample] {
         samples::PORTAL
     }
 

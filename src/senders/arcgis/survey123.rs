@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{SURVEY123, event_count, remove_token, samples};
 use crate::event::{DedupKey, Event};
 use crate::senders::json::At;
-use crate::senders::{AuthWay, ParseError, Request, Sender};
+use crate::senders::{AuthWay, ParseError, Request, Sample, Sender};
 
 const KIND: &str = "survey123";
 
@@ -147,7 +147,7 @@ impl Sender for Survey123 {
         value.as_object().is_some_and(looks_like_survey)
     }
 
-    fn count(&self, value: &Value) -> usize {
+    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
         event_count(value)
     }
 
@@ -163,7 +163,7 @@ impl Sender for Survey123 {
         &[AuthWay::UrlSecret]
     }
 
-    fn samples(&self) -> &'static [&'static str] {
+    fn samples(&self) -> &'static [Sample] {
         samples::SURVEY123
     }
 

@@ -326,7 +326,7 @@ mod tests {
     }
 
     fn delivery() -> Delivery {
-        let json = payloads()[0].1;
+        let json = payloads()[0].1.body;
         let mut events = crate::senders::parse(
             HookKind::named("portal").unwrap(),
             "portal",
