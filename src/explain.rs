@@ -78,10 +78,12 @@ fn changes_note(config: &Config, url: &str, split: Split) -> String {
     }
 }
 
-/// Parses `body` as `hook` would receive it and shows what would happen, sending nothing.
+/// Parses `body` as `hook` would receive it with `headers` (name and value: the headers a
+/// sender such as GitHub names its events in) and shows what would happen, sending nothing.
 pub fn explain(
     config: &Config,
     hook: &str,
+    headers: &[(&str, &str)],
     encoding: BodyEncoding,
     body: &[u8],
 ) -> Result<Explanation, ExplainError> {
@@ -89,7 +91,7 @@ pub fn explain(
         ExplainError::UnknownHook(hook.to_string(), config.hooks.keys().cloned().collect())
     })?;
     let decoded = decode(encoding, body)?;
-    let prepared = config.prepare(hook, h, &(), &decoded.json, &mut |_| true)?;
+    let prepared = config.prepare(hook, h, &headers, &decoded.json, &mut |_| true)?;
     let payload = &*prepared.payload;
     let mut out = Vec::new();
     for event in prepared.events {

@@ -55,6 +55,10 @@ enum Command {
         /// Treat the file as this content type (default: form for *.form files, else JSON).
         #[arg(long)]
         content_type: Option<String>,
+        /// A request header, `Name: value` (repeatable): the ones a sender reads, such as
+        /// `X-GitHub-Event` or `webhook-id`.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
         /// The payload file.
         file: PathBuf,
     },
@@ -191,8 +195,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain {
             hook,
             content_type,
+            headers,
             file,
         } => {
+            let headers = headers
+                .iter()
+                .map(|h| {
+                    h.split_once(':')
+                        .map(|(n, v)| (n.trim(), v.trim()))
+                        .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected \"Name: value\""))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let config = Config::load(&cli.config)?;
             let body =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -205,7 +218,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => BodyEncoding::Json,
             };
-            let explanation = hookbridge::explain::explain(&config, &hook, encoding, &body)?;
+            let explanation =
+                hookbridge::explain::explain(&config, &hook, &headers, encoding, &body)?;
             println!("{}", serde_json::to_string_pretty(&explanation)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -278,3 +278,46 @@ fn check_names_a_bad_sender_setting() {
         assert!(text.contains(key), "{key} not named: {text}");
     }
 }
+
+#[test]
+fn explain_takes_the_headers_a_sender_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("routes.toml");
+    std::fs::write(
+        &config,
+        CONFIG
+            .replace("{port}", "0")
+            .replace("{dir}", &dir.path().display().to_string()),
+    )
+    .expect("write config");
+    let body = dir.path().join("issue.json");
+    std::fs::write(
+        &body,
+        r#"{"action": "opened", "repository": {"full_name": "octocat/Hello-World"}}"#,
+    )
+    .expect("write body");
+    let explain = |headers: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookbridge"));
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["explain", "--hook", "gh"]);
+        for h in headers {
+            cmd.args(["--header", h]);
+        }
+        cmd.arg(&body).output().expect("run explain")
+    };
+    let out = explain(&["X-GitHub-Event: issues", "X-GitHub-Delivery: d-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("issues.opened") && text.contains("\"gh\""),
+        "{text}"
+    );
+    let out = explain(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("X-GitHub-Event: missing"));
+}
