@@ -205,7 +205,7 @@ pub async fn events(
     );
     ctx.insert(
         "kinds".into(),
-        json!(["portal", "feature-service", "geoprocessing"]),
+        json!(crate::senders::kinds()),
     );
     ctx.insert(
         "states".into(),
