@@ -324,32 +324,7 @@ stdin = "none"
 
 /// The status page of event `id`, signed in with the admin token.
 async fn event_page(d: &Daemon, id: &str) -> String {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed = http
-        .post(format!("{}/ui/signin", d.url))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed.status(), 303);
-    let cookie = signed.headers()[reqwest::header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    http.get(format!("{}/ui/events/{id}", d.url))
-        .header(reqwest::header::COOKIE, cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    d.ui_page(ADMIN, &format!("/ui/events/{id}")).await
 }
 
 #[tokio::test]

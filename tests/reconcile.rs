@@ -285,33 +285,7 @@ client_secret = "env:FEED_CLIENT_SECRET"
 
 /// The overview page's text, signed in with the admin token.
 async fn overview(d: &Daemon) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = client
-        .post(format!("{}/ui/signin", d.url))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let cookie = r.headers()[reqwest::header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    client
-        .get(format!("{}/ui", d.url))
-        .header(reqwest::header::COOKIE, cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    d.ui_page(ADMIN, "/ui").await
 }
 
 /// ArcGIS turns the webhook feeding a hook off: within one interval the metric says 0, the

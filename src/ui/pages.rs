@@ -203,10 +203,7 @@ pub async fn events(
         "hooks".into(),
         json!(config.hooks.keys().collect::<Vec<_>>()),
     );
-    ctx.insert(
-        "kinds".into(),
-        json!(crate::senders::kinds()),
-    );
+    ctx.insert("kinds".into(), json!(crate::senders::kinds()));
     ctx.insert(
         "states".into(),
         json!(["ready", "waiting", "delivered", "dead"]),

@@ -393,6 +393,44 @@ impl Daemon {
         .await
     }
 
+    /// Signs in to the status page with the admin `token`: a client that follows no redirect,
+    /// and the session's cookie.
+    pub async fn ui_session(&self, token: &str) -> (reqwest::Client, String) {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        let signed = client
+            .post(format!("{}/ui/signin", self.url))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(signed.status(), 303, "the status page refused the sign-in");
+        let cookie = signed.headers()[reqwest::header::SET_COOKIE]
+            .to_str()
+            .expect("a text cookie")
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        (client, cookie)
+    }
+
+    /// The text of status page `path` (`/ui`, `/ui/events/ID`), signed in with `token`.
+    pub async fn ui_page(&self, token: &str, path: &str) -> String {
+        let (client, cookie) = self.ui_session(token).await;
+        client
+            .get(format!("{}{path}", self.url))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .expect("status page")
+            .text()
+            .await
+            .expect("page text")
+    }
+
     /// GETs a path.
     pub async fn get(&self, path: &str) -> Answer {
         let resp = reqwest::get(format!("{}{path}", self.url))

@@ -1,7 +1,7 @@
 //! The status page's "Retry now" on an event's page: with the session's CSRF token, the event's
 //! waiting deliveries are sent at once, and no other event's.
 
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, LOCATION};
 
 use super::common::Daemon;
 use super::receiver::{Receiver, Reply};
@@ -29,24 +29,7 @@ async fn an_events_page_retries_its_waiting_deliveries_now() {
     post(&d, "portal", &portal_event("b")).await;
     r.wait_until(|c| c.len() >= 2).await;
 
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed = http
-        .post(format!("{}/ui/signin", d.url))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed.status(), 303);
-    let cookie = signed.headers()[SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let (http, cookie) = d.ui_session(ADMIN).await;
     let page_url = format!("{}/ui/events/{}", d.url, a[0]);
     // The delivery waits out its 60 s backoff: the page offers to send it now.
     let mut page = String::new();
