@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +17,7 @@ use crate::enrich::Feed;
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::queue::{Decision, Queue};
-use crate::retry::{Backoff, RetryConfig};
+use crate::retry::RetryConfig;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 use record::Recorder;
 
@@ -88,31 +87,6 @@ pub struct Dispatcher {
     pub control: Arc<SinkControl>,
     /// The change feed, when any sink wants feature-service changes.
     pub feed: Option<Arc<Feed>>,
-}
-
-/// The delay before attempt `attempt + 1`: exponential from `first`, capped at `max`, with
-/// jitter in the upper half so that many failed deliveries do not retry in lockstep.
-pub fn backoff_delay(b: &Backoff, attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(30);
-    let base = b.first.saturating_mul(1u32 << exp).min(b.max);
-    let half = base / 2;
-    let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
-    half + Duration::from_millis(jitter)
-}
-
-/// The longest wait a destination's `Retry-After` is honoured for; a longer one waits this long.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// The delay before attempt `attempt + 1` when the destination asked for `after` (HTTP
-/// `Retry-After`): the backoff or that wait, whichever is longer. The wait asked is honoured
-/// whatever the backoff's `max` (a receiver's rate limit is its own to set), up to
-/// [`MAX_RETRY_AFTER`], so that a destination cannot park a delivery for days.
-pub fn retry_delay(b: &Backoff, attempt: u32, after: Option<Duration>) -> Duration {
-    let backoff = backoff_delay(b, attempt);
-    match after {
-        Some(after) => backoff.max(after.min(MAX_RETRY_AFTER)),
-        None => backoff,
-    }
 }
 
 /// A batch on its way to the sink: the deliveries, the sink's answer, and how long it took.
@@ -310,7 +284,7 @@ impl Dispatcher {
                 // The other batches in flight likely fail the same way: one outage, one wait.
                 if backoff.is_none() {
                     *outage += 1;
-                    let delay = backoff_delay(&self.retry.backoff, *outage);
+                    let delay = self.retry.backoff.delay(*outage);
                     if news {
                         tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink unavailable; nothing is lost, retrying until it is back");
                     } else {
@@ -401,7 +375,7 @@ impl Dispatcher {
         }
     }
 
-    /// A failed attempt: retried after `retry_delay`, or dead once the attempts are spent.
+    /// A failed attempt: retried after `Backoff::delay_after`, or dead once the attempts are spent.
     fn retry_or_give_up(
         &self,
         attempts: u32,
@@ -414,7 +388,7 @@ impl Dispatcher {
                 error: format!("gave up after {} attempts: {error}", attempts + 1),
             };
         }
-        let delay = retry_delay(&self.retry.backoff, attempts + 1, after);
+        let delay = self.retry.backoff.delay_after(attempts + 1, after);
         Decision::Retry {
             due_ms: now + delay.as_millis() as u64,
             error,
@@ -435,7 +409,7 @@ impl Dispatcher {
                     Err(e) => {
                         attempt += 1;
                         self.control.record_error(&e.to_string());
-                        let delay = backoff_delay(&self.retry.backoff, attempt);
+                        let delay = self.retry.backoff.delay(attempt);
                         tracing::warn!(sink = %self.name, error = %e, retry_in = ?delay, "sink cannot connect yet");
                         if !self.pause(delay).await {
                             return false;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::queue::RoutedEvent;
 use crate::queue::tests::event;
+use crate::retry::{Backoff, MAX_RETRY_AFTER};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 
@@ -125,23 +126,23 @@ fn retry_after_lengthens_the_backoff_up_to_the_policy_max() {
     };
     for _ in 0..50 {
         // No wait asked: the plain backoff (first attempt: 0.5 to 1 s).
-        let plain = retry_delay(&b, 1, None);
+        let plain = b.delay_after(1, None);
         assert!(plain <= Duration::from_secs(1), "{plain:?}");
         // A longer wait asked: exactly that wait.
         assert_eq!(
-            retry_delay(&b, 1, Some(Duration::from_secs(30))),
+            b.delay_after(1, Some(Duration::from_secs(30))),
             Duration::from_secs(30)
         );
         // A shorter wait asked: the backoff still applies (attempt 5: 8 to 16 s).
-        let longer = retry_delay(&b, 5, Some(Duration::from_secs(2)));
+        let longer = b.delay_after(5, Some(Duration::from_secs(2)));
         assert!(longer >= Duration::from_secs(8), "{longer:?}");
         // A wait past the policy's max is still honoured, up to an hour.
         assert_eq!(
-            retry_delay(&b, 1, Some(Duration::from_secs(3600))),
+            b.delay_after(1, Some(Duration::from_secs(3600))),
             Duration::from_secs(3600)
         );
         assert_eq!(
-            retry_delay(&b, 1, Some(Duration::from_secs(7200))),
+            b.delay_after(1, Some(Duration::from_secs(7200))),
             MAX_RETRY_AFTER
         );
         // A receiver asking for 2 s under a backoff whose max is 1 s waits 2 s.
@@ -150,7 +151,7 @@ fn retry_after_lengthens_the_backoff_up_to_the_policy_max() {
             max: Duration::from_secs(1),
         };
         assert_eq!(
-            retry_delay(&short, 9, Some(Duration::from_secs(2))),
+            short.delay_after(9, Some(Duration::from_secs(2))),
             Duration::from_secs(2)
         );
     }
@@ -179,17 +180,17 @@ fn backoff_grows_and_is_capped() {
         max: Duration::from_secs(10),
     };
     for _ in 0..50 {
-        let d1 = backoff_delay(&b, 1);
+        let d1 = b.delay(1);
         assert!(
             d1 >= Duration::from_millis(500) && d1 <= Duration::from_secs(1),
             "{d1:?}"
         );
-        let d3 = backoff_delay(&b, 3);
+        let d3 = b.delay(3);
         assert!(
             d3 >= Duration::from_secs(2) && d3 <= Duration::from_secs(4),
             "{d3:?}"
         );
-        let d20 = backoff_delay(&b, 40);
+        let d20 = b.delay(40);
         assert!(
             d20 >= Duration::from_secs(5) && d20 <= Duration::from_secs(10),
             "{d20:?}"

@@ -1,6 +1,6 @@
 //! The extractChanges flow (docs/arcgis.md, "The change feed"): the changesUrl, the async job, the change file.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -315,12 +315,4 @@ fn keys(v: &Value) -> String {
 /// A URL for messages: the part before `?`, so no token or query value is ever shown.
 pub fn without_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
-}
-
-/// How long to wait before trying again after `n` outages or failures in a row.
-pub fn backoff(first: Duration, n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(10);
-    first
-        .saturating_mul(1u32 << exp)
-        .min(Duration::from_secs(60))
 }

@@ -28,6 +28,7 @@ use crate::event::Event;
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::queue::Queue;
+use crate::retry::Backoff;
 use crate::senders::arcgis;
 use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 pub use config::{ConnectionConfig, OnFailure, SinkEnrich, Split};
@@ -383,7 +384,7 @@ impl Enricher {
                     );
                     return;
                 }
-                let delay = fetch::backoff(first, outages);
+                let delay = feed_backoff(first).delay(outages);
                 tracing::warn!(connection = conn, seq, error = %e, retry_in = ?delay, "cannot fetch changes now; nothing is lost, no attempt spent");
                 schedule.wait_until(window, Instant::now() + delay);
             }
@@ -408,7 +409,7 @@ impl Enricher {
                     );
                     return;
                 }
-                let delay = fetch::backoff(first, attempts);
+                let delay = feed_backoff(first).delay(attempts);
                 tracing::warn!(connection = conn, seq, attempt = attempts, error = %e, retry_in = ?delay, "fetching changes failed; will retry");
                 schedule.wait_until(window, Instant::now() + delay);
             }
@@ -538,5 +539,14 @@ impl Enricher {
                 }
             }
         }
+    }
+}
+
+/// The change feed's backoff after outages or failures in a row: from `first`, at most a minute
+/// (a fetch retried sooner than a sink's delivery would be, so changes do not lag).
+fn feed_backoff(first: Duration) -> Backoff {
+    Backoff {
+        first,
+        max: Duration::from_secs(60),
     }
 }
