@@ -40,7 +40,7 @@ fn shape(url: &str) -> (usize, usize, bool) {
 }
 
 fn preview_urls(config: &Config, body: &[u8]) -> Vec<String> {
-    let Ok(explained) = hookbridge::explain::explain(config, "any", BodyEncoding::Json, body)
+    let Ok(explained) = hookbridge::explain::explain(config, "any", &[], BodyEncoding::Json, body)
     else {
         return vec![];
     };
