@@ -1,6 +1,7 @@
 //! The HTTP sink end to end: the real daemon sends to a real receiver (actix-web in this test
 //! binary, tests/http/receiver.rs) that records every request and answers as scripted.
-//! Signatures are checked by the `standardwebhooks` package from PyPI (tests/http/verify.py);
+//! Signatures are checked by the `standardwebhooks` package from PyPI and the HMAC headers by
+//! Python's `hmac` and `hashlib` (tests/http/verify.py);
 //! the Teams and Slack bodies are parsed for every sample; TLS with a private CA; SIGKILL.
 
 #[path = "http/checks.rs"]

@@ -1,5 +1,6 @@
-# Installs what the HTTP sink's signature test (tests/http.rs) needs: the `standardwebhooks`
-# package from PyPI, whose verifier checks the signatures hookbridge sends.
+# Installs what the signature tests (tests/signature.rs, tests/http.rs, tests/senders.rs) need:
+# the `standardwebhooks` package from PyPI, the official library hookbridge's signatures are
+# checked against in both directions.
 # Sourced by .ci/test: it returns, never exits, and does nothing when all is in place.
 python_setup() {
   local py

@@ -192,6 +192,30 @@ fn every_bad_key_is_named() {
             "sinks.web.sign.secret:",
         ),
         (
+            "sign = { scheme = \"hmac\", secret = \"k\" }",
+            "sinks.web.sign.header: expected the header to sign in",
+        ),
+        (
+            "sign = { scheme = \"hmac\", secret = \"k\", header = \"X-Sig\", algorithm = \"md5\" }",
+            "sinks.web.sign.algorithm: expected sha256, sha512 or sha1, found \"md5\"",
+        ),
+        (
+            "sign = { scheme = \"hmac\", secret = \"k\", header = \"X-Sig\", encoding = \"base32\" }",
+            "sinks.web.sign.encoding: expected hex or base64, found \"base32\"",
+        ),
+        (
+            "sign = { scheme = \"hmac\", secret = \"k\", header = \"X-Sig\", prefix = \"sha 256=\" }",
+            "sinks.web.sign.prefix:",
+        ),
+        (
+            "sign = { scheme = \"hmac-sha256\", secret = \"k\", encoding = \"base64\" }",
+            "sinks.web.sign.encoding:",
+        ),
+        (
+            "sign = { scheme = \"hmac\", secret = \"k\", header = \"X-Sig\" }\nheaders = { \"x-sig\" = \"x\" }",
+            "sinks.web.headers.x-sig:",
+        ),
+        (
             "sign = { scheme = \"standard-webhooks\", secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }\nheaders = { \"webhook-id\" = \"x\" }",
             "sinks.web.headers.webhook-id:",
         ),

@@ -1,12 +1,13 @@
 //! Signatures checked by the official verifier, not by hookbridge's own code: the requests the
-//! receiver captured are handed to the `standardwebhooks` package from PyPI (tests/http/verify.py).
+//! receiver captured are handed to the `standardwebhooks` package from PyPI, and the HMAC
+//! headers to Python's own `hmac` and `hashlib` (tests/http/verify.py).
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::common::{Daemon, sample};
+use super::common::{Daemon, python_with_standardwebhooks, sample};
 use super::receiver::Receiver;
 use super::{config, http_sink, post};
 
@@ -14,27 +15,12 @@ use super::{config, http_sink, post};
 const NEW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OLD_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1rZXktMDEyMzQ1Njc=";
 const HMAC_SECRET: &str = "It's a Secret to Everybody";
-
-/// The Python with `standardwebhooks`; a missing one fails the test with what to install.
-fn python() -> String {
-    for candidate in ["python3", "python"] {
-        let ok = Command::new(candidate)
-            .args(["-c", "import standardwebhooks"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return candidate.to_string();
-        }
-    }
-    panic!(
-        "the signature test needs Python 3 with the standardwebhooks package from PyPI: \
-         run `source .ci/setup/python.sh` (or `pip install standardwebhooks`)"
-    );
-}
+/// The generic `hmac` scheme's choices, as the receiver expects them.
+const CUSTOM: &str = "header = \"X-Custom-Signature\", algorithm = \"sha512\", encoding = \"base64\", prefix = \"sha512=\"";
 
 #[tokio::test]
 async fn every_signature_passes_the_official_standard_webhooks_verifier() {
-    let python = python();
+    let python = python_with_standardwebhooks();
     let r = Receiver::start();
     let sinks = [
         http_sink(
@@ -52,10 +38,15 @@ async fn every_signature_passes_the_official_standard_webhooks_verifier() {
             &format!("{}/gh", r.base),
             "body = \"raw\"\nsign = { scheme = \"hmac-sha256\", secret = \"env:HMAC_SECRET\", header = \"X-Signature\" }",
         ),
+        http_sink(
+            "custom",
+            &format!("{}/custom", r.base),
+            &format!("sign = {{ scheme = \"hmac\", secret = \"env:HMAC_SECRET\", {CUSTOM} }}"),
+        ),
     ]
     .concat();
     let d = Daemon::start_env(
-        &config(&sinks, "\"std\", \"teams\", \"gh\""),
+        &config(&sinks, "\"std\", \"teams\", \"gh\", \"custom\""),
         &[
             ("NEW_SECRET", NEW_SECRET),
             ("OLD_SECRET", OLD_SECRET),
@@ -72,16 +63,16 @@ async fn every_signature_passes_the_official_standard_webhooks_verifier() {
     ] {
         events += post(&d, hook, &sample(name)).await.len();
     }
-    let seen = r.wait_requests(3 * events).await;
-    assert_eq!(seen.len(), 3 * events, "{}", d.log_text());
+    let seen = r.wait_requests(4 * events).await;
+    assert_eq!(seen.len(), 4 * events, "{}", d.log_text());
 
     let messages: Vec<Value> = seen
         .iter()
         .map(|c| {
-            let scheme = if c.path == "/gh" {
-                "hmac-sha256"
-            } else {
-                "standard-webhooks"
+            let scheme = match c.path.as_str() {
+                "/gh" => "hmac-sha256",
+                "/custom" => "hmac",
+                _ => "standard-webhooks",
             };
             if scheme == "standard-webhooks" {
                 assert_eq!(
@@ -104,6 +95,12 @@ async fn every_signature_passes_the_official_standard_webhooks_verifier() {
         "secrets": [NEW_SECRET, OLD_SECRET],
         "hmac_secret": HMAC_SECRET,
         "hmac_header": "X-Signature",
+        "hmac": {
+            "header": "X-Custom-Signature",
+            "algorithm": "sha512",
+            "encoding": "base64",
+            "prefix": "sha512=",
+        },
         "messages": messages,
     });
     std::fs::write(&file, captured.to_string()).unwrap();
@@ -120,7 +117,7 @@ async fn every_signature_passes_the_official_standard_webhooks_verifier() {
         "the verifier refused: {stdout}{stderr}"
     );
     let expected = format!(
-        "verified {} standard-webhooks and {events} hmac-sha256 messages",
+        "verified {} standard-webhooks, {events} hmac-sha256 and {events} hmac messages",
         2 * events
     );
     assert!(stdout.contains(&expected), "{stdout}");
