@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{Answer, Daemon, python_with_standardwebhooks};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const GITHUB_SECRET: &str = "It's a Secret to Everybody";
@@ -70,14 +70,16 @@ fn now() -> u64 {
         .unwrap_or_default()
 }
 
-/// `webhook-signature` for a message, made by the official library.
+/// `webhook-signature` for a message, made by the official library (tests/signature/official.py).
 fn official_signature(id: &str, timestamp: u64, payload: &str) -> String {
-    let code = "import sys; from datetime import datetime, timezone; \
-                from standardwebhooks.webhooks import Webhook; \
-                print(Webhook(sys.argv[1]).sign(sys.argv[2], \
-                datetime.fromtimestamp(int(sys.argv[3]), tz=timezone.utc), sys.argv[4]))";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let requests = dir.path().join("requests.json");
+    let request = json!([{"secret": WHSEC, "id": id, "timestamp": timestamp, "payload": payload}]);
+    std::fs::write(&requests, request.to_string()).expect("write requests");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/signature/official.py");
     let out = Command::new(python_with_standardwebhooks())
-        .args(["-c", code, WHSEC, id, &timestamp.to_string(), payload])
+        .args([script, "sign"])
+        .arg(&requests)
         .output()
         .expect("run python");
     assert!(
@@ -85,7 +87,8 @@ fn official_signature(id: &str, timestamp: u64, payload: &str) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let signed: Vec<String> = serde_json::from_slice(&out.stdout).expect("signatures");
+    signed.into_iter().next().expect("one signature")
 }
 
 /// `prefix` + hex HMAC-SHA256 of `body`, computed by Python's standard library, not hookbridge.
