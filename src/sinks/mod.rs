@@ -28,7 +28,7 @@ pub(crate) use message::{
 pub use registry::{Check, SinkConfig, SinkKind, SinkType};
 
 /// Every sink type hookbridge knows: adding one is a folder and a line here.
-const KINDS: [SinkKind; 8] = [
+const KINDS: &[SinkKind] = &[
     SinkKind::of::<file::FileConfig>(),
     SinkKind::of::<kafka::KafkaConfig>(),
     SinkKind::of::<rabbitmq::RabbitMqConfig>(),
