@@ -261,6 +261,30 @@ pub struct Request<'a> {
     pub paths: Option<&'a generic::Paths>,
 }
 
+impl<'a> Request<'a> {
+    /// Header `name`, which a sender of `kind` needs as an id or a name: sent once, 1 to `max`
+    /// printable characters; otherwise an error naming the header (never echoing its value).
+    pub fn token_header(
+        &self,
+        kind: &'static str,
+        name: &str,
+        max: usize,
+    ) -> Result<&'a str, ParseError> {
+        let refuse = |detail: String| ParseError::Header {
+            kind,
+            detail: format!("{name}: {detail}"),
+        };
+        let value = self
+            .headers
+            .get(name)
+            .ok_or_else(|| refuse("missing; expected it once".into()))?;
+        if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(refuse(format!("expected 1 to {max} printable characters")));
+        }
+        Ok(value)
+    }
+}
+
 /// Why a body is not a payload of the hook's kind (answered with 400). Messages name the JSON
 /// path and the expected type, never a value from the body.
 #[derive(Debug, thiserror::Error)]

@@ -33,8 +33,8 @@ impl Sender for Github {
     }
 
     fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
-        let event = header(request, EVENT_HEADER)?;
-        let delivery = header(request, DELIVERY_HEADER)?;
+        let event = request.token_header("github", EVENT_HEADER, MAX_HEADER)?;
+        let delivery = request.token_header("github", DELIVERY_HEADER, MAX_HEADER)?;
         parse(request.hook, event, delivery, value).map(|e| vec![e])
     }
 
@@ -62,23 +62,6 @@ const SAMPLE: &str = r#"{"action": "opened", "issue": {"number": 1347, "title": 
     "html_url": "https://github.com/octocat/Hello-World/issues/1347", "user": {"login": "octocat"}},
     "repository": {"id": 1296269, "full_name": "octocat/Hello-World"},
     "sender": {"login": "octocat", "id": 1}}"#;
-
-/// Header `name`: required, sent once, printable and short.
-fn header<'a>(request: &Request<'a>, name: &str) -> Result<&'a str, ParseError> {
-    let refuse = |detail: &str| ParseError::Header {
-        kind: "github",
-        detail: format!("{name}: {detail}"),
-    };
-    let value = request
-        .headers
-        .get(name)
-        .ok_or_else(|| refuse("missing (sent once by every GitHub delivery)"))?;
-    if value.is_empty() || value.len() > MAX_HEADER || !value.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(refuse("expected up to 128 printable characters"));
-    }
-    Ok(value)
-}
 
 /// The event of a delivery: what happened (`event` and the body's `action`), to which
 /// repository (or organization), by whom, with the whole body as its properties.

@@ -31,7 +31,7 @@ impl Sender for StandardWebhooks {
     }
 
     fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
-        let id = message_id(request)?;
+        let id = request.token_header("standard-webhooks", ID_HEADER, MAX_ID)?;
         parse(request.hook, id, value).map(|e| vec![e])
     }
 
@@ -54,22 +54,6 @@ impl Sender for StandardWebhooks {
 /// The example payload of the specification.
 const SAMPLE: &str = r#"{"type": "contact.created", "timestamp": "2022-11-03T20:26:10.344522Z",
     "data": {"id": "1f81eb52-5198-4599-803e-771906343485", "type": "contact"}}"#;
-
-/// The delivery's `webhook-id`: required, printable and short.
-fn message_id<'a>(request: &Request<'a>) -> Result<&'a str, ParseError> {
-    let header = |detail: &str| ParseError::Header {
-        kind: "standard-webhooks",
-        detail: format!("{ID_HEADER}: {detail}"),
-    };
-    let id = request
-        .headers
-        .get(ID_HEADER)
-        .ok_or_else(|| header("missing (sent once); it names the message"))?;
-    if id.is_empty() || id.len() > MAX_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(header("expected up to 256 printable characters"));
-    }
-    Ok(id)
-}
 
 /// The event of a delivery with message id `id`: `type` is its operation (and the part before
 /// its first `.` its source), `data` its properties, `data.id` its id when it has one.

@@ -87,6 +87,7 @@ impl EmailConfig {
             (None, Some(_)) => vec!["digest"],
             (None, None) => {
                 let mut kinds: Vec<&str> = samples.iter().map(|(e, _)| e.kind.as_str()).collect();
+                kinds.sort_unstable();
                 kinds.dedup();
                 kinds
             }
