@@ -12,9 +12,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::dispatch::LastError;
-use crate::ingress::AppState;
 use crate::metrics::METRICS;
 use crate::secret::Secret;
+use crate::state::AppState;
 
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -159,6 +160,19 @@ fn scalar_text(v: &Value) -> String {
 
 /// The one test event: item `item-{n}` added, with a dedup key of its own; tests change the
 /// fields they care about with struct update syntax.
+/// One event due at one sink: what the queue hands the dispatcher and the dispatcher a sink.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The event's queue sequence number (unique, stable across restarts).
+    pub seq: u64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The event.
+    pub event: Event,
+    /// The payload's JSON text the event came in.
+    pub payload: Arc<str>,
+}
+
 #[cfg(test)]
 pub(crate) fn sample(n: u64) -> Event {
     Event {

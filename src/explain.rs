@@ -117,9 +117,9 @@ pub fn explain(
                 _ => (None, event.clone()),
             };
             deliveries.push(Preview {
-                r#type: entry.config.type_name(),
+                r#type: entry.settings.type_name(),
                 message: entry
-                    .config
+                    .settings
                     .preview(&sink, &config.renderer, &shown, payload)?,
                 sink,
                 changes,

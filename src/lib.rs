@@ -28,6 +28,7 @@ pub mod serve;
 pub(crate) mod shutdown;
 pub mod signature;
 pub mod sinks;
+pub(crate) mod state;
 pub(crate) mod tls;
 pub(crate) mod ui;
 pub mod verify;

@@ -74,8 +74,9 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
 }
 
-#[test]
-fn module_imports_run_one_way() {
+/// Each top-level module and the modules its shipped code names (unit tests left out: they
+/// may build whatever they test with).
+fn shipped_graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
@@ -99,6 +100,18 @@ fn module_imports_run_one_way() {
             .unwrap_or_default();
         edges.extend(imports(shipped).into_iter().filter(|m| *m != module));
     }
+    graph
+}
+
+/// docs/architecture.md, the rules' text.
+fn architecture_doc() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+        .expect("read docs/architecture.md")
+}
+
+#[test]
+fn module_imports_run_one_way() {
+    let graph = shipped_graph();
     assert!(
         graph.len() > 20,
         "too few modules found: {:?}",
@@ -119,12 +132,7 @@ fn module_imports_run_one_way() {
             ring.join(" -> ")
         );
     }
-    let allowed = allowed_imports(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"),
-        )
-        .expect("read docs/architecture.md"),
-    );
+    let allowed = allowed_imports(&architecture_doc());
     for (m, edges) in &graph {
         let Some(may) = allowed.get(m) else {
             panic!("docs/architecture.md has no paragraph for the module `{m}`");
@@ -137,6 +145,48 @@ fn module_imports_run_one_way() {
             );
         }
     }
+}
+
+/// The leaves: the modules of docs/architecture.md's "Leaves" section, and those whose
+/// paragraph lets them import nothing.
+fn leaves(doc: &str) -> BTreeSet<String> {
+    let section = doc
+        .split("\n## Leaves")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_default();
+    let listed = allowed_imports(section).into_keys();
+    let bare = allowed_imports(doc)
+        .into_iter()
+        .filter(|(_, may)| may.as_ref().is_some_and(BTreeSet::is_empty))
+        .map(|(m, _)| m);
+    listed.chain(bare).collect()
+}
+
+/// The dispatcher knows the queue and the sinks, and above the leaves nothing else: the change
+/// feed (and any stage like it) comes to it as a sink, so it can be taken out or added alone.
+#[test]
+fn dispatch_imports_only_the_queue_and_the_sinks() {
+    let graph = shipped_graph();
+    let leaves = leaves(&architecture_doc());
+    for leaf in ["clock", "metrics", "retry", "event", "health"] {
+        assert!(
+            leaves.contains(leaf),
+            "{leaf} is not read as a leaf: {leaves:?}"
+        );
+    }
+    assert!(
+        !leaves.contains("queue") && !leaves.contains("enrich"),
+        "{leaves:?}"
+    );
+    let others: Vec<&String> = graph["dispatch"]
+        .iter()
+        .filter(|m| !leaves.contains(*m) && !["queue", "sinks"].contains(&m.as_str()))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "dispatch imports {others:?}: it may import only the queue, the sinks and leaves"
+    );
 }
 
 /// Each module's paragraph in docs/architecture.md (`- **`name.rs`** — ...`) and what its

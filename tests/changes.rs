@@ -86,7 +86,7 @@ type = "kafka"
 brokers = "{brokers}"
 topic = "layer-mirror"
 key = "{{{{ properties.layer }}}}/{{{{ id }}}}"
-send_timeout = "5s"
+timeout = "5s"
 enrich = "changes"
 split = "feature"
 "#

@@ -284,7 +284,7 @@ args = ["--service", "{{ id }}"]
 }
 
 #[tokio::test]
-async fn a_retried_exit_status_then_success_is_in_the_attempt_history() {
+async fn a_retried_exit_status_then_success_are_both_in_the_attempt_history() {
     let dir = tempfile::tempdir().unwrap();
     script(
         dir.path(),
@@ -319,7 +319,14 @@ stdin = "none"
             && retry.contains("stderr: portal busy, try later"),
         "{retry}"
     );
-    assert!(page.contains("outcome-delivered"), "{page}");
+    let delivered = page
+        .split("<tr>")
+        .find(|row| row.contains("outcome-delivered"))
+        .unwrap_or_else(|| panic!("no delivered row:\n{page}"));
+    assert!(
+        delivered.contains("restore exited with status 0 after ") && delivered.contains(" ms"),
+        "the delivered attempt keeps its exit status and run time: {delivered}"
+    );
 }
 
 /// The status page of event `id`, signed in with the admin token.

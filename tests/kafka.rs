@@ -46,7 +46,7 @@ type = "kafka"
 brokers = "{brokers}"
 topic = "{topic}"
 key = "{{{{ id }}}}"
-send_timeout = "3s"
+timeout = "3s"
 {extra}
 
 [sinks.bus.retry]
@@ -249,7 +249,7 @@ async fn broker_down_then_up_loses_nothing() {
     ready(&d).await;
     mock.broker_down(1).unwrap();
     let ids = post_samples(&d).await;
-    // Longer than send_timeout: the first sends time out while the broker is away.
+    // Longer than timeout: the first sends time out while the broker is away.
     tokio::time::sleep(Duration::from_secs(5)).await;
     mock.broker_up(1).unwrap();
     let got = consume(&brokers, SAMPLE_TOPICS, ids.len(), Duration::from_secs(40)).await;

@@ -89,7 +89,7 @@ fn rendered(config: &Config, json: &[u8]) -> Vec<(Event, Vec<(String, Value)>)> 
                 .iter()
                 .map(|(name, entry)| {
                     let m = entry
-                        .config
+                        .settings
                         .preview(name, &config.renderer, &event, &prepared.payload)
                         .unwrap_or_else(|e| panic!("{name} for {}: {e}", event.id));
                     (name.clone(), m)

@@ -146,7 +146,7 @@ type = "mqtt"
 url = "mqtt://127.0.0.1:{port}"
 topic = "{prefix}/{{{{ kind }}}}/{{{{ operation }}}}"
 client_id = "{prefix}-bus"
-ack_timeout = "3s"
+timeout = "3s"
 {extra}
 
 [sinks.bus.retry]

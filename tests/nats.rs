@@ -13,8 +13,9 @@ use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, stream};
 use common::{BASE_CONFIG, Daemon, free_port, sample};
 use futures::StreamExt;
+use hookbridge::event::Delivery;
 use hookbridge::render::Renderer;
-use hookbridge::sinks::{Delivery, Outcome, Sink, SinkConfig, SinkError};
+use hookbridge::sinks::{Outcome, Sink, SinkError, SinkSettings};
 use serde_json::Value;
 
 const URL: &str = "nats://127.0.0.1:4222";
@@ -132,7 +133,7 @@ fn portal_event(n: usize, operation: &str) -> Vec<u8> {
 fn library_sink(toml_text: &str) -> std::sync::Arc<dyn Sink> {
     let table: toml::Table = toml::from_str(toml_text).unwrap();
     let (config, _) =
-        SinkConfig::from_table("lib", table, std::path::Path::new("."), &Default::default())
+        SinkSettings::from_table("lib", table, std::path::Path::new("."), &Default::default())
             .unwrap();
     let mut renderer = Renderer::new("templates".into());
     config

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::{BASE_CONFIG, Daemon, sample};
 use futures::StreamExt;
+use hookbridge::event::Delivery as Job;
 use hookbridge::render::Renderer;
-use hookbridge::sinks::{Delivery as Job, Outcome, Sink, SinkConfig, SinkError};
+use hookbridge::sinks::{Outcome, Sink, SinkError, SinkSettings};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
@@ -42,7 +43,7 @@ type = "rabbitmq"
 url = "{URL}"
 exchange = "{exchange}"
 routing_key = "{{{{ source }}}}.{{{{ operation }}}}"
-confirm_timeout = "5s"
+timeout = "5s"
 
 [sinks.audit.retry]
 attempts = 5
@@ -527,7 +528,7 @@ to = ["strict"]
 fn library_sink(toml_text: &str) -> std::sync::Arc<dyn Sink> {
     let table: toml::Table = toml::from_str(toml_text).unwrap();
     let (config, _) =
-        SinkConfig::from_table("lib", table, std::path::Path::new("."), &Default::default())
+        SinkSettings::from_table("lib", table, std::path::Path::new("."), &Default::default())
             .unwrap();
     let mut renderer = Renderer::new("templates".into());
     config
@@ -585,7 +586,7 @@ async fn passive_check_and_recovery_from_a_closed_channel() {
     // outage (nothing counted as sent), and the next send reconnects and declares it again.
     let sink = library_sink(&format!(
         "type = \"rabbitmq\"\nurl = \"{URL}\"\nexchange = \"{exchange}\"\n\
-         routing_key = \"{{{{ source }}}}\"\nconfirm_timeout = \"5s\"\n"
+         routing_key = \"{{{{ source }}}}\"\ntimeout = \"5s\"\n"
     ));
     sink.connect().await.unwrap();
     channel

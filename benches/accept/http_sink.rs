@@ -251,7 +251,7 @@ fn cpu_seconds(pid: &str) -> f64 {
 /// The body the sink sends for payload `n` of run `run`: the normalized event as JSON.
 fn event_body(run: u64, n: u64) -> anyhow::Result<Vec<u8>> {
     let mut events = parse(
-        HookKind::Sender(&hookbridge::senders::arcgis::Portal),
+        HookKind::Sender(&hookbridge::senders::arcgis::portal::SENDER),
         "portal",
         &portal_payload(run, n),
     )?;

@@ -25,7 +25,7 @@ use crate::enrich::{ConnectionConfig, SinkEnrich};
 use crate::render::{Renderer, TimeZone};
 use crate::route::{RouteConfig, RouteTable};
 use crate::senders::{self, Headers, Limits, ParseError, Prepared, Request};
-use crate::sinks::SinkConfig;
+use crate::sinks::SinkSettings;
 
 /// Why a config could not be loaded: every problem found, in file order where possible.
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +127,9 @@ fn timezone(name: Option<&str>, problems: &mut Vec<Problem>) -> TimeZone {
 
 /// A configured sink: its settings and its retry policy.
 #[derive(Debug, Clone)]
-pub struct SinkEntry {
+pub struct ConfiguredSink {
     /// Type-specific settings.
-    pub config: SinkConfig,
+    pub settings: SinkSettings,
     /// Retry policy (the sink's own or the defaults).
     pub retry: RetryConfig,
 }
@@ -148,7 +148,7 @@ pub struct Config {
     /// `[hooks.*]`.
     pub hooks: BTreeMap<String, HookConfig>,
     /// `[sinks.*]`.
-    pub sinks: BTreeMap<String, SinkEntry>,
+    pub sinks: BTreeMap<String, ConfiguredSink>,
     /// `[[routes]]`, compiled.
     pub routes: RouteTable,
     /// `[arcgis.*]`: connections for reading change files.

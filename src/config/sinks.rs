@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{SinkEntry, valid_name};
+use super::{ConfiguredSink, valid_name};
 use crate::enrich::SinkEnrich;
 use crate::problem::Problem;
 use crate::render::Renderer;
 use crate::retry::RetryConfig;
-use crate::sinks::{Check, SinkConfig};
+use crate::sinks::{Check, SinkSettings};
 
 /// What every sink table is read against.
 pub(super) struct Context<'a> {
@@ -28,7 +28,10 @@ pub(super) fn load(
     cx: &Context<'_>,
     renderer: &mut Renderer,
     problems: &mut Vec<Problem>,
-) -> (BTreeMap<String, SinkEntry>, BTreeMap<String, SinkEnrich>) {
+) -> (
+    BTreeMap<String, ConfiguredSink>,
+    BTreeMap<String, SinkEnrich>,
+) {
     let samples = crate::senders::samples::events();
     let mut enrich = BTreeMap::new();
     let mut sinks = BTreeMap::new();
@@ -51,7 +54,7 @@ pub(super) fn load(
                 "a sink name may use only letters, digits, '-' and '_'",
             ));
         }
-        match SinkConfig::from_table(&name, table, cx.base, cx.defaults) {
+        match SinkSettings::from_table(&name, table, cx.base, cx.defaults) {
             Ok((config, retry)) => {
                 config.check(&mut Check {
                     name: &name,
@@ -65,7 +68,13 @@ pub(super) fn load(
                         "must be at least 1",
                     ));
                 }
-                sinks.insert(name, SinkEntry { config, retry });
+                sinks.insert(
+                    name,
+                    ConfiguredSink {
+                        settings: config,
+                        retry,
+                    },
+                );
             }
             Err(p) => problems.extend(p),
         }

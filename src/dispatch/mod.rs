@@ -13,12 +13,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::enrich::Feed;
+use crate::event::Delivery;
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::queue::{Decision, Queue};
 use crate::retry::RetryConfig;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use crate::sinks::{Outcome, Sink, SinkError};
 use record::Recorder;
 
 /// Operator control over one sink's dispatcher: pause and resume (from the admin API), and
@@ -85,8 +85,6 @@ pub struct Dispatcher {
     pub shutdown: CancellationToken,
     /// Pause and resume.
     pub control: Arc<SinkControl>,
-    /// The change feed, when any sink wants feature-service changes.
-    pub feed: Option<Arc<Feed>>,
 }
 
 /// A batch on its way to the sink: the deliveries, the sink's answer, and how long it took.
@@ -184,7 +182,7 @@ impl Dispatcher {
         taken: &mut HashSet<u64>,
         room: usize,
     ) -> Result<Option<u64>, Duration> {
-        // Takes that gave nothing to send (all parked for changes) before idling.
+        // Takes that gave nothing to send (all kept back by `Sink::admit`) before idling.
         let mut retakes = 0;
         while in_flight.len() < room {
             let batch = match self.queue.take(&self.name, self.sink.max_batch(), taken) {
@@ -197,10 +195,7 @@ impl Dispatcher {
             if batch.is_empty() {
                 break;
             }
-            let batch = match &self.feed {
-                Some(feed) => feed.prepare(&self.name, batch),
-                None => batch,
-            };
+            let batch = self.sink.admit(batch);
             if batch.is_empty() {
                 retakes += 1;
                 if retakes > 8 {
@@ -218,14 +213,10 @@ impl Dispatcher {
             // The send runs in a task of its own, so that rendering and publishing one batch
             // go on beside this loop's taking the next one from the queue.
             let send = tokio::spawn({
-                let (sink, feed, name) = (self.sink.clone(), self.feed.clone(), self.name.clone());
-                let batch = batch.clone();
+                let (sink, batch) = (self.sink.clone(), batch.clone());
                 async move {
                     let started = Instant::now();
-                    let result = match feed {
-                        Some(feed) => feed.send(&name, sink.as_ref(), &batch).await,
-                        None => sink.send(&batch).await,
-                    };
+                    let result = sink.send(&batch).await;
                     (result, started.elapsed())
                 }
             });
@@ -337,7 +328,7 @@ impl Dispatcher {
                     .unwrap_or_else(|| Outcome::Retry("the sink reported no outcome".into()));
                 let decision = self.decide(d.attempts, outcome, now);
                 match &decision {
-                    Decision::Delivered => delivered += 1,
+                    Decision::Delivered | Decision::DeliveredWith(_) => delivered += 1,
                     Decision::Retry { error, .. } => {
                         retry += 1;
                         self.control.record_error(error);
@@ -367,6 +358,7 @@ impl Dispatcher {
     fn decide(&self, attempts: u32, outcome: Outcome, now: u64) -> Decision {
         match outcome {
             Outcome::Delivered => Decision::Delivered,
+            Outcome::DeliveredWith(detail) => Decision::DeliveredWith(detail),
             Outcome::Reject(error) => Decision::Dead { error },
             Outcome::Retry(error) => self.retry_or_give_up(attempts, error, None, now),
             Outcome::RetryAfter(error, after) => {

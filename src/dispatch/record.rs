@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
+use crate::event::Delivery;
 use crate::queue::{Decision, Queue};
-use crate::sinks::Delivery;
 
 /// Batches whose outcomes are decided and not yet in the queue, and the write under way.
 #[derive(Default)]

@@ -41,7 +41,6 @@ async fn fixture(
         health: Arc::new(Health::default()),
         shutdown: CancellationToken::new(),
         control: Arc::new(SinkControl::default()),
-        feed: None,
     };
     (dir, queue, dispatcher)
 }

@@ -3,8 +3,9 @@
 //!
 //! Sinks ask with `enrich = "changes"`. A delivery that needs changes it does not have is
 //! parked (see `queue::enrich`); the [`Enricher`] fetches each parked event's change file once,
-//! stores it, and releases the deliveries. Dispatchers attach the stored changes (and split them
-//! per feature when the sink asks) just before sending.
+//! stores it, and releases the deliveries. A sink that asks runs behind [`WithChanges`], a
+//! stage `serve` puts in front of it: the stored changes are attached (and split per feature
+//! when the sink asks) just before sending, and the dispatcher knows nothing of them.
 
 pub mod changes;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod fetch;
 pub mod manage;
 pub mod reconcile;
 pub mod schedule;
+mod stage;
 pub mod token;
 pub mod webhooks;
 
@@ -30,10 +32,10 @@ use crate::metrics::METRICS;
 use crate::queue::Queue;
 use crate::retry::Backoff;
 use crate::senders::arcgis;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
 pub use config::{ConnectionConfig, OnFailure, SinkEnrich, Split};
 pub use fetch::Connection;
 use schedule::Schedule;
+pub use stage::WithChanges;
 
 /// Why a fetch did not bring changes; each kind is handled differently.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -86,129 +88,6 @@ impl Feed {
     /// The enrichment settings of `sink`, if it wants changes.
     pub fn for_sink(&self, sink: &str) -> Option<SinkEnrich> {
         self.sinks.get(sink).copied()
-    }
-
-    /// Attaches stored changes to `sink`'s deliveries that need them; parks (and removes from
-    /// the batch) those whose changes are not fetched yet.
-    pub fn prepare(&self, sink: &str, batch: Vec<Delivery>) -> Vec<Delivery> {
-        let Some(settings) = self.for_sink(sink) else {
-            return batch;
-        };
-        let mut out = Vec::with_capacity(batch.len());
-        let mut parked = false;
-        for mut d in batch {
-            let Some(url) = changes_url(&d.event).map(str::to_string) else {
-                out.push(d);
-                continue;
-            };
-            match self.queue.changes(d.seq, &url) {
-                Ok(Some(changes)) => {
-                    d.event.properties.insert("changes".into(), changes);
-                    out.push(d);
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(sink, error = %e, "cannot read stored changes");
-                    continue;
-                }
-            }
-            if settings.on_failure == OnFailure::DeliverUnenriched {
-                if let Ok(Some(reason)) = self.queue.changes_failure(d.seq, &url) {
-                    d.event
-                        .properties
-                        .insert("changesError".into(), Value::from(reason));
-                    out.push(d);
-                    continue;
-                }
-            }
-            match self.queue.park(sink, d.seq) {
-                Ok(_) => parked = true,
-                Err(e) => tracing::error!(sink, error = %e, "cannot park a delivery"),
-            }
-        }
-        if parked {
-            self.wake.notify_one();
-        }
-        out
-    }
-
-    /// Sends a prepared batch: split per feature when the sink asks, one outcome per delivery.
-    ///
-    /// Split, each feature change goes to the sink once: a change that several events of the
-    /// batch share (one per change type over one change file) is sent once, and a change the
-    /// sink delivered before (another delivery or a poll over the same edits) is not sent again.
-    pub async fn send(
-        &self,
-        name: &str,
-        sink: &dyn Sink,
-        batch: &[Delivery],
-    ) -> Result<Vec<Outcome>, SinkError> {
-        if self
-            .for_sink(name)
-            .is_none_or(|s| s.split != Split::Feature)
-        {
-            return sink.send(batch).await;
-        }
-        let mut parts = Vec::new();
-        let mut owner = Vec::new();
-        let mut features: HashSet<String> = HashSet::new();
-        for (i, d) in batch.iter().enumerate() {
-            match d.event.properties.get("changes") {
-                Some(c) => {
-                    for e in changes::split(&d.event, c) {
-                        if !features.insert(e.event_id.clone()) {
-                            continue;
-                        }
-                        parts.push(Delivery {
-                            event: e,
-                            ..d.clone()
-                        });
-                        owner.push(i);
-                    }
-                }
-                None => {
-                    parts.push(d.clone());
-                    owner.push(i);
-                }
-            }
-        }
-        let ids: Vec<&str> = features.iter().map(String::as_str).collect();
-        let sent = self.queue.features_sent(name, &ids).unwrap_or_else(|e| {
-            tracing::warn!(sink = name, error = %e, "cannot read the feature changes sent; sending them all");
-            HashSet::new()
-        });
-        if !sent.is_empty() {
-            let mut keep = parts.iter().map(|p| !sent.contains(&p.event.event_id));
-            owner.retain(|_| keep.next().unwrap_or(true));
-            parts.retain(|p| !sent.contains(&p.event.event_id));
-        }
-        let mut outcomes = vec![Outcome::Delivered; batch.len()];
-        if parts.is_empty() {
-            return Ok(outcomes);
-        }
-        let got = sink.send(&parts).await?;
-        let delivered: Vec<&str> = parts
-            .iter()
-            .zip(&got)
-            .filter(|(p, o)| **o == Outcome::Delivered && features.contains(&p.event.event_id))
-            .map(|(p, _)| p.event.event_id.as_str())
-            .collect();
-        if let Err(e) = self.queue.record_features_sent(name, &delivered) {
-            tracing::warn!(sink = name, error = %e, "cannot record the feature changes sent; they may be sent again");
-        }
-        for (i, o) in owner.into_iter().zip(got) {
-            let worse = match (&outcomes[i], &o) {
-                (Outcome::Reject(_), _) => false,
-                (_, Outcome::Reject(_)) => true,
-                (Outcome::Delivered, Outcome::Retry(_) | Outcome::RetryAfter(..)) => true,
-                _ => false,
-            };
-            if worse {
-                outcomes[i] = o;
-            }
-        }
-        Ok(outcomes)
     }
 
     fn connection_for(&self, url: &str) -> Option<Arc<Connection>> {
@@ -295,7 +174,7 @@ impl Enricher {
                 continue;
             };
             let window = schedule::window(&url);
-            if let Ok(Some(_)) = self.feed.queue.changes(seq, &url) {
+            if let Ok(Some(_)) = self.feed.queue.change_rows().changes(seq, &url) {
                 schedule.forget(window);
                 self.release(seq);
                 continue;
@@ -349,7 +228,13 @@ impl Enricher {
         match result {
             Ok(changes) => {
                 schedule.answered(window);
-                if let Err(e) = self.feed.queue.store_changes(seq, url, &changes).await {
+                if let Err(e) = self
+                    .feed
+                    .queue
+                    .change_rows()
+                    .store_changes(seq, url, &changes)
+                    .await
+                {
                     tracing::error!(connection = conn, error = %e, "cannot store the changes; fetching again later");
                     schedule.wait_until(window, Instant::now() + Duration::from_secs(1));
                     return;
@@ -397,6 +282,7 @@ impl Enricher {
                 let attempts = self
                     .feed
                     .queue
+                    .change_rows()
                     .count_failed_fetch(seq, url)
                     .unwrap_or(u32::MAX);
                 let limit = settings.map_or(1, |c| c.attempts);
@@ -458,7 +344,7 @@ impl Enricher {
     /// dispatcher is not taking, e.g. paused or not connected), and prunes stored changes.
     fn sweep(&self, pruned: &mut Vec<u8>) {
         for (sink, s) in &self.feed.sinks {
-            let Ok(seqs) = self.feed.queue.ready_seqs(sink, 1_000) else {
+            let Ok(seqs) = self.feed.queue.change_rows().ready_seqs(sink, 1_000) else {
                 continue;
             };
             for seq in seqs {
@@ -466,14 +352,18 @@ impl Enricher {
                     continue;
                 };
                 let settled = s.on_failure == OnFailure::DeliverUnenriched
-                    && matches!(self.feed.queue.changes_failure(seq, &url), Ok(Some(_)));
-                let needs = !settled && matches!(self.feed.queue.changes(seq, &url), Ok(None));
+                    && matches!(
+                        self.feed.queue.change_rows().changes_failure(seq, &url),
+                        Ok(Some(_))
+                    );
+                let needs = !settled
+                    && matches!(self.feed.queue.change_rows().changes(seq, &url), Ok(None));
                 if needs {
-                    let _ = self.feed.queue.park(sink, seq);
+                    let _ = self.feed.queue.change_rows().park(sink, seq);
                 }
             }
         }
-        match self.feed.queue.prune_changes(pruned) {
+        match self.feed.queue.change_rows().prune_changes(pruned) {
             Ok(next) => *pruned = next,
             Err(e) => tracing::warn!(error = %e, "cannot prune stored changes"),
         }
@@ -485,7 +375,7 @@ impl Enricher {
             .feed
             .sinks
             .keys()
-            .filter_map(|s| self.feed.queue.parked_seqs(s).ok())
+            .filter_map(|s| self.feed.queue.change_rows().parked_seqs(s).ok())
             .flatten()
             .collect();
         all.sort_unstable();
@@ -500,7 +390,7 @@ impl Enricher {
 
     fn release(&self, seq: u64) {
         for sink in self.feed.sinks.keys() {
-            if let Err(e) = self.feed.queue.unpark(sink, seq) {
+            if let Err(e) = self.feed.queue.change_rows().unpark(sink, seq) {
                 tracing::error!(sink, error = %e, "cannot release a parked delivery");
             }
         }
@@ -525,14 +415,21 @@ impl Enricher {
     /// delivers it without changes, as it chose.
     fn give_up(&self, seq: u64, url: &str, reason: &str) {
         tracing::error!(seq, %reason, "giving up on a change window");
-        if let Err(e) = self.feed.queue.give_up_changes(seq, url, reason) {
+        if let Err(e) = self
+            .feed
+            .queue
+            .change_rows()
+            .give_up_changes(seq, url, reason)
+        {
             tracing::error!(error = %e, "cannot record the failed fetch");
         }
         for seq in self.parked_in(url) {
             for (sink, s) in &self.feed.sinks {
                 let r = match s.on_failure {
-                    OnFailure::DeadLetter => self.feed.queue.bury_parked(sink, seq, reason),
-                    OnFailure::DeliverUnenriched => self.feed.queue.unpark(sink, seq),
+                    OnFailure::DeadLetter => {
+                        self.feed.queue.change_rows().bury_parked(sink, seq, reason)
+                    }
+                    OnFailure::DeliverUnenriched => self.feed.queue.change_rows().unpark(sink, seq),
                 };
                 if let Err(e) = r {
                     tracing::error!(sink, error = %e, "cannot settle a parked delivery");

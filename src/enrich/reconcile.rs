@@ -364,7 +364,7 @@ impl Reconciler {
             let url = window_url(&hook.service, w);
             let entry = match known.get(&url) {
                 Some(e) => e.clone(),
-                None => match self.queue.changes(0, &url)? {
+                None => match self.queue.change_rows().changes(0, &url)? {
                     Some(c) => c.get(0).cloned().unwrap_or(Value::Null),
                     None => {
                         let file = conn.fetch(&url).await?;
@@ -375,6 +375,7 @@ impl Reconciler {
             };
             let stored = json!([entry]);
             self.queue
+                .change_rows()
                 .store_changes(self.queue.last_seq()?, &url, &stored)
                 .await?;
             let (event, payload) = reconciled_event(hook, w, &url)?;
@@ -387,7 +388,10 @@ impl Reconciler {
             };
             self.queue.accept(payload, vec![routed]).await?;
             if let Some(seq) = self.queue.seq_of(&id)? {
-                self.queue.store_changes(seq, &url, &stored).await?;
+                self.queue
+                    .change_rows()
+                    .store_changes(seq, &url, &stored)
+                    .await?;
             }
             METRICS
                 .reconciled_windows
@@ -516,7 +520,7 @@ fn reconciled_event(
     }])
     .to_string();
     let mut events = senders::parse(
-        HookKind::Sender(&arcgis::FeatureService),
+        HookKind::Sender(&arcgis::feature::SENDER),
         &hook.hook,
         payload.as_bytes(),
     )

@@ -13,10 +13,10 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::hooks::{IngressError, find_hook};
 use crate::senders::HookKind;
 use crate::signature;
+use crate::state::AppState;
 
 /// The longest CRC token answered: random tokens are tens of characters long.
 pub const MAX_TOKEN: usize = 256;

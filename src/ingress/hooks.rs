@@ -12,7 +12,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{AppState, budget};
 use crate::body::{self, BodyEncoding, ContentTypeError, DecodedBody, FormError};
 use crate::config::{Config, HookConfig};
 use crate::event::EventKind;
@@ -20,6 +19,7 @@ use crate::metrics::METRICS;
 use crate::queue::{AcceptOutcome, RoutedEvent};
 use crate::senders::{self, Headers, ParseError};
 use crate::signature::{github, standard_webhooks};
+use crate::state::{AppState, budget};
 use crate::verify::{
     self, Credentials, Policy, Presented, SECRET_HEADER, SIGNATURE_HEADER, VerifyError,
 };

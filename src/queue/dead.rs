@@ -10,9 +10,9 @@ use super::stage::Staged;
 use super::store::Store;
 use super::trees::Tree;
 use super::{DeliveryRow, EventRow, Queue, QueueError, decode, encode};
+use crate::event::Delivery;
 use crate::event::Event;
 use crate::metrics::METRICS;
-use crate::sinks::Delivery;
 
 /// A delivery given up on, with everything needed to send it again.
 #[derive(Debug, Clone, Serialize, Deserialize)]

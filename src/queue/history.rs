@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::*;
 use super::{Decision, Queue, QueueError, decode, encode};
-use crate::sinks::Delivery;
+use crate::event::Delivery;
 
 /// The tree that holds attempt rows: key = event seq, sink, 0, attempt time (ms).
 /// Most rows one prune removes, so a prune never holds a dispatcher up for long.
@@ -27,7 +27,8 @@ pub struct Attempt {
     pub at: u64,
     /// `delivered`, `retry`, `dead`, or `unavailable` (the sink was down; no attempt spent).
     pub outcome: String,
-    /// What the destination reported, for failures.
+    /// What the destination reported: why, for failures; for a delivery, what the sink said
+    /// of it (a command's exit status and run time), if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When the next attempt is due, for retries, epoch ms.
@@ -54,7 +55,7 @@ impl Queue {
         let mut rows = results
             .iter()
             .filter_map(|(d, decision)| match decision {
-                Decision::Delivered => None,
+                Decision::Delivered | Decision::DeliveredWith(_) => None,
                 Decision::Retry { due_ms, error } => {
                     Some((d.seq, "retry", Some(error.clone()), Some(*due_ms)))
                 }
@@ -108,9 +109,10 @@ impl Queue {
         }
     }
 
-    /// Records that `sink` delivered `seq` from a ready row at `now` (logged on failure).
-    pub(super) fn record_delivered(&self, sink: &str, seq: u64, now: u64) {
-        self.write_attempts(sink, now, std::iter::once((seq, "delivered", None, None)));
+    /// Records that `sink` delivered `seq` at `now`, from a ready row or with the sink's word
+    /// on it (logged on failure).
+    pub(super) fn record_delivered(&self, sink: &str, seq: u64, now: u64, detail: Option<String>) {
+        self.write_attempts(sink, now, std::iter::once((seq, "delivered", detail, None)));
     }
 
     /// When `sink` delivered `seq`: its own history row, else the mark of the batch that

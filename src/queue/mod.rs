@@ -30,16 +30,16 @@
 //! stored forms); `stage.rs`, `commit.rs`, `flusher.rs`, `store.rs` (accept: priced group
 //! commit, fsync, and the replies owed); `space.rs`, `rollback.rs` (disk pricing, undoing a
 //! failed write); `progress.rs`, `take.rs` (each sink's place in the log; take and complete
-//! deliveries); `dead.rs` (dead letters, replay); `enrich.rs` (stored changes, parked
-//! deliveries); `retention.rs`; `migrate.rs` (stores of earlier releases); `stats.rs`,
+//! deliveries); `dead.rs` (dead letters, replay); `changes.rs` (the change feed's
+//! rows behind `ChangeRows`: stored changes, parked deliveries); `retention.rs`; `migrate.rs` (stores of earlier releases); `stats.rs`,
 //! `browse.rs`, `status.rs`, `history.rs` (what the admin API and status page read);
 //! `config.rs` (`[storage]`).
 
 mod browse;
+mod changes;
 mod commit;
 mod config;
 mod dead;
-mod enrich;
 mod error;
 mod fault;
 mod flusher;
@@ -74,6 +74,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use browse::{EventQuery, RecentEvents};
+pub use changes::ChangeRows;
 pub use config::StorageConfig;
 pub use dead::DeadLetter;
 pub use error::QueueError;

@@ -96,7 +96,7 @@ impl Queue {
                 };
                 let row: DeliveryRow = decode(&k, &v)?;
                 // A parked delivery waits for its changes, not for a time.
-                let due = u64_at(rest, 0).filter(|d| *d != super::enrich::PARKED);
+                let due = u64_at(rest, 0).filter(|d| *d != super::changes::PARKED);
                 let error = match due {
                     Some(_) => row.last_error,
                     None => Some("waiting for its feature changes to be fetched".into()),

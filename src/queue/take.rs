@@ -11,14 +11,16 @@ use super::progress::{Progress, SinkState};
 use super::rows::{BodyRow, corrupt, decode, encode};
 use super::{DeliveryRow, Queue, QueueError};
 use crate::clock::now_ms;
+use crate::event::Delivery;
 use crate::metrics::METRICS;
-use crate::sinks::Delivery;
 
 /// What the dispatcher decided for one delivery after a send.
 #[derive(Debug, Clone)]
 pub enum Decision {
     /// Confirmed by the sink.
     Delivered,
+    /// Confirmed, with the sink's word on it for the attempt history.
+    DeliveredWith(String),
     /// Try again at `due_ms`.
     Retry {
         /// Epoch ms when it is due again.
@@ -201,7 +203,7 @@ impl Queue {
             let _moving = self.lock_moves();
             let prefix = sink_prefix(WAITING, sink);
             let mut end = prefix.clone();
-            end.extend_from_slice(&super::enrich::PARKED.to_be_bytes());
+            end.extend_from_slice(&super::changes::PARKED.to_be_bytes());
             let mut moved = 0;
             for item in self.trees.q.range(prefix..end) {
                 let (key, value) = item?;
@@ -269,8 +271,15 @@ impl Queue {
                 Decision::Delivered => {
                     done += 1;
                     if from_row {
-                        self.record_delivered(sink, d.seq, now);
+                        self.record_delivered(sink, d.seq, now, None);
                     } else {
+                        delivered = delivered.max(Some(d.seq));
+                    }
+                }
+                Decision::DeliveredWith(detail) => {
+                    done += 1;
+                    self.record_delivered(sink, d.seq, now, Some(detail.clone()));
+                    if !from_row {
                         delivered = delivered.max(Some(d.seq));
                     }
                 }

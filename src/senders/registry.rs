@@ -10,10 +10,10 @@ use super::standard_webhooks::StandardWebhooks;
 
 /// The senders, in the order `kind = "auto"` tries them.
 pub static SENDERS: &[&dyn Sender] = &[
-    &arcgis::Portal,
-    &arcgis::FeatureService,
-    &arcgis::Geoprocessing,
-    &arcgis::Survey123,
+    &arcgis::portal::SENDER,
+    &arcgis::feature::SENDER,
+    &arcgis::geoprocessing::SENDER,
+    &arcgis::survey123::SENDER,
     &StandardWebhooks,
     &Github,
     &Generic,

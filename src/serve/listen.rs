@@ -12,7 +12,8 @@ use actix_web::{App, web};
 
 use super::ServeError;
 use crate::config::Config;
-use crate::ingress::{self, AppState};
+use crate::ingress;
+use crate::state::AppState;
 use crate::tls::CertStore;
 
 /// Binds the listener (with TLS when configured) and mounts the ingress, admin API and status

@@ -25,14 +25,14 @@ use crate::config::Config;
 use crate::dispatch::{Dispatcher, SinkControl};
 use crate::enrich::reconcile::{Reconciler, Router, Watch};
 use crate::enrich::webhooks::WebhookWatcher;
-use crate::enrich::{Connection, Enricher, Feed};
+use crate::enrich::{Connection, Enricher, Feed, WithChanges};
 use crate::health::Health;
-use crate::ingress::AppState;
 use crate::metrics::METRICS;
 use crate::queue::{Queue, QueueError};
 use crate::retry::RetryConfig;
 use crate::shutdown::{Request, Signals};
 use crate::sinks::{Sink, SinkError};
+use crate::state::AppState;
 use crate::tls::{CertStore, TlsError};
 
 /// Why the daemon could not start or stop cleanly.
@@ -82,7 +82,7 @@ impl<'c> Built<'c> {
         let mut sinks = Vec::with_capacity(config.sinks.len());
         for (name, entry) in &config.sinks {
             let sink = entry
-                .config
+                .settings
                 .build(name, &config.renderer)
                 .map_err(|source| ServeError::Sink {
                     name: name.clone(),
@@ -113,6 +113,10 @@ impl<'c> Built<'c> {
             health.register(name);
             let control = controls.get(name).cloned().unwrap_or_default();
             running.controls.insert(name.clone(), control.clone());
+            let sink = match feed {
+                Some(feed) => WithChanges::wrap(feed, name, sink),
+                None => sink,
+            };
             running.tasks.spawn(
                 Dispatcher {
                     name: name.clone(),
@@ -122,7 +126,6 @@ impl<'c> Built<'c> {
                     health: health.clone(),
                     shutdown: stop.clone(),
                     control,
-                    feed: feed.clone(),
                 }
                 .run(),
             );

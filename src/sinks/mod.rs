@@ -1,7 +1,7 @@
 //! Where events go: the `Sink` trait, and the registry of sink types. Each type is one folder
 //! of one shape: `config.rs` (its settings and their check, preview and build), `encode.rs`
 //! (a delivery to the wire form), `send.rs` (the running sink), `errors.rs` (every failure
-//! classified in one place); it is declared by implementing [`SinkType`] and listed in [`KINDS`].
+//! classified in one place); it is declared by implementing [`SinkType`] and listed in [`TYPES`].
 
 mod command;
 mod email;
@@ -14,43 +14,29 @@ mod nats;
 mod rabbitmq;
 mod registry;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::Event;
+use crate::event::Delivery;
 
 pub use message::event_headers;
 pub(crate) use message::{
     body_for_display, check_payload_template, header_values, payload_template_name,
 };
-pub use registry::{Check, SinkConfig, SinkKind, SinkType};
+pub use registry::{Check, SinkSettings, SinkType, TypeEntry};
 
 /// Every sink type hookbridge knows: adding one is a folder and a line here.
-const KINDS: &[SinkKind] = &[
-    SinkKind::of::<file::FileConfig>(),
-    SinkKind::of::<kafka::KafkaConfig>(),
-    SinkKind::of::<rabbitmq::RabbitMqConfig>(),
-    SinkKind::of::<email::EmailConfig>(),
-    SinkKind::of::<http::HttpConfig>(),
-    SinkKind::of::<nats::NatsConfig>(),
-    SinkKind::of::<mqtt::MqttConfig>(),
-    SinkKind::of::<command::CommandConfig>(),
+const TYPES: &[TypeEntry] = &[
+    TypeEntry::of::<file::FileConfig>(),
+    TypeEntry::of::<kafka::KafkaConfig>(),
+    TypeEntry::of::<rabbitmq::RabbitMqConfig>(),
+    TypeEntry::of::<email::EmailConfig>(),
+    TypeEntry::of::<http::HttpConfig>(),
+    TypeEntry::of::<nats::NatsConfig>(),
+    TypeEntry::of::<mqtt::MqttConfig>(),
+    TypeEntry::of::<command::CommandConfig>(),
 ];
-
-/// One event due at one sink, as the dispatcher hands it over.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The event's queue sequence number (unique, stable across restarts).
-    pub seq: u64,
-    /// Failed attempts so far.
-    pub attempts: u32,
-    /// The event.
-    pub event: Event,
-    /// The ArcGIS payload's JSON text the event came in.
-    pub payload: Arc<str>,
-}
 
 /// The outcome of each delivery of a batch, each `Err` when the link failed before its answer
 /// came: if the destination answered for none of them (`heard` false), the sink as a whole is
@@ -75,6 +61,9 @@ pub fn batch_outcomes(
 pub enum Outcome {
     /// The destination confirmed it; the delivery row can go.
     Delivered,
+    /// Confirmed, with what the destination said of it (a command's exit status and run
+    /// time), which the attempt history keeps.
+    DeliveredWith(String),
     /// A transient failure: try again after a backoff (counts as an attempt).
     Retry(String),
     /// A transient failure whose destination asked for a wait (HTTP `Retry-After`): try again
@@ -82,6 +71,13 @@ pub enum Outcome {
     RetryAfter(String, Duration),
     /// The destination refused it for good: dead-letter it with this reason.
     Reject(String),
+}
+
+impl Outcome {
+    /// Whether the destination confirmed the delivery.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered | Outcome::DeliveredWith(_))
+    }
 }
 
 /// A sink-wide failure: nothing in the batch was sent, and attempts are not counted.
@@ -108,6 +104,12 @@ pub trait Sink: Send + Sync {
     /// in hand: a client library's own task then ends cleanly rather than meeting a runtime
     /// that is going away (lapin logged an ERROR on every clean stop).
     async fn close(&self) {}
+
+    /// What of a batch just taken goes out now; a stage in front of the sink (the change
+    /// feed) keeps back, and parks in the queue, what must wait.
+    fn admit(&self, batch: Vec<Delivery>) -> Vec<Delivery> {
+        batch
+    }
 
     /// When set, the dispatcher leaves the batch queued until this epoch-ms time, then takes
     /// it again (with whatever joined it): how a digest collects a window's events.

@@ -1,6 +1,6 @@
 //! The shape every sink type has: settings read from `[sinks.NAME]`, checked at load, previewed
 //! by `explain`, built into a running [`Sink`]. A type is declared once, by implementing
-//! [`SinkType`] on its settings, and listed once, in `sinks::KINDS`.
+//! [`SinkType`] on its settings, and listed once, in `sinks::TYPES`.
 
 use std::fmt;
 use std::path::Path;
@@ -106,15 +106,15 @@ impl<T: SinkType> Settings for T {
 }
 
 /// One entry of the registry: a type name and how its table becomes settings.
-pub struct SinkKind {
+pub struct TypeEntry {
     name: &'static str,
-    parse: fn(toml::Table, &str, &Path) -> Result<SinkConfig, Vec<Problem>>,
+    parse: fn(toml::Table, &str, &Path) -> Result<SinkSettings, Vec<Problem>>,
 }
 
-impl SinkKind {
+impl TypeEntry {
     /// The registry entry of sink type `T`.
-    pub const fn of<T: SinkType>() -> SinkKind {
-        SinkKind {
+    pub const fn of<T: SinkType>() -> TypeEntry {
+        TypeEntry {
             name: T::NAME,
             parse: parse::<T>,
         }
@@ -126,27 +126,27 @@ fn parse<T: SinkType>(
     table: toml::Table,
     key: &str,
     base: &Path,
-) -> Result<SinkConfig, Vec<Problem>> {
+) -> Result<SinkSettings, Vec<Problem>> {
     let mut settings: T = table_into(table, key)?;
     settings.resolve(base);
-    Ok(SinkConfig(Arc::new(settings)))
+    Ok(SinkSettings(Arc::new(settings)))
 }
 
 /// A sink's type-specific settings, of whichever registered type.
 #[derive(Debug, Clone)]
-pub struct SinkConfig(Arc<dyn Settings>);
+pub struct SinkSettings(Arc<dyn Settings>);
 
-impl SinkConfig {
+impl SinkSettings {
     /// Parses `[sinks.NAME]`: its `type`, its optional `retry`, and the type's own keys.
     pub fn from_table(
         name: &str,
         mut table: toml::Table,
         base: &Path,
         defaults: &RetryConfig,
-    ) -> Result<(SinkConfig, RetryConfig), Vec<Problem>> {
+    ) -> Result<(SinkSettings, RetryConfig), Vec<Problem>> {
         let key = format!("sinks.{name}");
         let types = || {
-            super::KINDS
+            super::TYPES
                 .iter()
                 .map(|k| k.name)
                 .collect::<Vec<_>>()
@@ -177,7 +177,7 @@ impl SinkConfig {
                 )]);
             }
         };
-        let Some(entry) = super::KINDS.iter().find(|k| k.name == kind) else {
+        let Some(entry) = super::TYPES.iter().find(|k| k.name == kind) else {
             return Err(vec![Problem::new(
                 format!("{key}.type"),
                 format!("unknown sink type {kind:?}; expected one of {}", types()),

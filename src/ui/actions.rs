@@ -13,7 +13,7 @@ use super::pages::{read, unavailable};
 use super::session::{self, Session};
 use super::view::{self, Message};
 use super::{Ui, count_failure, enabled, see_other, session_of};
-use crate::ingress::AppState;
+use crate::state::AppState;
 
 /// The sign-in form.
 #[derive(Deserialize)]

@@ -18,8 +18,8 @@ use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use crate::ingress::AppState;
 use crate::metrics::METRICS;
+use crate::state::AppState;
 use session::{COOKIE, Session, Sessions};
 
 /// The templates, by name; `.html` names are autoescaped.

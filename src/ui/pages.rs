@@ -12,8 +12,8 @@ use super::Ui;
 use super::session::Session;
 use super::view::{self, Message};
 use crate::clock::now_ms;
-use crate::ingress::AppState;
 use crate::queue::{EventQuery, QueueError};
+use crate::state::AppState;
 
 /// Events listed at most on the events page.
 const EVENTS_SHOWN: usize = 100;
@@ -88,7 +88,7 @@ pub async fn overview(
             let last = run.and_then(|r| r.last_error.as_ref());
             json!({
                 "name": name,
-                "type": config.sinks.get(name).map(|s| s.config.type_name()),
+                "type": config.sinks.get(name).map(|s| s.settings.type_name()),
                 "running": run.is_some(),
                 "connected": run.is_some_and(|r| r.connected),
                 "paused": run.is_some_and(|r| r.paused),

@@ -48,10 +48,10 @@ impl Shape {
     /// daemon builds it, so that the raw client's "as the sink" run follows the code.
     pub fn of_sink(bus: &str) -> anyhow::Result<Shape> {
         use hookbridge::render::Renderer;
-        use hookbridge::sinks::SinkConfig;
+        use hookbridge::sinks::SinkSettings;
         let table: toml::Table = toml::from_str(bus)?;
         let (config, _) =
-            SinkConfig::from_table("bus", table, std::path::Path::new("."), &Default::default())
+            SinkSettings::from_table("bus", table, std::path::Path::new("."), &Default::default())
                 .map_err(|problems| anyhow::anyhow!("the sink's config: {problems:?}"))?;
         let mut renderer = Renderer::new("templates".into());
         config

@@ -5,10 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{FEATURE_SERVICE, event_count, remove_token, samples};
+use super::{FEATURE_SERVICE, Family, samples};
 use crate::event::{DedupKey, Event};
 use crate::senders::json::{At, type_name};
-use crate::senders::{AuthWay, ParseError, Request, Sample, Sender};
+use crate::senders::{AuthWay, ParseError};
 
 const KIND: &str = "feature-service";
 
@@ -235,54 +235,27 @@ fn decode_url(url: String) -> String {
     }
 }
 
-/// Feature-service webhooks: edits to a hosted or Enterprise feature service.
-pub struct FeatureService;
-
-impl Sender for FeatureService {
-    fn name(&self) -> &'static str {
-        "feature-service"
-    }
-
-    fn shapes(&self) -> &'static str {
-        "a feature-service array, a feature-service object with changeType, an ArcGIS Enterprise feature-service object {serviceType, changesUrl, events}"
-    }
-
-    fn detect(&self, value: &Value) -> bool {
-        match value {
-            Value::Array(_) => true,
-            Value::Object(o) => looks_like_single(o),
-            _ => false,
-        }
-    }
-
-    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
-        event_count(value)
-    }
-
-    fn scrub(&self, value: &mut Value) -> bool {
-        remove_token(value)
-    }
-
-    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
-        parse(request.hook, value)
-    }
-
-    fn auth(&self) -> &'static [AuthWay] {
-        &[AuthWay::Signature]
-    }
-
-    fn sends_crc(&self) -> bool {
-        true
-    }
-
-    fn samples(&self) -> &'static [Sample] {
-        samples::FEATURE_SERVICE
-    }
-
-    fn templates(&self) -> &'static [(&'static str, &'static str)] {
-        super::mail_templates!("feature-service")
+/// Whether a body has this family's shape, for `kind = "auto"`.
+fn detect(value: &Value) -> bool {
+    match value {
+        Value::Array(_) => true,
+        Value::Object(o) => looks_like_single(o),
+        _ => false,
     }
 }
+
+/// Feature-service webhooks: edits to a hosted or Enterprise feature service.
+pub static SENDER: Family = Family {
+    name: "feature-service",
+    shapes: "a feature-service array, a feature-service object with changeType, an ArcGIS Enterprise feature-service object {serviceType, changesUrl, events}",
+    detect,
+    parse,
+    auth: &[AuthWay::Signature],
+    sends_crc: true,
+    properties_pointer: None,
+    samples: samples::FEATURE_SERVICE,
+    templates: super::mail_templates!("feature-service"),
+};
 
 #[cfg(test)]
 mod tests {

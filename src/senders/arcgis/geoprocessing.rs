@@ -7,10 +7,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{GEOPROCESSING, event_count, remove_token, samples};
+use super::{Family, GEOPROCESSING, samples};
 use crate::event::{DedupKey, Event};
 use crate::senders::json::At;
-use crate::senders::{AuthWay, ParseError, Request, Sample, Sender};
+use crate::senders::{AuthWay, ParseError};
 
 const KIND: &str = "geoprocessing";
 const JOB_ID: &[&str] = &["jobId", "jobID", "job_id", "jobid"];
@@ -202,49 +202,17 @@ fn job_event(
 }
 
 /// Geoprocessing webhooks: a job's status changes.
-pub struct Geoprocessing;
-
-impl Sender for Geoprocessing {
-    fn name(&self) -> &'static str {
-        "geoprocessing"
-    }
-
-    fn shapes(&self) -> &'static str {
-        "a geoprocessing job {jobId, statusURL, events} or {jobId, jobStatus}"
-    }
-
-    fn detect(&self, value: &Value) -> bool {
-        looks_like_job(value)
-    }
-
-    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
-        event_count(value)
-    }
-
-    fn scrub(&self, value: &mut Value) -> bool {
-        remove_token(value)
-    }
-
-    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
-        parse(request.hook, value)
-    }
-
-    fn auth(&self) -> &'static [AuthWay] {
-        &[AuthWay::Signature]
-    }
-
-    fn sends_crc(&self) -> bool {
-        true
-    }
-
-    fn samples(&self) -> &'static [Sample] {
-        samples::GEOPROCESSING
-    }
-
-    fn templates(&self) -> &'static [(&'static str, &'static str)] {
-        super::mail_templates!("geoprocessing")
-    }
-}
+pub static SENDER: Family = Family {
+    name: "geoprocessing",
+    shapes: "a geoprocessing job {jobId, statusURL, events} or {jobId, jobStatus}",
+    detect: looks_like_job,
+    parse,
+    auth: &[AuthWay::Signature],
+    sends_crc: true,
+    properties_pointer: None,
+    samples: samples::GEOPROCESSING,
+    templates: super::mail_templates!("geoprocessing"),
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,19 +1,16 @@
 //! ArcGIS's webhooks, each family a sender: organization (portal), feature-service,
 //! geoprocessing and Survey123, in every shape ArcGIS sends (docs/arcgis.md, "Deliveries").
 
-mod feature;
-mod geoprocessing;
-mod portal;
+pub mod feature;
+pub mod geoprocessing;
+pub mod portal;
 mod samples;
-mod survey123;
+pub mod survey123;
 
 use serde_json::Value;
 
-use crate::event::EventKind;
-pub use feature::FeatureService;
-pub use geoprocessing::Geoprocessing;
-pub use portal::Portal;
-pub use survey123::Survey123;
+use super::{AuthWay, ParseError, Request, Sample, Sender};
+use crate::event::{Event, EventKind};
 
 /// The kind of organization (portal) events.
 pub const PORTAL: EventKind = EventKind::new("portal");
@@ -23,6 +20,66 @@ pub const FEATURE_SERVICE: EventKind = EventKind::new("feature-service");
 pub const GEOPROCESSING: EventKind = EventKind::new("geoprocessing");
 /// The kind of Survey123 record events.
 pub const SURVEY123: EventKind = EventKind::new("survey123");
+
+/// One of ArcGIS's webhook families as a sender (`portal::SENDER`, ...): the families differ
+/// in these values only, so one `Sender` serves all four.
+pub struct Family {
+    name: &'static str,
+    shapes: &'static str,
+    detect: fn(&Value) -> bool,
+    parse: fn(&str, &Value) -> Result<Vec<Event>, ParseError>,
+    auth: &'static [AuthWay],
+    sends_crc: bool,
+    properties_pointer: Option<fn(usize) -> String>,
+    samples: &'static [Sample],
+    templates: &'static [(&'static str, &'static str)],
+}
+
+impl Sender for Family {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn shapes(&self) -> &'static str {
+        self.shapes
+    }
+
+    fn detect(&self, value: &Value) -> bool {
+        (self.detect)(value)
+    }
+
+    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
+        event_count(value)
+    }
+
+    fn scrub(&self, value: &mut Value) -> bool {
+        remove_token(value)
+    }
+
+    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
+        (self.parse)(request.hook, value)
+    }
+
+    fn auth(&self) -> &'static [AuthWay] {
+        self.auth
+    }
+
+    fn sends_crc(&self) -> bool {
+        self.sends_crc
+    }
+
+    fn properties_pointer(&self, index: usize) -> Option<String> {
+        self.properties_pointer.map(|at| at(index))
+    }
+
+    fn samples(&self) -> &'static [Sample] {
+        self.samples
+    }
+
+    fn templates(&self) -> &'static [(&'static str, &'static str)] {
+        self.templates
+    }
+}
 
 /// How many events an ArcGIS payload would make, counted without building them: the entries
 /// of every `events` list (of each object element, for the ArcGIS Online array), at least one.

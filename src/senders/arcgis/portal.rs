@@ -2,10 +2,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{PORTAL, event_count, remove_token, samples};
+use super::{Family, PORTAL, samples};
 use crate::event::{DedupKey, Event};
 use crate::senders::json::At;
-use crate::senders::{AuthWay, ParseError, Request, Sample, Sender};
+use crate::senders::{AuthWay, ParseError};
 
 /// Parses a portal payload. `info.when` (the delivery time) is left out of the dedup key
 /// because ArcGIS changes it on every retry; the events themselves stay the same.
@@ -83,52 +83,25 @@ fn properties_pointer(index: usize) -> String {
     format!("/events/{index}/properties")
 }
 
-/// Organization webhooks: items, groups, users and roles.
-pub struct Portal;
-
-impl Sender for Portal {
-    fn name(&self) -> &'static str {
-        "portal"
-    }
-
-    fn shapes(&self) -> &'static str {
-        "a portal object {info, events}"
-    }
-
-    fn detect(&self, value: &Value) -> bool {
-        value
-            .as_object()
-            .is_some_and(|o| o.contains_key("info") && o.contains_key("events"))
-    }
-
-    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
-        event_count(value)
-    }
-
-    fn scrub(&self, value: &mut Value) -> bool {
-        remove_token(value)
-    }
-
-    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
-        parse(request.hook, value)
-    }
-
-    fn auth(&self) -> &'static [AuthWay] {
-        &[AuthWay::Signature, AuthWay::SecretHeader]
-    }
-
-    fn properties_pointer(&self, index: usize) -> Option<String> {
-        Some(properties_pointer(index))
-    }
-
-    fn samples(&self) -> &'static [Sample] {
-        samples::PORTAL
-    }
-
-    fn templates(&self) -> &'static [(&'static str, &'static str)] {
-        super::mail_templates!("portal")
-    }
+/// Whether a body has this family's shape, for `kind = "auto"`.
+fn detect(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.contains_key("info") && o.contains_key("events"))
 }
+
+/// Organization webhooks: items, groups, users and roles.
+pub static SENDER: Family = Family {
+    name: "portal",
+    shapes: "a portal object {info, events}",
+    detect,
+    parse,
+    auth: &[AuthWay::Signature, AuthWay::SecretHeader],
+    sends_crc: false,
+    properties_pointer: Some(properties_pointer),
+    samples: samples::PORTAL,
+    templates: super::mail_templates!("portal"),
+};
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{SURVEY123, event_count, remove_token, samples};
+use super::{Family, SURVEY123, samples};
 use crate::event::{DedupKey, Event};
 use crate::senders::json::At;
-use crate::senders::{AuthWay, ParseError, Request, Sample, Sender};
+use crate::senders::{AuthWay, ParseError};
 
 const KIND: &str = "survey123";
 
@@ -131,46 +131,23 @@ fn record_id(
         .unwrap_or_default()
 }
 
-/// Survey123 webhooks: records submitted or edited.
-pub struct Survey123;
-
-impl Sender for Survey123 {
-    fn name(&self) -> &'static str {
-        "survey123"
-    }
-
-    fn shapes(&self) -> &'static str {
-        "a Survey123 record {eventType, feature}"
-    }
-
-    fn detect(&self, value: &Value) -> bool {
-        value.as_object().is_some_and(looks_like_survey)
-    }
-
-    fn count(&self, _request: &Request<'_>, value: &Value) -> usize {
-        event_count(value)
-    }
-
-    fn scrub(&self, value: &mut Value) -> bool {
-        remove_token(value)
-    }
-
-    fn parse(&self, request: &Request<'_>, value: &Value) -> Result<Vec<Event>, ParseError> {
-        parse(request.hook, value)
-    }
-
-    fn auth(&self) -> &'static [AuthWay] {
-        &[AuthWay::UrlSecret]
-    }
-
-    fn samples(&self) -> &'static [Sample] {
-        samples::SURVEY123
-    }
-
-    fn templates(&self) -> &'static [(&'static str, &'static str)] {
-        super::mail_templates!("survey123")
-    }
+/// Whether a body has this family's shape, for `kind = "auto"`.
+fn detect(value: &Value) -> bool {
+    value.as_object().is_some_and(looks_like_survey)
 }
+
+/// Survey123 webhooks: records submitted or edited.
+pub static SENDER: Family = Family {
+    name: "survey123",
+    shapes: "a Survey123 record {eventType, feature}",
+    detect,
+    parse,
+    auth: &[AuthWay::UrlSecret],
+    sends_crc: false,
+    properties_pointer: None,
+    samples: samples::SURVEY123,
+    templates: super::mail_templates!("survey123"),
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! The one place that reads how a run ended into what becomes of the delivery: exit 0
-//! delivered, a status of `retry_exit_codes` or the timeout retried, any other status or a
+//! delivered (its status and run time kept), a status of `retry_exit_codes` or the timeout retried, any other status or a
 //! signal dead-lettered, each with the status, how long it ran and the tail of stderr (never
 //! stdout); a program that cannot be started makes the sink unavailable as a whole.
 
@@ -24,7 +24,9 @@ pub(super) fn finished(
     let took = took(f.took);
     let stderr = stderr_tail(&f.stderr, f.stderr_cut);
     match f.ended {
-        Ended::Exited(0) => Outcome::Delivered,
+        Ended::Exited(0) => {
+            Outcome::DeliveredWith(format!("{program} exited with status 0 after {took}"))
+        }
         Ended::Exited(code) if retry_exit_codes.contains(&code) => Outcome::Retry(format!(
             "{program} exited with status {code} after {took} (retried: it is in retry_exit_codes); {stderr}"
         )),
@@ -149,7 +151,13 @@ mod tests {
 
     #[test]
     fn every_end_of_a_run() {
-        assert_eq!(ran(Ended::Exited(0), b"chatter"), Outcome::Delivered);
+        assert_eq!(
+            ran(Ended::Exited(0), b"chatter"),
+            Outcome::DeliveredWith(
+                "/usr/local/bin/restore exited with status 0 after 42 ms".into()
+            ),
+            "a delivery keeps its status and run time, never stderr"
+        );
         assert_eq!(
             ran(Ended::Exited(75), b"portal busy\n"),
             Outcome::Retry(

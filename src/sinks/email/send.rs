@@ -13,8 +13,9 @@ use percent_encoding::percent_decode_str;
 use super::encode::{RenderedMail, digest_context, render_mail, single_context, template_for};
 use super::errors::{classify, no_answer, unfinished};
 use crate::clock::now_ms;
+use crate::event::Delivery;
 use crate::render::Renderer;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use crate::sinks::{Outcome, Sink, SinkError};
 
 /// Largest digest: the dispatcher hands the whole window over at once.
 pub(super) const DIGEST_BATCH: usize = 1000;
@@ -360,7 +361,7 @@ mod tests {
         ))
         .unwrap();
         let sink = cfg.sinks["mail"]
-            .config
+            .settings
             .build("mail", &cfg.renderer)
             .unwrap();
         let started = std::time::Instant::now();
@@ -381,7 +382,7 @@ mod tests {
         )
         .unwrap();
         let sink = cfg.sinks["mail"]
-            .config
+            .settings
             .build("mail", &cfg.renderer)
             .unwrap();
         let now = now_ms();

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 
 use super::encode::Encoder;
 use super::errors::{io_failed, render_failed, task_failed};
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use crate::event::Delivery;
+use crate::sinks::{Outcome, Sink, SinkError};
 
 /// Appends one line per delivery; a batch is one write and one fsync.
 pub(super) struct FileSink {

@@ -19,8 +19,9 @@ use tokio::sync::Semaphore;
 use super::encode::{Encoder, Request};
 use super::errors::{Attempt, QUOTED_BYTES, answer, failure};
 use super::url_template::{display_url, static_prefix};
+use crate::event::Delivery;
 use crate::metrics::METRICS;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use crate::sinks::{Outcome, Sink, SinkError};
 
 /// The longest wait for a TCP connection, whatever `timeout` says.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

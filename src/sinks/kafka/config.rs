@@ -40,8 +40,12 @@ pub struct KafkaConfig {
     /// Tera template for the value when `payload = "template"`.
     pub payload_template: Option<String>,
     /// How long a send may wait for the brokers' acknowledgement.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub send_timeout: Duration,
+    #[serde(
+        default = "default_timeout",
+        with = "humantime_serde",
+        alias = "send_timeout"
+    )]
+    pub timeout: Duration,
 }
 
 /// Written by hand so that an inline SASL password or key in `options` never reaches a log.
@@ -66,7 +70,7 @@ impl fmt::Debug for KafkaConfig {
             .field("options", &options)
             .field("payload", &self.payload)
             .field("payload_template", &self.payload_template)
-            .field("send_timeout", &self.send_timeout)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -130,7 +134,7 @@ impl SinkType for KafkaConfig {
             name,
             self.client_config()?,
             &self.brokers,
-            self.send_timeout,
+            self.timeout,
             encoder,
         )?;
         Ok(Arc::new(sink))
@@ -151,7 +155,7 @@ impl KafkaConfig {
             .set("enable.idempotence", "true")
             .set(
                 "message.timeout.ms",
-                self.send_timeout
+                self.timeout
                     .as_millis()
                     .clamp(1, i32::MAX as u128)
                     .to_string(),
@@ -160,10 +164,7 @@ impl KafkaConfig {
             // message times out, or it would pass for an outage and block the sink forever.
             .set(
                 "topic.metadata.propagation.max.ms",
-                (self.send_timeout / 2)
-                    .as_millis()
-                    .clamp(1, 30_000)
-                    .to_string(),
+                (self.timeout / 2).as_millis().clamp(1, 30_000).to_string(),
             );
         for (key, spec) in &self.options {
             // `env:NAME` and `file:/path` keep SASL passwords and keys out of the config file.
@@ -212,7 +213,7 @@ pub(crate) mod tests {
                 .collect(),
             payload: PayloadFormat::Event,
             payload_template: None,
-            send_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
         }
     }
 

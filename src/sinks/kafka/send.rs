@@ -10,15 +10,16 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use super::encode::{Encoder, headers};
 use super::errors::{Failure, classify, config_error, outcomes, redact};
 use super::logs::QuietContext;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use crate::event::Delivery;
+use crate::sinks::{Outcome, Sink, SinkError};
 
 /// Produces each delivery to its rendered topic and waits for the brokers' acknowledgement.
 pub(super) struct KafkaSink {
     name: String,
     /// The `brokers` setting, for messages.
     brokers: String,
-    /// The `send_timeout` setting; `connect` waits at most this (and at most 10 s).
-    send_timeout: Duration,
+    /// The `timeout` setting; `connect` waits at most this (and at most 10 s).
+    timeout: Duration,
     encoder: Encoder,
     client_config: ClientConfig,
     /// Replaced when librdkafka reports a fatal (idempotence) error: such a producer never
@@ -35,7 +36,7 @@ impl KafkaSink {
         name: &str,
         client_config: ClientConfig,
         brokers: &str,
-        send_timeout: Duration,
+        timeout: Duration,
         encoder: Encoder,
     ) -> Result<Self, SinkError> {
         let quiet = QuietContext::new(name);
@@ -44,7 +45,7 @@ impl KafkaSink {
             quiet,
             name: name.to_string(),
             brokers: brokers.to_string(),
-            send_timeout,
+            timeout,
             encoder,
             client_config,
             producer: Mutex::new(producer),
@@ -114,7 +115,7 @@ fn create_producer(
 impl Sink for KafkaSink {
     async fn connect(&self) -> Result<(), SinkError> {
         let producer = self.producer();
-        let timeout = self.send_timeout.min(Duration::from_secs(10));
+        let timeout = self.timeout.min(Duration::from_secs(10));
         let brokers = tokio::task::spawn_blocking(move || {
             producer
                 .client()
@@ -215,7 +216,7 @@ mod tests {
             brokers: brokers.into(),
             topic: topic.into(),
             key: Some("{{ id }}".into()),
-            send_timeout: Duration::from_millis(1500),
+            timeout: Duration::from_millis(1500),
             ..config(&[])
         };
         let mut r = Renderer::new(".".into());

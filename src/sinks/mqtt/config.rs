@@ -61,8 +61,12 @@ pub struct MqttConfig {
     /// Tera template for the body when `payload = "template"`.
     pub payload_template: Option<String>,
     /// How long a batch may wait for the broker's PUBACK (QoS 1) or PUBCOMP (QoS 2).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub ack_timeout: Duration,
+    #[serde(
+        default = "default_timeout",
+        with = "humantime_serde",
+        alias = "ack_timeout"
+    )]
+    pub timeout: Duration,
 }
 
 fn default_topic() -> String {
@@ -155,8 +159,8 @@ impl SinkType for MqttConfig {
                 }
             }
         }
-        if self.ack_timeout.is_zero() {
-            check.problem("ack_timeout", "must be more than 0");
+        if self.timeout.is_zero() {
+            check.problem("timeout", "must be more than 0");
         }
         check_payload_template(check, self.payload, self.payload_template.as_deref());
     }
@@ -225,7 +229,7 @@ impl MqttConfig {
             qos: self.qos,
             retain: self.retain,
             require_subscribers: self.require_subscribers,
-            ack_timeout: self.ack_timeout,
+            timeout: self.timeout,
         }
     }
 }

@@ -17,9 +17,10 @@ use tokio::time::{Instant, timeout_at};
 use super::encode::Encoder;
 use super::errors::{Answer, outcome};
 use super::session::{Link, Options, Session};
+use crate::event::Delivery;
 use crate::metrics::METRICS;
 use crate::secret::Secret;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError, batch_outcomes};
+use crate::sinks::{Outcome, Sink, SinkError, batch_outcomes};
 
 /// How long `connect` waits for the session.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -58,7 +59,7 @@ pub(super) struct Publishing {
     /// A message no subscription matched is a dead letter.
     pub require_subscribers: bool,
     /// How long a batch may wait for its acknowledgements.
-    pub ack_timeout: Duration,
+    pub timeout: Duration,
 }
 
 /// Publishes each delivery in a persistent MQTT v5 session.
@@ -218,9 +219,9 @@ impl Sink for MqttSink {
     }
 
     /// Hands the whole batch to the session, then collects the acknowledgements, all within
-    /// `ack_timeout`.
+    /// `timeout`.
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
-        let deadline = Instant::now() + self.publishing.ack_timeout;
+        let deadline = Instant::now() + self.publishing.timeout;
         let session = self.session().await?;
         match session.link() {
             Link::Up => {}
@@ -285,7 +286,7 @@ impl Sink for MqttSink {
                         Ok(Err(_)) => Answer::Lost("the MQTT session stopped".into()),
                         Err(_) => Answer::Lost(format!(
                             "no acknowledgement from the broker within {:?}",
-                            p.ack_timeout
+                            p.timeout
                         )),
                     };
                     heard |= !matches!(answer, Answer::Lost(_));

@@ -53,8 +53,12 @@ pub struct NatsConfig {
     /// Tera template for the body when `payload = "template"`.
     pub payload_template: Option<String>,
     /// How long a batch may wait for JetStream's acknowledgements.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub ack_timeout: Duration,
+    #[serde(
+        default = "default_timeout",
+        with = "humantime_serde",
+        alias = "ack_timeout"
+    )]
+    pub timeout: Duration,
 }
 
 fn default_subject() -> String {
@@ -138,8 +142,8 @@ impl SinkType for NatsConfig {
                 }
             }
         }
-        if self.ack_timeout.is_zero() {
-            check.problem("ack_timeout", "must be more than 0");
+        if self.timeout.is_zero() {
+            check.problem("timeout", "must be more than 0");
         }
         check_payload_template(check, self.payload, self.payload_template.as_deref());
     }
@@ -218,7 +222,7 @@ impl NatsConfig {
             stream: self.stream.clone(),
             subject_key: format!("sinks.{name}.subject"),
             probe: probe_subject(&self.subject),
-            ack_timeout: self.ack_timeout,
+            timeout: self.timeout,
         }
     }
 }

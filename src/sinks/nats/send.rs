@@ -16,9 +16,10 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::encode::{Encoder, Message};
 use super::errors::{Acked, ack_outcome, error_kind, no_stream_outcome, redacted, scrub};
+use crate::event::Delivery;
 use crate::metrics::METRICS;
 use crate::secret::Secret;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError, batch_outcomes};
+use crate::sinks::{Outcome, Sink, SinkError, batch_outcomes};
 
 /// How long opening the connection and checking the stream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -63,7 +64,7 @@ pub(super) struct Connecting {
     /// The subjects the template can render, as a filter (`arcgis.*.*`).
     pub probe: String,
     /// How long a batch may wait for its acknowledgements.
-    pub ack_timeout: Duration,
+    pub timeout: Duration,
 }
 
 impl Connecting {
@@ -152,7 +153,7 @@ impl NatsSink {
             ))
         })?;
         let jetstream = jetstream::ContextBuilder::new()
-            .timeout(self.connecting.ack_timeout)
+            .timeout(self.connecting.timeout)
             .build(client.clone());
         if let Err(e) = self.check_stream(&jetstream).await {
             let _ = client.drain().await;
@@ -379,9 +380,9 @@ impl Sink for NatsSink {
         self.ensure(&mut slot).await.map(|_| ())
     }
 
-    /// Publishes the whole batch, then collects the acknowledgements, all within `ack_timeout`.
+    /// Publishes the whole batch, then collects the acknowledgements, all within `timeout`.
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
-        let deadline = Instant::now() + self.connecting.ack_timeout;
+        let deadline = Instant::now() + self.connecting.timeout;
         let mut slot = self.link.lock().await;
         let link = self.ensure(&mut slot).await?;
         if link.client.connection_state() != State::Connected {

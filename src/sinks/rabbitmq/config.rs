@@ -42,8 +42,12 @@ pub struct RabbitMqConfig {
     /// Tera template for the body when `payload = "template"`.
     pub payload_template: Option<String>,
     /// How long a publish may wait for the broker's confirm.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub confirm_timeout: Duration,
+    #[serde(
+        default = "default_timeout",
+        with = "humantime_serde",
+        alias = "confirm_timeout"
+    )]
+    pub timeout: Duration,
 }
 
 fn default_exchange_type() -> String {
@@ -119,7 +123,7 @@ impl RabbitMqConfig {
             exchange_type: self.exchange_type.clone(),
             declare: self.declare,
             mandatory: self.mandatory,
-            confirm_timeout: self.confirm_timeout,
+            timeout: self.timeout,
         }
     }
 }

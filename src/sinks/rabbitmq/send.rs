@@ -14,9 +14,10 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::encode::{Encoder, Message};
 use super::errors::{batch_outcomes, confirmation_error_kind, confirmation_outcome, redacted};
+use crate::event::Delivery;
 use crate::metrics::METRICS;
 use crate::secret::Secret;
-use crate::sinks::{Delivery, Outcome, Sink, SinkError};
+use crate::sinks::{Outcome, Sink, SinkError};
 
 /// How long opening the connection and channel, and declaring the exchange, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,7 +38,7 @@ pub(super) struct Publishing {
     /// Publish as mandatory: an unroutable message becomes a dead letter.
     pub mandatory: bool,
     /// How long a batch may wait for the broker's confirms.
-    pub confirm_timeout: Duration,
+    pub timeout: Duration,
 }
 
 /// An open connection with a channel in confirm mode.
@@ -228,7 +229,7 @@ impl RabbitMqSink {
             Err(_) => {
                 batch.broke(format!(
                     "publishing took longer than {:?}",
-                    self.publishing.confirm_timeout
+                    self.publishing.timeout
                 ));
                 Vec::new()
             }
@@ -270,10 +271,9 @@ impl RabbitMqSink {
                         Ok(confirmation_outcome(confirmation))
                     }
                     Ok(Err(e)) => Err(batch.broke(format!("waiting for the confirm: {e}"))),
-                    Err(_) => Err(batch.broke(format!(
-                        "no confirm within {:?}",
-                        self.publishing.confirm_timeout
-                    ))),
+                    Err(_) => {
+                        Err(batch.broke(format!("no confirm within {:?}", self.publishing.timeout)))
+                    }
                 },
                 Err(reason) => Err(reason),
             });
@@ -334,9 +334,9 @@ impl Sink for RabbitMqSink {
         }
     }
 
-    /// Publishes the whole batch, then collects the confirms, all within `confirm_timeout`.
+    /// Publishes the whole batch, then collects the confirms, all within `timeout`.
     async fn send(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, SinkError> {
-        let deadline = Instant::now() + self.publishing.confirm_timeout;
+        let deadline = Instant::now() + self.publishing.timeout;
         let mut slot = self.link.lock().await;
         let link = self.ensure(&mut slot).await?;
         let (channel, generation) = (link.channel.clone(), link.generation);

@@ -20,9 +20,9 @@ use super::keys::*;
 use super::log::{self, LogRow};
 use super::progress::Progress;
 use super::{DeliveryRow, Queue, QueueError, decode, encode, now_ms};
+use crate::event::Delivery;
 use crate::event::{DedupKey, Event};
 use crate::metrics::METRICS;
-use crate::sinks::Delivery;
 
 /// The tree, per change window (`window_key`): `C` + window → the newest event seq that named
 /// it, then the changes (JSON); `A` + window → seq, then [`FetchState`]; `F` + window → seq,
@@ -74,8 +74,26 @@ fn sent_key(sink: &str, feature_id: &str) -> [u8; 16] {
 }
 
 impl Queue {
+    /// The change feed's rows: stored change windows, fetch states, parked deliveries.
+    pub fn change_rows(&self) -> ChangeRows<'_> {
+        ChangeRows { queue: self }
+    }
+
+    /// Event `seq` and its payload, as a dispatcher would get them.
+    pub fn event_and_payload(&self, seq: u64) -> Result<Option<(Event, Arc<str>)>, QueueError> {
+        Ok(log::event_and_payload(&self.trees.log, seq)?.map(|(e, p, _)| (e, p)))
+    }
+}
+
+/// The rows the change feed keeps in the queue, and the parked deliveries it moves: the one
+/// interface `enrich` has to them.
+pub struct ChangeRows<'q> {
+    queue: &'q Queue,
+}
+
+impl ChangeRows<'_> {
     fn enrich_tree(&self) -> Result<sled::Tree, QueueError> {
-        Ok(self.trees.enrich.clone())
+        Ok(self.queue.trees.enrich.clone())
     }
 
     /// The stored changes of the window `url` (event `seq` names it), if they were fetched.
@@ -118,7 +136,7 @@ impl Queue {
         batch.remove(window_key(STATE, url));
         batch.remove(window_key(FAILED, url));
         tree.apply_batch(batch)?;
-        let (files, db) = (self.store.files.clone(), self.db.clone());
+        let (files, db) = (self.queue.store.files.clone(), self.queue.db.clone());
         tokio::task::spawn_blocking(move || files.flush(&db))
             .await
             .map_err(|e| QueueError::Storage(sled::Error::Io(std::io::Error::other(e))))??;
@@ -152,7 +170,7 @@ impl Queue {
     pub fn features_sent(&self, sink: &str, ids: &[&str]) -> Result<HashSet<String>, QueueError> {
         let mut out = HashSet::new();
         for id in ids {
-            if self.trees.dedup.get(sent_key(sink, id))?.is_some() {
+            if self.queue.trees.dedup.get(sent_key(sink, id))?.is_some() {
                 out.insert((*id).to_string());
             }
         }
@@ -164,7 +182,7 @@ impl Queue {
         let mut value = [0u8; 16];
         value[..8].copy_from_slice(&now_ms().to_be_bytes());
         for id in ids {
-            self.trees.dedup.insert(sent_key(sink, id), &value)?;
+            self.queue.trees.dedup.insert(sent_key(sink, id), &value)?;
         }
         Ok(())
     }
@@ -173,19 +191,25 @@ impl Queue {
     /// log and not yet settled), ready rows first, then oldest first.
     pub fn ready_seqs(&self, sink: &str, max: usize) -> Result<Vec<u64>, QueueError> {
         let mut out = Vec::new();
-        for item in self.trees.q.scan_prefix(sink_prefix(READY, sink)).take(max) {
+        for item in self
+            .queue
+            .trees
+            .q
+            .scan_prefix(sink_prefix(READY, sink))
+            .take(max)
+        {
             let (key, _) = item?;
             if let Some(seq) = row_seq(READY, &key) {
                 out.push(seq);
             }
         }
-        let state = self.sink_state(sink);
+        let state = self.queue.sink_state(sink);
         let p = state.lock();
-        let start = match log::find(&self.trees.log, p.cursor + 1)? {
+        let start = match log::find(&self.queue.trees.log, p.cursor + 1)? {
             Some((k, _)) => k.to_vec(),
             None => log_key(p.cursor + 1).to_vec(),
         };
-        for item in self.trees.log.range(start..) {
+        for item in self.queue.trees.log.range(start..) {
             if out.len() >= max {
                 break;
             }
@@ -205,7 +229,7 @@ impl Queue {
         let mut prefix = sink_prefix(WAITING, sink);
         prefix.extend_from_slice(&PARKED.to_be_bytes());
         let mut out = Vec::new();
-        for item in self.trees.q.scan_prefix(prefix) {
+        for item in self.queue.trees.q.scan_prefix(prefix) {
             let (key, _) = item?;
             if let Some(seq) = row_seq(WAITING, &key) {
                 out.push(seq);
@@ -217,9 +241,9 @@ impl Queue {
     /// Parks `sink`'s ready delivery of `seq`; false if it was not ready (done, or off the
     /// ordinary path already).
     pub fn park(&self, sink: &str, seq: u64) -> Result<bool, QueueError> {
-        let _moving = self.lock_moves();
-        let q = &self.trees.q;
-        let state = self.sink_state(sink);
+        let _moving = self.queue.lock_moves();
+        let q = &self.queue.trees.q;
+        let state = self.queue.sink_state(sink);
         let mut p = state.lock();
         let ready = sink_seq_key(READY, sink, seq);
         if let Some(row) = q.get(&ready)? {
@@ -228,7 +252,7 @@ impl Queue {
             p.from_rows.remove(&seq);
             return Ok(true);
         }
-        let routed = match log::find(&self.trees.log, seq)? {
+        let routed = match log::find(&self.queue.trees.log, seq)? {
             Some((k, v)) => LogRow::decode(&k, &v)?
                 .get(seq)
                 .is_some_and(|e| e.routed_to(sink)),
@@ -253,28 +277,31 @@ impl Queue {
     /// Moves `sink`'s parked delivery of `seq` back to ready and wakes the sink.
     pub fn unpark(&self, sink: &str, seq: u64) -> Result<(), QueueError> {
         {
-            let _moving = self.lock_moves();
+            let _moving = self.queue.lock_moves();
             let parked = waiting_key(sink, PARKED, seq);
-            let Some(row) = self.trees.q.get(&parked)? else {
+            let Some(row) = self.queue.trees.q.get(&parked)? else {
                 return Ok(());
             };
-            self.trees.q.insert(sink_seq_key(READY, sink, seq), row)?;
-            self.trees.q.remove(parked)?;
+            self.queue
+                .trees
+                .q
+                .insert(sink_seq_key(READY, sink, seq), row)?;
+            self.queue.trees.q.remove(parked)?;
         }
-        self.wake(sink);
+        self.queue.wake(sink);
         Ok(())
     }
 
     /// Dead-letters `sink`'s parked delivery of `seq` with `error`.
     pub fn bury_parked(&self, sink: &str, seq: u64, error: &str) -> Result<(), QueueError> {
-        let _moving = self.lock_moves();
+        let _moving = self.queue.lock_moves();
         let parked = waiting_key(sink, PARKED, seq);
-        let Some(row) = self.trees.q.get(&parked)? else {
+        let Some(row) = self.queue.trees.q.get(&parked)? else {
             return Ok(());
         };
         let row: DeliveryRow = decode(&parked, &row)?;
-        let Some((event, payload)) = self.event_and_payload(seq)? else {
-            self.trees.q.remove(parked)?;
+        let Some((event, payload)) = self.queue.event_and_payload(seq)? else {
+            self.queue.trees.q.remove(parked)?;
             return Ok(());
         };
         let d = Delivery {
@@ -283,19 +310,15 @@ impl Queue {
             event,
             payload,
         };
-        let letter = self.dead_letter(sink, &d, error, now_ms());
-        self.trees
+        let letter = self.queue.dead_letter(sink, &d, error, now_ms());
+        self.queue
+            .trees
             .q
             .insert(sink_seq_key(DEAD, sink, seq), encode(&letter))?;
-        self.trees.q.remove(parked)?;
+        self.queue.trees.q.remove(parked)?;
         METRICS.queue_pending.with_label_values(&[sink]).dec();
         METRICS.dead_letters.with_label_values(&[sink]).inc();
         Ok(())
-    }
-
-    /// Event `seq` and its payload, as a dispatcher would get them.
-    pub fn event_and_payload(&self, seq: u64) -> Result<Option<(Event, Arc<str>)>, QueueError> {
-        Ok(log::event_and_payload(&self.trees.log, seq)?.map(|(e, p, _)| (e, p)))
     }
 
     /// Removes stored changes, fetch states and failures of windows whose newest event the
@@ -317,7 +340,7 @@ impl Queue {
                 _ => None,
             };
             if let Some(seq) = seq {
-                if log::find(&self.trees.log, seq)?.is_none() {
+                if log::find(&self.queue.trees.log, seq)?.is_none() {
                     tree.remove(k)?;
                 }
             }
@@ -348,36 +371,49 @@ mod tests {
             properties_at: None,
         };
         queue.accept(Arc::from("{}"), vec![routed]).await.unwrap();
-        let seq = queue.ready_seqs("a", 10).unwrap()[0];
-        assert!(queue.park("a", seq).unwrap());
-        assert!(!queue.park("a", seq).unwrap(), "already parked");
+        let seq = queue.change_rows().ready_seqs("a", 10).unwrap()[0];
+        assert!(queue.change_rows().park("a", seq).unwrap());
+        assert!(
+            !queue.change_rows().park("a", seq).unwrap(),
+            "already parked"
+        );
         assert!(queue.take("a", 10, &Default::default()).unwrap().is_empty());
-        assert_eq!(queue.parked_seqs("a").unwrap(), [seq]);
+        assert_eq!(queue.change_rows().parked_seqs("a").unwrap(), [seq]);
         let url = "https://services.example/FeatureServer/extractChanges?serverGens=[1,2]";
         let other = "https://services.example/FeatureServer/extractChanges?serverGens=[2,3]";
-        assert_eq!(queue.count_failed_fetch(seq, url).unwrap(), 1);
-        assert_eq!(queue.count_failed_fetch(seq, url).unwrap(), 2);
-        assert_eq!(queue.count_failed_fetch(seq, other).unwrap(), 1);
+        assert_eq!(queue.change_rows().count_failed_fetch(seq, url).unwrap(), 1);
+        assert_eq!(queue.change_rows().count_failed_fetch(seq, url).unwrap(), 2);
+        assert_eq!(
+            queue.change_rows().count_failed_fetch(seq, other).unwrap(),
+            1
+        );
         queue
+            .change_rows()
             .store_changes(seq, url, &serde_json::json!([{"layerId": 0}]))
             .await
             .unwrap();
         assert_eq!(
-            queue.count_failed_fetch(seq, url).unwrap(),
+            queue.change_rows().count_failed_fetch(seq, url).unwrap(),
             1,
             "a stored result resets the count"
         );
         assert_eq!(
-            queue.changes(seq + 7, url).unwrap().unwrap()[0]["layerId"],
+            queue.change_rows().changes(seq + 7, url).unwrap().unwrap()[0]["layerId"],
             0,
             "every event naming the window shares its changes"
         );
-        assert!(queue.changes(seq, other).unwrap().is_none());
-        queue.unpark("a", seq).unwrap();
+        assert!(queue.change_rows().changes(seq, other).unwrap().is_none());
+        queue.change_rows().unpark("a", seq).unwrap();
         assert_eq!(queue.take("a", 10, &Default::default()).unwrap().len(), 1);
-        assert_eq!(queue.changes(seq, url).unwrap().unwrap()[0]["layerId"], 0);
-        assert!(queue.park("b", seq).unwrap());
-        queue.bury_parked("b", seq, "the job failed").unwrap();
+        assert_eq!(
+            queue.change_rows().changes(seq, url).unwrap().unwrap()[0]["layerId"],
+            0
+        );
+        assert!(queue.change_rows().park("b", seq).unwrap());
+        queue
+            .change_rows()
+            .bury_parked("b", seq, "the job failed")
+            .unwrap();
         let dead = queue.dead_letters(Some("b"), None).unwrap();
         assert_eq!(dead[0].error, "the job failed");
         queue.close().unwrap();
@@ -387,11 +423,29 @@ mod tests {
     fn feature_changes_sent_are_remembered_per_sink() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
-        assert!(queue.features_sent("a", &["f1", "f2"]).unwrap().is_empty());
-        queue.record_features_sent("a", &["f1"]).unwrap();
-        let sent = queue.features_sent("a", &["f1", "f2"]).unwrap();
+        assert!(
+            queue
+                .change_rows()
+                .features_sent("a", &["f1", "f2"])
+                .unwrap()
+                .is_empty()
+        );
+        queue
+            .change_rows()
+            .record_features_sent("a", &["f1"])
+            .unwrap();
+        let sent = queue
+            .change_rows()
+            .features_sent("a", &["f1", "f2"])
+            .unwrap();
         assert_eq!(sent.into_iter().collect::<Vec<_>>(), ["f1"]);
-        assert!(queue.features_sent("b", &["f1"]).unwrap().is_empty());
+        assert!(
+            queue
+                .change_rows()
+                .features_sent("b", &["f1"])
+                .unwrap()
+                .is_empty()
+        );
         queue.close().unwrap();
     }
 
@@ -404,10 +458,10 @@ mod tests {
             tree.insert(seq_key(OLD_CHANGES, seq), encode(&serde_json::json!([])))
                 .unwrap();
         }
-        let next = queue.prune_changes(&[]).unwrap();
+        let next = queue.change_rows().prune_changes(&[]).unwrap();
         assert!(!next.is_empty(), "a pass looks at 1 000 rows");
         assert_eq!(tree.len(), 500);
-        assert!(queue.prune_changes(&next).unwrap().is_empty());
+        assert!(queue.change_rows().prune_changes(&next).unwrap().is_empty());
         assert_eq!(tree.len(), 0, "the second pass took the rest");
         queue.close().unwrap();
     }
@@ -424,17 +478,24 @@ mod tests {
         .unwrap();
         tree.insert(seq_key(OLD_FAILED, 6), "the job failed".as_bytes())
             .unwrap();
-        assert_eq!(queue.changes(5, "u").unwrap().unwrap()[0]["layerId"], 3);
         assert_eq!(
-            queue.changes_failure(6, "u").unwrap().unwrap(),
+            queue.change_rows().changes(5, "u").unwrap().unwrap()[0]["layerId"],
+            3
+        );
+        assert_eq!(
+            queue
+                .change_rows()
+                .changes_failure(6, "u")
+                .unwrap()
+                .unwrap(),
             "the job failed"
         );
         assert!(
-            queue.prune_changes(&[]).unwrap().is_empty(),
+            queue.change_rows().prune_changes(&[]).unwrap().is_empty(),
             "one pass read all"
         );
         assert!(
-            queue.changes(5, "u").unwrap().is_none(),
+            queue.change_rows().changes(5, "u").unwrap().is_none(),
             "no log row holds seq 5"
         );
         queue.close().unwrap();
