@@ -95,7 +95,12 @@ pub fn run(report: &mut Report, seconds: u64) {
         };
         profiles.push((what, QueueWork::read(&rt, port).minus(&before)));
         if let Some(b) = &baseline {
-            compared.push((what, ceiling.rps, ours.rps, wrk(b.port, shape, seconds)));
+            // This build runs again after the baseline, and the two runs are averaged: the
+            // second of two daemons run back to back measured about 10 % faster even when both
+            // were this build, so before and after each get one place of the two.
+            let before = wrk(b.port, shape, seconds);
+            let again = wrk(port, shape, seconds).map_or(ours.rps, |r| r.rps);
+            compared.push((what, ceiling.rps, (ours.rps + again) / 2.0, before));
         }
         let to_noop = ours.rps / ceiling.rps.max(1.0);
         let to_floor = ours.rps / sled.rps.max(1.0);
@@ -184,7 +189,7 @@ pub fn run(report: &mut Report, seconds: u64) {
         out!(report);
         out!(
             report,
-            "Before and after, same run: `BENCH_BASELINE={}` against this build:",
+            "Before and after, same run: `BENCH_BASELINE={}` against this build (run before and after the baseline, averaged):",
             b.binary.display()
         );
         out!(report);
