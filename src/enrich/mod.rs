@@ -2,7 +2,7 @@
 //! (extractChanges) once, store it in the queue, and hand it to every sink that asked for it.
 //!
 //! Sinks ask with `enrich = "changes"`. A delivery that needs changes it does not have is
-//! parked (see `queue::enrich`); the [`Enricher`] fetches each parked event's change file once,
+//! parked (see `queue::ChangeRows`); the [`Enricher`] fetches each parked event's change file once,
 //! stores it, and releases the deliveries. A sink that asks runs behind [`WithChanges`], a
 //! stage `serve` puts in front of it: the stored changes are attached (and split per feature
 //! when the sink asks) just before sending, and the dispatcher knows nothing of them.

@@ -9,7 +9,7 @@
 //! |---------|----------------------------|----------------------------------------------------|
 //! | `log`   | first event seq            | `LogRow` (`log.rs`): accepted-at, per event its JSON and sinks, then the payload once; the row holds the seqs `key .. key + n` |
 //! | `dedup` | dedup key (16 bytes)       | accepted-at ms, event seq (0: no route matched, nothing stored) |
-//! | `dedup` | hash of sink and feature change id (16 bytes) | when the sink delivered that feature change, epoch ms, then 0 (`enrich.rs`: each change once per sink) |
+//! | `dedup` | hash of sink and feature change id (16 bytes) | when the sink delivered that feature change, epoch ms, then 0 (`changes.rs`: each change once per sink) |
 //! | `q`     | `c`, sink                  | the sink's cursor: every seq up to it is settled (sent, or one of the rows below) |
 //! | `q`     | `r`, sink, 0, event seq    | `DeliveryRow`: ready again (a retry that came due, a replay, a parked one released) |
 //! | `q`     | `w`, sink, 0, due ms, seq  | `DeliveryRow`: waiting to retry (or parked for its feature changes at a due time that never comes) |
@@ -23,7 +23,7 @@
 //! into this layout once, at open.
 //!
 //! Beside them: the tree `history` (event seq, sink, 0, attempt ms → one attempt, for people),
-//! the tree `enrich` (fetched feature changes and fetch state per change window, `enrich.rs`), and in the data
+//! the tree `enrich` (fetched feature changes and fetch state per change window, `changes.rs`), and in the data
 //! directory the files `lock` (one process per directory), `reserve` (released when a write
 //! fails) and `rollback/*.undo` (the undo of a group whose write failed, applied at the next
 //! start).

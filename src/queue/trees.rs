@@ -51,7 +51,7 @@ pub struct Trees {
     pub dedup: sled::Tree,
     /// The attempt history (`history.rs`).
     pub history: sled::Tree,
-    /// Fetched feature changes (`enrich.rs`).
+    /// Fetched feature changes (`changes.rs`).
     pub enrich: sled::Tree,
 }
 
