@@ -1,5 +1,6 @@
 -- wrk script: unique ArcGIS deliveries, so that every request is a durable write.
--- Arguments: <shape> where shape is "portal1", "portal3" or "form".
+-- Arguments: <shape> [first], where shape is "portal1", "portal3" or "form" and first (0 by
+-- default) is where the request counter starts, so that runs against one store stay unique.
 local threads = 0
 function setup(thread)
   thread:set("tid", threads)
@@ -9,6 +10,7 @@ end
 local shape, counter = "portal1", 0
 function init(args)
   shape = args[1] or "portal1"
+  counter = tonumber(args[2] or "0") or 0
 end
 
 local function urlencode(s)
