@@ -27,10 +27,13 @@ pub struct Attempt {
     pub at: u64,
     /// `delivered`, `retry`, `dead`, or `unavailable` (the sink was down; no attempt spent).
     pub outcome: String,
-    /// What the destination reported: why, for failures; for a delivery, what the sink said
-    /// of it (a command's exit status and run time), if anything.
+    /// What the destination reported, for failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the sink said of a delivery, when it says anything (a command's exit status and
+    /// run time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// When the next attempt is due, for retries, epoch ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_at: Option<u64>,
@@ -75,6 +78,8 @@ impl Queue {
         self.write_attempts(sink, crate::clock::now_ms(), rows);
     }
 
+    /// Writes attempt rows: (seq, outcome, what was reported, next attempt). What a
+    /// `delivered` row reports is the sink's detail; any other row's, the failure.
     fn write_attempts(
         &self,
         sink: &str,
@@ -83,12 +88,17 @@ impl Queue {
     ) {
         let result = self.history().and_then(|tree| {
             let mut batch = sled::Batch::default();
-            for (seq, outcome, error, next_at) in rows {
+            for (seq, outcome, reported, next_at) in rows {
+                let (error, detail) = match outcome {
+                    "delivered" => (None, reported),
+                    _ => (reported, None),
+                };
                 let attempt = Attempt {
                     sink: sink.to_string(),
                     at,
                     outcome: outcome.to_string(),
                     error,
+                    detail,
                     next_at,
                 };
                 batch.insert(row_key(seq, sink, at), encode(&attempt));
@@ -188,6 +198,7 @@ impl Queue {
                 at: d.at.unwrap_or(0),
                 outcome: "delivered".into(),
                 error: None,
+                detail: None,
                 next_at: None,
             });
         }
@@ -248,6 +259,34 @@ mod tests {
         queue.trees.log.remove(log_key(d.seq)).unwrap();
         queue.prune_history();
         assert!(queue.attempts(d.seq).unwrap().is_empty(), "pruned");
+        queue.close().unwrap();
+    }
+    #[tokio::test]
+    async fn a_delivery_with_the_sinks_word_keeps_it_as_its_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
+        let routed = RoutedEvent {
+            event: event(1),
+            sinks: vec!["s".into()],
+            properties_at: None,
+        };
+        queue.accept(Arc::from("{}"), vec![routed]).await.unwrap();
+        let taken = queue.take("s", 10, &Default::default()).unwrap();
+        let said = Decision::DeliveredWith("/bin/restore exited with status 0 after 42 ms".into());
+        queue.complete("s", &[(&taken[0], said)]).unwrap();
+        let got = queue.attempts(taken[0].seq).unwrap();
+        assert_eq!(
+            got.len(),
+            1,
+            "one delivered row, not a second from the mark: {got:?}"
+        );
+        assert_eq!(got[0].outcome, "delivered");
+        assert_eq!(got[0].error, None);
+        assert_eq!(
+            got[0].detail.as_deref(),
+            Some("/bin/restore exited with status 0 after 42 ms")
+        );
+        assert!(queue.take("s", 10, &Default::default()).unwrap().is_empty());
         queue.close().unwrap();
     }
 }

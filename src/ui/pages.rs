@@ -302,7 +302,8 @@ pub async fn event(
         .map(|a| {
             json!({
                 "sink": a.sink, "at": view::when(a.at), "outcome": a.outcome,
-                "error": a.error, "next": a.next_at.map(view::when).unwrap_or_default(),
+                "error": a.error, "detail": a.detail,
+                "next": a.next_at.map(view::when).unwrap_or_default(),
             })
         })
         .collect();
