@@ -124,10 +124,14 @@ impl BodyRow {
         })
     }
 
-    /// A payload's text.
+    /// A payload's text (stored from a `str`, so valid UTF-8 unless the row was damaged).
     pub fn new(payload: &[u8]) -> Self {
+        let text: Arc<str> = match std::str::from_utf8(payload) {
+            Ok(text) => Arc::from(text),
+            Err(_) => Arc::from(String::from_utf8_lossy(payload).as_ref()),
+        };
         BodyRow {
-            text: Arc::from(String::from_utf8_lossy(payload).as_ref()),
+            text,
             json: std::cell::OnceCell::new(),
         }
     }

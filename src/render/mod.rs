@@ -255,7 +255,9 @@ impl Renderer {
         event: &Event,
         payload: &str,
     ) -> Result<Vec<u8>, RenderError> {
-        let mut out = Vec::new();
+        // About the payload's size whatever the format (an event carries most of its payload),
+        // so that the buffer is not grown and copied several times over.
+        let mut out = Vec::with_capacity(payload.len() + 512);
         self.encode_into(format, template, event, payload, &mut out)?;
         Ok(out)
     }
