@@ -59,6 +59,25 @@ pub(super) struct Finished {
     pub stderr_cut: bool,
 }
 
+/// Tries to start a program whose file is open for writing (ETXTBSY) this many times, 20 ms
+/// apart: someone replacing the script under the running daemon, or another thread's fork that
+/// still holds the write descriptor of a script written a moment before.
+const BUSY_TRIES: u32 = 10;
+
+/// Spawns `command`, waiting out a program file that is busy for a moment.
+async fn spawn(command: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
+    let mut tries = 1;
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy && tries < BUSY_TRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Program {
     /// Runs the program with `args` after its path, `stdin` on its standard input (`None`:
     /// `/dev/null`) and `event_id` in its environment; an error when it could not be started.
@@ -87,7 +106,7 @@ impl Program {
             command.current_dir(dir);
         }
         let started = Instant::now();
-        let mut child = command.spawn()?;
+        let mut child = spawn(&mut command).await?;
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("the program ended before its id was read"))?;
@@ -403,6 +422,27 @@ pub(super) mod tests {
         let missing = program(dir.path().join("nope"), Duration::from_secs(1));
         let e = missing.run(&[], None, "e").await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_program_file_busy_for_a_moment_is_started_once_it_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), "exit 0");
+        // A descriptor open for writing makes exec fail with ETXTBSY until it is closed.
+        let writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        let busy = program(p.clone(), Duration::from_secs(10));
+        assert_eq!(
+            std::process::Command::new(&p).status().unwrap_err().kind(),
+            io::ErrorKind::ExecutableFileBusy,
+            "the file is busy while the writer is open"
+        );
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(60));
+            drop(writer);
+        });
+        let f = busy.run(&[], None, "e").await.unwrap();
+        assert_eq!(f.ended, Ended::Exited(0));
+        release.join().unwrap();
     }
 
     #[test]
