@@ -55,8 +55,8 @@ pub(super) fn load(
             ));
         }
         match SinkSettings::from_table(&name, table, cx.base, cx.defaults) {
-            Ok((config, retry)) => {
-                config.check(&mut Check {
+            Ok((settings, retry)) => {
+                settings.check(&mut Check {
                     name: &name,
                     renderer,
                     problems,
@@ -68,13 +68,7 @@ pub(super) fn load(
                         "must be at least 1",
                     ));
                 }
-                sinks.insert(
-                    name,
-                    ConfiguredSink {
-                        settings: config,
-                        retry,
-                    },
-                );
+                sinks.insert(name, ConfiguredSink { settings, retry });
             }
             Err(p) => problems.extend(p),
         }

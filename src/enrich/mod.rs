@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::Event;
 use crate::health::Health;
 use crate::metrics::METRICS;
-use crate::queue::Queue;
+use crate::queue::{ChangeRows, Queue};
 use crate::retry::Backoff;
 use crate::senders::arcgis;
 pub use config::{ConnectionConfig, OnFailure, SinkEnrich, Split};
@@ -83,6 +83,11 @@ impl Feed {
             sinks,
             wake: Notify::new(),
         })
+    }
+
+    /// The change feed's rows in the queue.
+    fn rows(&self) -> ChangeRows<'_> {
+        self.queue.change_rows()
     }
 
     /// The enrichment settings of `sink`, if it wants changes.
@@ -174,7 +179,7 @@ impl Enricher {
                 continue;
             };
             let window = schedule::window(&url);
-            if let Ok(Some(_)) = self.feed.queue.change_rows().changes(seq, &url) {
+            if let Ok(Some(_)) = self.feed.rows().changes(seq, &url) {
                 schedule.forget(window);
                 self.release(seq);
                 continue;
@@ -228,13 +233,7 @@ impl Enricher {
         match result {
             Ok(changes) => {
                 schedule.answered(window);
-                if let Err(e) = self
-                    .feed
-                    .queue
-                    .change_rows()
-                    .store_changes(seq, url, &changes)
-                    .await
-                {
+                if let Err(e) = self.feed.rows().store_changes(seq, url, &changes).await {
                     tracing::error!(connection = conn, error = %e, "cannot store the changes; fetching again later");
                     schedule.wait_until(window, Instant::now() + Duration::from_secs(1));
                     return;
@@ -281,8 +280,7 @@ impl Enricher {
                     .inc();
                 let attempts = self
                     .feed
-                    .queue
-                    .change_rows()
+                    .rows()
                     .count_failed_fetch(seq, url)
                     .unwrap_or(u32::MAX);
                 let limit = settings.map_or(1, |c| c.attempts);
@@ -344,7 +342,7 @@ impl Enricher {
     /// dispatcher is not taking, e.g. paused or not connected), and prunes stored changes.
     fn sweep(&self, pruned: &mut Vec<u8>) {
         for (sink, s) in &self.feed.sinks {
-            let Ok(seqs) = self.feed.queue.change_rows().ready_seqs(sink, 1_000) else {
+            let Ok(seqs) = self.feed.rows().ready_seqs(sink, 1_000) else {
                 continue;
             };
             for seq in seqs {
@@ -352,18 +350,14 @@ impl Enricher {
                     continue;
                 };
                 let settled = s.on_failure == OnFailure::DeliverUnenriched
-                    && matches!(
-                        self.feed.queue.change_rows().changes_failure(seq, &url),
-                        Ok(Some(_))
-                    );
-                let needs = !settled
-                    && matches!(self.feed.queue.change_rows().changes(seq, &url), Ok(None));
+                    && matches!(self.feed.rows().changes_failure(seq, &url), Ok(Some(_)));
+                let needs = !settled && matches!(self.feed.rows().changes(seq, &url), Ok(None));
                 if needs {
-                    let _ = self.feed.queue.change_rows().park(sink, seq);
+                    let _ = self.feed.rows().park(sink, seq);
                 }
             }
         }
-        match self.feed.queue.change_rows().prune_changes(pruned) {
+        match self.feed.rows().prune_changes(pruned) {
             Ok(next) => *pruned = next,
             Err(e) => tracing::warn!(error = %e, "cannot prune stored changes"),
         }
@@ -375,7 +369,7 @@ impl Enricher {
             .feed
             .sinks
             .keys()
-            .filter_map(|s| self.feed.queue.change_rows().parked_seqs(s).ok())
+            .filter_map(|s| self.feed.rows().parked_seqs(s).ok())
             .flatten()
             .collect();
         all.sort_unstable();
@@ -390,7 +384,7 @@ impl Enricher {
 
     fn release(&self, seq: u64) {
         for sink in self.feed.sinks.keys() {
-            if let Err(e) = self.feed.queue.change_rows().unpark(sink, seq) {
+            if let Err(e) = self.feed.rows().unpark(sink, seq) {
                 tracing::error!(sink, error = %e, "cannot release a parked delivery");
             }
         }
@@ -415,21 +409,14 @@ impl Enricher {
     /// delivers it without changes, as it chose.
     fn give_up(&self, seq: u64, url: &str, reason: &str) {
         tracing::error!(seq, %reason, "giving up on a change window");
-        if let Err(e) = self
-            .feed
-            .queue
-            .change_rows()
-            .give_up_changes(seq, url, reason)
-        {
+        if let Err(e) = self.feed.rows().give_up_changes(seq, url, reason) {
             tracing::error!(error = %e, "cannot record the failed fetch");
         }
         for seq in self.parked_in(url) {
             for (sink, s) in &self.feed.sinks {
                 let r = match s.on_failure {
-                    OnFailure::DeadLetter => {
-                        self.feed.queue.change_rows().bury_parked(sink, seq, reason)
-                    }
-                    OnFailure::DeliverUnenriched => self.feed.queue.change_rows().unpark(sink, seq),
+                    OnFailure::DeadLetter => self.feed.rows().bury_parked(sink, seq, reason),
+                    OnFailure::DeliverUnenriched => self.feed.rows().unpark(sink, seq),
                 };
                 if let Err(e) = r {
                     tracing::error!(sink, error = %e, "cannot settle a parked delivery");

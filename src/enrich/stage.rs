@@ -75,7 +75,7 @@ impl Sink for WithChanges {
 /// Attaches stored changes to `sink`'s deliveries that need them; parks (and removes from
 /// the batch) those whose changes are not fetched yet.
 fn admit(feed: &Feed, sink: &str, settings: SinkEnrich, batch: Vec<Delivery>) -> Vec<Delivery> {
-    let rows = feed.queue.change_rows();
+    let rows = feed.rows();
     let mut out = Vec::with_capacity(batch.len());
     let mut parked = false;
     for mut d in batch {
@@ -150,7 +150,7 @@ async fn send_split(
         }
     }
     let ids: Vec<&str> = features.iter().map(String::as_str).collect();
-    let sent = feed.queue.change_rows().features_sent(name, &ids).unwrap_or_else(|e| {
+    let sent = feed.rows().features_sent(name, &ids).unwrap_or_else(|e| {
         tracing::warn!(sink = name, error = %e, "cannot read the feature changes sent; sending them all");
         HashSet::new()
     });
@@ -170,11 +170,7 @@ async fn send_split(
         .filter(|(p, o)| o.is_delivered() && features.contains(&p.event.event_id))
         .map(|(p, _)| p.event.event_id.as_str())
         .collect();
-    if let Err(e) = feed
-        .queue
-        .change_rows()
-        .record_features_sent(name, &delivered)
-    {
+    if let Err(e) = feed.rows().record_features_sent(name, &delivered) {
         tracing::warn!(sink = name, error = %e, "cannot record the feature changes sent; they may be sent again");
     }
     for (i, o) in owner.into_iter().zip(got) {

@@ -39,6 +39,20 @@ pub struct Attempt {
     pub next_at: Option<u64>,
 }
 
+impl Attempt {
+    /// An attempt at `sink` recorded at `at` with `outcome`, nothing reported yet.
+    fn new(sink: &str, at: u64, outcome: &str) -> Self {
+        Attempt {
+            sink: sink.to_string(),
+            at,
+            outcome: outcome.to_string(),
+            error: None,
+            detail: None,
+            next_at: None,
+        }
+    }
+}
+
 fn row_key(seq: u64, sink: &str, at: u64) -> Vec<u8> {
     let mut k = seq.to_be_bytes().to_vec();
     k.extend_from_slice(sink.as_bytes());
@@ -59,49 +73,49 @@ impl Queue {
             .iter()
             .filter_map(|(d, decision)| match decision {
                 Decision::Delivered | Decision::DeliveredWith(_) => None,
-                Decision::Retry { due_ms, error } => {
-                    Some((d.seq, "retry", Some(error.clone()), Some(*due_ms)))
-                }
-                Decision::Dead { error } => Some((d.seq, "dead", Some(error.clone()), None)),
+                Decision::Retry { due_ms, error } => Some((
+                    d.seq,
+                    Attempt {
+                        error: Some(error.clone()),
+                        next_at: Some(*due_ms),
+                        ..Attempt::new(sink, now, "retry")
+                    },
+                )),
+                Decision::Dead { error } => Some((
+                    d.seq,
+                    Attempt {
+                        error: Some(error.clone()),
+                        ..Attempt::new(sink, now, "dead")
+                    },
+                )),
             })
             .peekable();
         if rows.peek().is_some() {
-            self.write_attempts(sink, now, rows);
+            self.write_attempts(sink, rows);
         }
     }
 
     /// Records that a batch could not be sent because `sink` was down as a whole.
     pub fn record_unavailable(&self, sink: &str, batch: &[Delivery], error: &str) {
-        let rows = batch
-            .iter()
-            .map(|d| (d.seq, "unavailable", Some(error.to_string()), None));
-        self.write_attempts(sink, crate::clock::now_ms(), rows);
+        let now = crate::clock::now_ms();
+        let rows = batch.iter().map(|d| {
+            (
+                d.seq,
+                Attempt {
+                    error: Some(error.to_string()),
+                    ..Attempt::new(sink, now, "unavailable")
+                },
+            )
+        });
+        self.write_attempts(sink, rows);
     }
 
-    /// Writes attempt rows: (seq, outcome, what was reported, next attempt). What a
-    /// `delivered` row reports is the sink's detail; any other row's, the failure.
-    fn write_attempts(
-        &self,
-        sink: &str,
-        at: u64,
-        rows: impl Iterator<Item = (u64, &'static str, Option<String>, Option<u64>)>,
-    ) {
+    /// Writes `sink`'s attempt rows, each under its event's seq.
+    fn write_attempts(&self, sink: &str, rows: impl Iterator<Item = (u64, Attempt)>) {
         let result = self.history().and_then(|tree| {
             let mut batch = sled::Batch::default();
-            for (seq, outcome, reported, next_at) in rows {
-                let (error, detail) = match outcome {
-                    "delivered" => (None, reported),
-                    _ => (reported, None),
-                };
-                let attempt = Attempt {
-                    sink: sink.to_string(),
-                    at,
-                    outcome: outcome.to_string(),
-                    error,
-                    detail,
-                    next_at,
-                };
-                batch.insert(row_key(seq, sink, at), encode(&attempt));
+            for (seq, attempt) in rows {
+                batch.insert(row_key(seq, sink, attempt.at), encode(&attempt));
             }
             tree.apply_batch(batch)?;
             self.prune(&tree)
@@ -122,7 +136,11 @@ impl Queue {
     /// Records that `sink` delivered `seq` at `now`, from a ready row or with the sink's word
     /// on it (logged on failure).
     pub(super) fn record_delivered(&self, sink: &str, seq: u64, now: u64, detail: Option<String>) {
-        self.write_attempts(sink, now, std::iter::once((seq, "delivered", detail, None)));
+        let attempt = Attempt {
+            detail,
+            ..Attempt::new(sink, now, "delivered")
+        };
+        self.write_attempts(sink, std::iter::once((seq, attempt)));
     }
 
     /// When `sink` delivered `seq`: its own history row, else the mark of the batch that
@@ -193,14 +211,7 @@ impl Queue {
             {
                 continue;
             }
-            out.push(Attempt {
-                sink: d.sink,
-                at: d.at.unwrap_or(0),
-                outcome: "delivered".into(),
-                error: None,
-                detail: None,
-                next_at: None,
-            });
+            out.push(Attempt::new(&d.sink, d.at.unwrap_or(0), "delivered"));
         }
         out.sort_by_key(|a| a.at);
         Ok(out)
@@ -212,20 +223,23 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::queue::RoutedEvent;
-    use crate::queue::tests::event;
+    use crate::queue::tests::routed;
+
+    /// A queue holding one event routed to sink `s`, and that delivery taken.
+    async fn one_taken(dir: &std::path::Path) -> (Arc<Queue>, Vec<Delivery>) {
+        let queue = Queue::open(dir, crate::queue::tests::long()).unwrap();
+        queue
+            .accept(Arc::from("{}"), routed(&[1], &["s"]))
+            .await
+            .unwrap();
+        let taken = queue.take("s", 10, &Default::default()).unwrap();
+        (queue, taken)
+    }
 
     #[tokio::test]
     async fn attempts_are_recorded_in_order_and_go_with_their_event() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
-        let routed = RoutedEvent {
-            event: event(1),
-            sinks: vec!["s".into()],
-            properties_at: None,
-        };
-        queue.accept(Arc::from("{}"), vec![routed]).await.unwrap();
-        let taken = queue.take("s", 10, &Default::default()).unwrap();
+        let (queue, taken) = one_taken(dir.path()).await;
         let d = &taken[0];
         queue.record_unavailable("s", &taken, "broker down");
         let retry = Decision::Retry {
@@ -261,17 +275,11 @@ mod tests {
         assert!(queue.attempts(d.seq).unwrap().is_empty(), "pruned");
         queue.close().unwrap();
     }
+
     #[tokio::test]
     async fn a_delivery_with_the_sinks_word_keeps_it_as_its_detail() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), crate::queue::tests::long()).unwrap();
-        let routed = RoutedEvent {
-            event: event(1),
-            sinks: vec!["s".into()],
-            properties_at: None,
-        };
-        queue.accept(Arc::from("{}"), vec![routed]).await.unwrap();
-        let taken = queue.take("s", 10, &Default::default()).unwrap();
+        let (queue, taken) = one_taken(dir.path()).await;
         let said = Decision::DeliveredWith("/bin/restore exited with status 0 after 42 ms".into());
         queue.complete("s", &[(&taken[0], said)]).unwrap();
         let got = queue.attempts(taken[0].seq).unwrap();
